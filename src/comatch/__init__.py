@@ -1,0 +1,32 @@
+"""CoMatch: semi-supervised image classification with contrastive graph regularization.
+
+The five equations are pure functions (:mod:`comatch.losses`); the state they need lives in
+:class:`DistributionAligner` and :class:`MemoryBank`; :class:`CoMatchCriterion` puts them
+together for one training step.
+"""
+
+from comatch.criterion import CoMatchCriterion, CriterionOutput, SupervisedCriterion, build_criterion
+from comatch.losses import (
+    contrastive_graph_loss,
+    distribution_alignment,
+    memory_smoothed_labels,
+    pseudo_label_graph,
+    pseudo_label_loss,
+)
+from comatch.memory import DistributionAligner, MemoryBank
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CoMatchCriterion",
+    "CriterionOutput",
+    "DistributionAligner",
+    "MemoryBank",
+    "SupervisedCriterion",
+    "build_criterion",
+    "contrastive_graph_loss",
+    "distribution_alignment",
+    "memory_smoothed_labels",
+    "pseudo_label_graph",
+    "pseudo_label_loss",
+]

@@ -1,0 +1,5 @@
+"""``python -m comatch``: the command line."""
+
+from comatch.cli import main
+
+raise SystemExit(main())

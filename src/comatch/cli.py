@@ -1,0 +1,114 @@
+"""The ``comatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from comatch import config as cfg
+from comatch.errors import UserError
+
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model (default: CoMatch on the bundled digits, CPU, a few minutes)",
+        description="Train CoMatch, FixMatch or a supervised baseline. Any config field can be "
+        "overridden as dotted.key=value, e.g. optim.lr=0.01 comatch.threshold=0.9.",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="bundled preset (see `comatch presets`); default: digits")
+    source.add_argument("--config", type=Path, help="YAML file of config fields, instead of a preset")
+    train.add_argument("--method", choices=cfg.Method.__args__, help="training method; default: comatch")
+    train.add_argument("--seed", type=int, help="seed of the labelled subset, init and augmentation")
+    train.add_argument("--iterations", type=int, help="total training steps")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+    train.add_argument("--out", type=Path, help="run directory; default: runs/PRESET-METHOD-seedN")
+    train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="comatch", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(subparsers)
+    subparsers.add_parser("presets", help="list the bundled presets, one line each")
+    return parser
+
+
+def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
+    """The configuration a ``train`` invocation asks for."""
+    overrides = list(args.overrides)
+    if args.iterations is not None:
+        overrides.append(f"optim.iterations={args.iterations}")
+    if args.device is not None:
+        overrides.append(f"run.device={args.device}")
+    return cfg.build_config(
+        preset=args.preset, config_file=args.config, overrides=overrides,
+        method=args.method, seed=args.seed,
+    )
+
+
+def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
+    """The run directory to create; refuses one that already holds a run."""
+    if requested is not None:
+        if requested.exists() and any((requested / m).exists() for m in RUN_MARKERS):
+            raise UserError(
+                f"{requested} already holds a run; choose another --out (or delete it)"
+            )
+        return requested
+    base = Path("runs") / f"{config.preset}-{config.method}-seed{config.seed}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = resolve_train_config(args)
+    if args.show_config:
+        print(cfg.to_yaml(config), end="")
+        return 0
+    out_dir = new_run_dir(args.out, config)
+    from comatch.train import Trainer  # heavy imports only when training
+
+    summary = Trainer(config, out_dir).fit()
+    print(
+        f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
+        f"{summary['test_accuracy']:.2%} (EMA {summary['test_accuracy_ema']:.2%}) "
+        f"in {summary['wall_seconds'] / 60:.1f} min; run directory {out_dir}"
+    )
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    del args
+    for name in cfg.preset_names():
+        raw = cfg.load_preset(name)
+        description = raw.get("description") or ""
+        print(f"{name:16s} {description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv or ["train"])
+    handlers = {"train": cmd_train, "presets": cmd_presets}
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except UserError as err:
+        print(f"comatch: error: {err}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("comatch: interrupted", file=sys.stderr)
+        return 130

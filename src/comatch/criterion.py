@@ -1,0 +1,218 @@
+"""The training objectives: CoMatch (with its ablation switches) and the supervised baseline.
+
+A criterion holds only its settings and its persistent state (aligner, memory bank); the
+equations are the pure functions of :mod:`comatch.losses`. The training loop owns backward,
+the optimizer and the EMA.
+
+FixMatch is CoMatch with every CoMatch-specific part switched off: no alignment, no memory
+smoothing, no graph loss, hard pseudo-labels (see :func:`build_criterion`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comatch import distributed
+from comatch.losses import (
+    contrastive_graph_loss,
+    memory_smoothed_labels,
+    pseudo_label_graph,
+    pseudo_label_loss,
+)
+from comatch.memory import DistributionAligner, MemoryBank
+
+METHODS = ("comatch", "fixmatch", "supervised")
+
+
+@dataclass
+class CriterionOutput:
+    """What a criterion returns for one step.
+
+    Attributes:
+        loss: total loss ``L_x + lambda_u L_u + lambda_c L_c`` (scalar, differentiable).
+        loss_x, loss_u, loss_c: its three parts (scalars; zero where a method has none).
+        stats: detached scalar tensors for logging: ``mask_rate`` (share of unlabelled
+            samples whose pseudo-label reaches ``tau``) and ``graph_edges`` (mean number of
+            pseudo-label graph neighbours per sample, self-loop excluded).
+        pseudo_labels: the pseudo-label targets ``q`` ``[N, C]`` (detached), or None.
+        mask: which unlabelled samples reached ``tau`` ``[N]`` (bool), or None.
+    """
+
+    loss: torch.Tensor
+    loss_x: torch.Tensor
+    loss_u: torch.Tensor
+    loss_c: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    pseudo_labels: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+class SupervisedCriterion(nn.Module):
+    """Cross-entropy on the labelled batch only; unlabelled data is never used."""
+
+    unlabelled_views: tuple[str, ...] = ()
+
+    def forward(self, logits_x: torch.Tensor, targets_x: torch.Tensor) -> CriterionOutput:
+        """Args: ``logits_x [B, C]``, ``targets_x [B]`` (class indices)."""
+        loss_x = F.cross_entropy(logits_x.float(), targets_x)
+        zero = loss_x.new_zeros(())
+        return CriterionOutput(loss=loss_x, loss_x=loss_x, loss_u=zero, loss_c=zero)
+
+
+class CoMatchCriterion(nn.Module):
+    """CoMatch's loss ``L = L_x + lambda_u L_u + lambda_c L_c`` and its state.
+
+    Symbols as in :mod:`comatch.losses`. One call per training step: it aligns and smooths
+    the weak-view pseudo-labels, pushes the step's weak-view entries into the memory bank,
+    and returns the loss and its parts.
+
+    Args:
+        num_classes: ``C``.
+        proj_dim: embedding size ``D`` of the projection head.
+        bank_size: memory bank entries ``K`` (global, across processes).
+        alpha: weight of the model's own prediction in the smoothed label.
+        temperature: ``T`` of both the smoothing affinities and the embedding graph.
+        threshold: ``tau``, the confidence needed for a pseudo-label to count in ``L_u``.
+        graph_threshold: ``t``, the pseudo-label similarity needed for a graph edge.
+        lambda_u: weight of ``L_u``.
+        lambda_c: weight of ``L_c`` (the trainer may ramp it by setting the attribute).
+        da_window: steps averaged by distribution alignment.
+        alignment: ablation switch: distribution alignment on/off.
+        smoothing: ablation switch: memory-smoothed pseudo-labels on/off (off: no bank).
+        contrastive: ablation switch: graph contrastive loss on/off (off: no ``s1`` view).
+        self_loop_only: ablation switch: ``W^q`` keeps only self-loops (instance contrast).
+        hard_labels: ablation switch: one-hot ``argmax(q)`` instead of the soft ``q`` in both
+            ``L_u`` and ``W^q``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        proj_dim: int,
+        bank_size: int,
+        *,
+        alpha: float = 0.9,
+        temperature: float = 0.2,
+        threshold: float = 0.95,
+        graph_threshold: float = 0.8,
+        lambda_u: float = 1.0,
+        lambda_c: float = 1.0,
+        da_window: int = 32,
+        alignment: bool = True,
+        smoothing: bool = True,
+        contrastive: bool = True,
+        self_loop_only: bool = False,
+        hard_labels: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.alpha, self.temperature = alpha, temperature
+        self.threshold, self.graph_threshold = threshold, graph_threshold
+        self.lambda_u, self.lambda_c = lambda_u, lambda_c
+        self.smoothing, self.contrastive = smoothing, contrastive
+        self.self_loop_only, self.hard_labels = self_loop_only, hard_labels
+        self.aligner = DistributionAligner(num_classes, da_window) if alignment else None
+        self.bank = MemoryBank(bank_size, proj_dim, num_classes) if smoothing else None
+
+    @property
+    def unlabelled_views(self) -> tuple[str, ...]:
+        """The views of each unlabelled image this criterion needs, in forward order."""
+        return ("weak", "strong", "contrastive") if self.contrastive else ("weak", "strong")
+
+    def forward(
+        self,
+        logits_x: torch.Tensor,
+        targets_x: torch.Tensor,
+        logits_u_w: torch.Tensor,
+        logits_u_s0: torch.Tensor,
+        z_x: torch.Tensor | None = None,
+        z_u_w: torch.Tensor | None = None,
+        z_u_s0: torch.Tensor | None = None,
+        z_u_s1: torch.Tensor | None = None,
+    ) -> CriterionOutput:
+        """Compute the step's loss.
+
+        Args:
+            logits_x: labelled weak view ``[B, C]``; ``targets_x`` its labels ``[B]``.
+            logits_u_w, logits_u_s0: unlabelled weak and strong views ``[N, C]``.
+            z_x, z_u_w: weak-view embeddings ``[B, D]``, ``[N, D]`` (needed with smoothing).
+            z_u_s0, z_u_s1: strong-view embeddings ``[N, D]`` (needed with the graph loss).
+
+        Returns:
+            The loss, its parts, ``mask_rate``/``graph_edges`` stats and the pseudo-labels.
+        """
+        loss_x = F.cross_entropy(logits_x.float(), targets_x)
+        probs_u = self._pseudo_labels(logits_u_w, targets_x, z_x, z_u_w)  # [N, C]
+        confident = probs_u.max(dim=1).values >= self.threshold  # [N]
+        graph_probs = probs_u
+        if self.hard_labels:
+            graph_probs = F.one_hot(probs_u.argmax(dim=1), self.num_classes).to(probs_u)
+        targets_u = graph_probs * confident.unsqueeze(1) if self.hard_labels else probs_u
+        loss_u = pseudo_label_loss(logits_u_s0, targets_u, self.threshold)
+        stats = {"mask_rate": confident.float().mean()}
+        if self.contrastive:
+            t = float("inf") if self.self_loop_only else self.graph_threshold
+            graph = pseudo_label_graph(graph_probs, t)  # [N, N]
+            loss_c = contrastive_graph_loss(z_u_s0, z_u_s1, graph, self.temperature)
+            stats["graph_edges"] = ((graph > 0).sum(dim=1) - 1).float().mean()
+        else:
+            loss_c = loss_x.new_zeros(())
+        loss = loss_x + self.lambda_u * loss_u + self.lambda_c * loss_c
+        return CriterionOutput(loss, loss_x, loss_u, loss_c, stats, probs_u, confident)
+
+    @torch.no_grad()
+    def _pseudo_labels(
+        self,
+        logits_u_w: torch.Tensor,
+        targets_x: torch.Tensor,
+        z_x: torch.Tensor | None,
+        z_u_w: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Weak-view probabilities, aligned and memory-smoothed; pushes the bank. ``[N, C]``."""
+        probs = torch.softmax(logits_u_w.detach().float(), dim=1)  # [N, C]
+        if self.aligner is not None:
+            probs = self.aligner(probs)
+        if self.bank is None:
+            return probs
+        if z_x is None or z_u_w is None:
+            raise ValueError("memory smoothing needs the weak-view embeddings z_x and z_u_w")
+        step_entries = (z_x.shape[0] + z_u_w.shape[0]) * distributed.world_size()
+        smoothed = probs
+        if len(self.bank) >= step_entries:
+            bank_feats, bank_probs = self.bank.contents()
+            smoothed = memory_smoothed_labels(
+                probs, z_u_w.float(), bank_feats, bank_probs, self.alpha, self.temperature
+            )
+        onehot_x = F.one_hot(targets_x, self.num_classes).to(probs)  # [B, C]
+        self.bank.push(torch.cat([z_x, z_u_w]), torch.cat([onehot_x, probs]))
+        return smoothed
+
+
+def build_criterion(
+    method: str, num_classes: int, proj_dim: int, bank_size: int, **settings: object
+) -> nn.Module:
+    """The criterion of a training method.
+
+    Args:
+        method: ``"comatch"``, ``"fixmatch"`` or ``"supervised"``.
+        num_classes, proj_dim, bank_size: see :class:`CoMatchCriterion`.
+        **settings: keyword settings of :class:`CoMatchCriterion` (ignored by
+            ``supervised``; FixMatch keeps ``threshold`` and ``lambda_u`` and forces its
+            definition on the CoMatch-specific switches).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    if method == "supervised":
+        return SupervisedCriterion()
+    if method == "fixmatch":
+        settings = dict(settings) | dict(
+            alignment=False, smoothing=False, contrastive=False, hard_labels=True
+        )
+    elif method != "comatch":
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return CoMatchCriterion(num_classes, proj_dim, bank_size, **settings)  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+"""CoMatch's persistent state: the distribution aligner and the memory bank.
+
+Both are small ``nn.Module``s whose state lives in registered buffers, so ``state_dict()``
+saves and restores them exactly (a resumed run smooths with the same bank it had).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from comatch import distributed
+from comatch.losses import distribution_alignment
+
+
+class DistributionAligner(nn.Module):
+    """Keeps the per-batch mean of ``p_w`` over the last ``window`` steps and divides by it.
+
+    ``p_avg`` is the mean of the stored batch means. Each call first records the current
+    batch's mean (all-reduced over processes), then aligns with the updated average, so the
+    first step is aligned with its own batch mean.
+
+    Args:
+        num_classes: ``C``.
+        window: number of past steps averaged (32 on CIFAR/STL, 128 on ImageNet).
+    """
+
+    def __init__(self, num_classes: int, window: int) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.register_buffer("history", torch.zeros(window, num_classes))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # Host copy of num_updates, so that the training step never waits on the device.
+        self._num_updates = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._num_updates = int(self.num_updates.item())
+
+    @property
+    def mean_probs(self) -> torch.Tensor:
+        """``p_avg`` ``[C]``: the mean over the filled history (uniform before any update)."""
+        filled = min(self._num_updates, self.window)
+        if filled == 0:
+            return torch.full_like(self.history[0], 1.0 / self.history.shape[1])
+        return self.history[:filled].mean(dim=0)
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor) -> None:
+        """Record the batch mean of ``probs [N, C]`` (averaged over all processes)."""
+        batch_mean = distributed.all_reduce_mean(probs.detach().float().mean(dim=0))  # [C]
+        self.history[self._num_updates % self.window] = batch_mean.to(self.history)
+        self._num_updates += 1
+        self.num_updates.fill_(self._num_updates)
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        """Update the history with ``probs [N, C]`` and return them aligned ``[N, C]``."""
+        self.update(probs)
+        return distribution_alignment(probs, self.mean_probs.to(probs.dtype))
+
+
+class MemoryBank(nn.Module):
+    """Ring buffer of weak-view embeddings and their class probabilities.
+
+    Labelled samples store their one-hot label; unlabelled ones ``p_w`` after alignment and
+    before smoothing. Under ``torch.distributed`` every push is all-gathered first, so all
+    processes hold the same bank and ``size`` counts entries of the global batch.
+
+    Args:
+        size: number of entries ``K``.
+        feature_dim: embedding size ``D``.
+        num_classes: ``C``.
+    """
+
+    def __init__(self, size: int, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"memory bank size must be >= 1, got {size}")
+        self.register_buffer("feats", torch.zeros(size, feature_dim))
+        self.register_buffer("probs", torch.zeros(size, num_classes))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_filled", torch.zeros((), dtype=torch.long))
+        # Host copies of ptr and num_filled: the step never waits on the device for them.
+        self._ptr = 0
+        self._num_filled = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ptr = int(self.ptr.item())
+        self._num_filled = int(self.num_filled.item())
+
+    @property
+    def size(self) -> int:
+        """Capacity ``K``."""
+        return self.feats.shape[0]
+
+    def __len__(self) -> int:
+        return self._num_filled
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The written entries only: ``(feats [n, D], probs [n, C])`` with ``n = len(self)``.
+
+        A ring buffer fills from slot 0 and only then wraps, so the written slots are always
+        the first ``n``.
+        """
+        n = len(self)
+        return self.feats[:n], self.probs[:n]
+
+    @torch.no_grad()
+    def push(self, feats: torch.Tensor, probs: torch.Tensor) -> None:
+        """Write ``feats [n, D]`` and ``probs [n, C]`` (all-gathered across processes).
+
+        Entries go to consecutive slots from the pointer; a push that runs past the end
+        writes its remainder at the start. A push larger than the bank keeps its last ``K``.
+        """
+        feats = distributed.all_gather_cat(feats.detach().to(self.feats.dtype))
+        probs = distributed.all_gather_cat(probs.detach().to(self.probs.dtype))
+        if feats.shape[0] > self.size:
+            feats, probs = feats[-self.size :], probs[-self.size :]
+        n = feats.shape[0]
+        slots = torch.arange(self._ptr, self._ptr + n, device=self.feats.device) % self.size  # [n]
+        self.feats.index_copy_(0, slots, feats)
+        self.probs.index_copy_(0, slots, probs)
+        self._ptr = (self._ptr + n) % self.size
+        self._num_filled = min(self._num_filled + n, self.size)
+        self.ptr.fill_(self._ptr)
+        self.num_filled.fill_(self._num_filled)

@@ -1,0 +1,111 @@
+"""Networks, EMA and optimizer helpers for CoMatch."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .ema import ModelEMA, ema_decay
+from .heads import CoMatchNet
+from .optim import param_groups_for_weight_decay
+from .resnet import ResNetEncoder
+from .small import DigitsNet
+from .wideresnet import WideResNetEncoder
+
+__all__ = [
+    "ARCHITECTURES",
+    "CoMatchNet",
+    "DigitsNet",
+    "ModelEMA",
+    "ResNetEncoder",
+    "WideResNetEncoder",
+    "build_encoder",
+    "build_model",
+    "ema_decay",
+    "param_groups_for_weight_decay",
+]
+
+ARCHITECTURES: tuple[str, ...] = (
+    "digits_cnn",
+    "wrn28_2",
+    "wrn28_8",
+    "wrn37_2",
+    "wrn10_1",
+    "resnet18",
+    "resnet50",
+)
+
+# (depth, widen_factor, num_groups) of the WideResNet variants.
+_WRN_CONFIGS: dict[str, tuple[int, int, int]] = {
+    "wrn28_2": (28, 2, 3),
+    "wrn28_8": (28, 8, 3),
+    "wrn37_2": (37, 2, 4),
+    "wrn10_1": (10, 1, 3),
+}
+
+
+def _momentum_kwargs(bn_momentum: float | None) -> dict[str, float]:
+    """Keyword arguments that override the encoder's BN momentum only when given.
+
+    Args:
+        bn_momentum: Requested momentum or None for the architecture default.
+
+    Returns:
+        ``{"bn_momentum": value}`` or an empty dict.
+    """
+    return {} if bn_momentum is None else {"bn_momentum": float(bn_momentum)}
+
+
+def build_encoder(arch: str, in_channels: int = 3, bn_momentum: float | None = None) -> nn.Module:
+    """Build an encoder by name.
+
+    Args:
+        arch: One of :data:`ARCHITECTURES`.
+        in_channels: Image channels.
+        bn_momentum: BatchNorm momentum (PyTorch convention); None keeps the
+            architecture default (WRN 0.001, digits CNN 0.01, ResNet 0.1).
+
+    Returns:
+        An encoder with a ``feature_dim`` attribute.
+
+    Raises:
+        ValueError: For an unknown architecture name.
+    """
+    kw = _momentum_kwargs(bn_momentum)
+    if arch == "digits_cnn":
+        return DigitsNet(in_channels=in_channels, **kw)
+    if arch in _WRN_CONFIGS:
+        depth, width, groups = _WRN_CONFIGS[arch]
+        return WideResNetEncoder(in_channels, depth, width, groups, **kw)
+    if arch == "resnet18":
+        return ResNetEncoder("resnet18", in_channels, small_input=True, **kw)
+    if arch == "resnet50":
+        return ResNetEncoder("resnet50", in_channels, small_input=False, **kw)
+    raise ValueError(
+        f"unknown model architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+    )
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    in_channels: int = 3,
+    proj_dim: int = 64,
+    bn_momentum: float | None = None,
+) -> CoMatchNet:
+    """Build a CoMatch network (encoder + classifier + projector).
+
+    Args:
+        arch: One of :data:`ARCHITECTURES`.
+        num_classes: Number of classes.
+        in_channels: Image channels.
+        proj_dim: Embedding dimension of the projection head.
+        bn_momentum: Optional BatchNorm momentum override (see :func:`build_encoder`).
+
+    Returns:
+        The network; ``forward`` returns ``(logits, z)``.
+
+    Raises:
+        ValueError: For an unknown architecture name.
+    """
+    encoder = build_encoder(arch, in_channels, bn_momentum)
+    return CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim)

@@ -1,0 +1,145 @@
+"""Exponential moving average (EMA) of model weights, used for evaluation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelEMA", "ema_decay"]
+
+
+def ema_decay(step: int, decay: float, warmup: bool = True) -> float:
+    """EMA decay at a given step.
+
+    With warm-up the decay is ``min(decay, (1 + step) / (10 + step))``: it
+    starts at 0.1 so that the average quickly forgets the random init, which
+    keeps the EMA useful in short runs. Without warm-up it is constant.
+
+    Args:
+        step: Number of optimizer steps taken before this update (0-based).
+        decay: Target (maximum) decay in ``[0, 1]``.
+        warmup: Whether to use the warm-up schedule.
+
+    Returns:
+        The decay to use for this update.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+    if not warmup:
+        return float(decay)
+    return float(min(decay, (1.0 + step) / (10.0 + step)))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Strip DataParallel / DistributedDataParallel / torch.compile wrappers.
+
+    Args:
+        model: A possibly wrapped model.
+
+    Returns:
+        The underlying module.
+    """
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class ModelEMA(nn.Module):
+    """Holds an EMA copy of a model in ``self.module`` (always in eval mode).
+
+    ``ema = d * ema + (1 - d) * model`` for floating-point parameters and
+    buffers (including BatchNorm running statistics); integer buffers such as
+    ``num_batches_tracked`` are copied.
+
+    Args:
+        model: Model to track; it is deep-copied (wrappers are stripped first).
+        decay: Target decay.
+        warmup: Use the ``(1 + step) / (10 + step)`` warm-up (see :func:`ema_decay`).
+    """
+
+    ema_decay = staticmethod(ema_decay)
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
+        super().__init__()
+        ema_decay(0, decay, warmup)  # validates decay
+        self.module = copy.deepcopy(_unwrap(model))
+        self.module.eval()
+        self.module.requires_grad_(False)
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+
+    def train(self, mode: bool = True) -> ModelEMA:
+        """Keep the EMA copy in eval mode whatever ``mode`` is.
+
+        Args:
+            mode: Ignored for the wrapped copy (BatchNorm must not update its stats).
+
+        Returns:
+            self.
+        """
+        self.training = False
+        self.module.eval()
+        return self
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> float:
+        """Move the EMA towards ``model``.
+
+        Args:
+            model: The model being trained (same architecture).
+            step: Number of optimizer steps taken before this update (0-based).
+
+        Returns:
+            The decay used.
+        """
+        d = ema_decay(step, self.decay, self.warmup)
+        src = _unwrap(model)
+        src_params = dict(src.named_parameters())
+        src_buffers = dict(src.named_buffers())
+        ema_float: list[torch.Tensor] = []
+        new_float: list[torch.Tensor] = []
+        for name, ema_t in self._named_tensors():
+            new_t = src_params[name] if name in src_params else src_buffers.get(name)
+            if new_t is None:
+                raise KeyError(f"tensor {name!r} of the EMA model is missing from the model")
+            new_t = new_t.detach().to(ema_t.device)
+            if ema_t.is_floating_point():
+                ema_float.append(ema_t)
+                new_float.append(new_t.to(ema_t.dtype))
+            else:
+                ema_t.copy_(new_t)
+        if ema_float:
+            # lerp(ema, new, w) = ema + w * (new - ema) = d * ema + (1 - d) * new
+            torch._foreach_lerp_(ema_float, new_float, 1.0 - d)
+        return d
+
+    def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """All parameters and buffers of the EMA copy.
+
+        Returns:
+            ``(name, tensor)`` pairs with names relative to ``self.module``.
+        """
+        return list(self.module.named_parameters()) + list(self.module.named_buffers())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the EMA model.
+
+        Args:
+            *args: Positional inputs of the wrapped model.
+            **kwargs: Keyword inputs of the wrapped model.
+
+        Returns:
+            Whatever the wrapped model returns.
+        """
+        return self.module(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        """Short description for ``repr``."""
+        return f"decay={self.decay}, warmup={self.warmup}"

@@ -1,0 +1,72 @@
+"""Small CNN encoder for scikit-learn's 8x8 grayscale digits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DigitsNet"]
+
+LRELU_SLOPE = 0.1
+
+
+def _conv_bn_act(in_ch: int, out_ch: int, bn_momentum: float) -> nn.Sequential:
+    """conv3x3 (padding 1, no bias) - BatchNorm - LeakyReLU(0.1).
+
+    Args:
+        in_ch: Input channels.
+        out_ch: Output channels.
+        bn_momentum: BatchNorm momentum (PyTorch convention).
+
+    Returns:
+        The layer stack; spatial size is preserved.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch, momentum=bn_momentum),
+        nn.LeakyReLU(LRELU_SLOPE, inplace=True),
+    )
+
+
+class DigitsNet(nn.Module):
+    """Four-conv CNN for 8x8 images: two convs at 8x8, max-pool, two convs at 4x4.
+
+    Args:
+        in_channels: Image channels (1 for the digits data set).
+        width: Base width ``c``; the features have ``2c`` dimensions.
+        bn_momentum: BatchNorm momentum (PyTorch convention).
+
+    Attributes:
+        feature_dim: ``2 * width``.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32, bn_momentum: float = 0.01) -> None:
+        super().__init__()
+        c = width
+        self.body = nn.Sequential(
+            _conv_bn_act(in_channels, c, bn_momentum),
+            _conv_bn_act(c, c, bn_momentum),
+            nn.MaxPool2d(2),  # 8x8 -> 4x4
+            _conv_bn_act(c, 2 * c, bn_momentum),
+            _conv_bn_act(2 * c, 2 * c, bn_momentum),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = 2 * c
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode images.
+
+        Args:
+            x: Images ``[N, in_channels, H, W]`` (8x8, or larger: global pooling).
+
+        Returns:
+            Features ``[N, 2 * width]``.
+        """
+        out = self.body(x)  # [N, 2c, H/2, W/2]
+        return torch.flatten(self.pool(out), 1)  # [N, 2c, 1, 1] -> [N, 2c]

@@ -1,0 +1,64 @@
+"""Training statistics accumulated on the device and read only at log time."""
+
+from __future__ import annotations
+
+import torch
+
+from comatch.criterion import CriterionOutput
+
+
+class StepStats:
+    """Running sums of the per-step losses and pseudo-label statistics.
+
+    Everything is summed into device tensors, so a step never waits for the device; the
+    host reads (and resets) the averages when it logs.
+    """
+
+    FIELDS = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "graph_edges",
+              "pseudo_label_acc", "pseudo_label_acc_confident")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, torch.Tensor] = {}
+
+    def _accumulate(self, name: str, value: torch.Tensor, count: torch.Tensor | float = 1.0) -> None:
+        value = value.detach().float()
+        if name in self._sums:
+            self._sums[name] += value
+            self._counts[name] += count
+        else:
+            self._sums[name] = value.clone()
+            self._counts[name] = torch.as_tensor(count, dtype=torch.float32, device=self.device).clone()
+
+    def add(self, out: CriterionOutput, truth: torch.Tensor | None) -> None:
+        """Record one step's criterion output and (optionally) the unlabelled ground truth."""
+        for name in ("loss", "loss_x", "loss_u", "loss_c"):
+            self._accumulate(name, getattr(out, name))
+        for name, value in out.stats.items():
+            self._accumulate(name, value)
+        if out.pseudo_labels is None or out.mask is None or truth is None:
+            return
+        known = truth >= 0  # [N]; unknown ground truth is -1
+        predicted = out.pseudo_labels.argmax(dim=1)
+        correct = (predicted == truth) & known
+        confident = out.mask & known
+        self._accumulate("pseudo_label_acc", correct.sum(), known.sum())
+        self._accumulate("pseudo_label_acc_confident", (correct & confident).sum(), confident.sum())
+
+    def read(self) -> dict[str, float]:
+        """Averages since the last read (one host sync), then reset."""
+        names = [n for n in self.FIELDS if n in self._sums]
+        if not names:
+            return {}
+        sums = torch.stack([self._sums[n] for n in names]).cpu()
+        counts = torch.stack([self._counts[n] for n in names]).cpu()
+        self._sums.clear()
+        self._counts.clear()
+        return {n: (s / c).item() if c > 0 else float("nan") for n, s, c in zip(names, sums, counts)}
+
+    @staticmethod
+    def images_per_step(batch_x: list, batch_u: list | None) -> int:
+        """Images one step pushes through the network."""
+        views_u = batch_u[:-2] if batch_u is not None else []
+        return batch_x[0].shape[0] + sum(v.shape[0] for v in views_u)
