@@ -12,6 +12,13 @@ from comatch.errors import UserError
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"comatch: error: {message}; see `{self.prog} --help`\n")
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
@@ -27,13 +34,16 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--iterations", type=int, help="total training steps")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
     train.add_argument("--out", type=Path, help="run directory; default: runs/PRESET-METHOD-seedN")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue RUN_DIR from its newest checkpoint (overrides may change only "
+                       "logging, workers and the number of iterations)")
     train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="comatch", description=__doc__)
+    parser = _Parser(prog="comatch", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
     subparsers.add_parser("presets", help="list the bundled presets, one line each")
@@ -41,12 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
-    """The configuration a ``train`` invocation asks for."""
+    """The configuration a ``train`` invocation asks for (a resume starts from the run's)."""
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"optim.iterations={args.iterations}")
     if args.device is not None:
         overrides.append(f"run.device={args.device}")
+    if args.resume is not None:
+        if args.preset or args.config or args.out:
+            raise UserError("--resume continues a run with its own config and directory; drop --preset/--config/--out")
+        saved = args.resume / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"{args.resume} is not a run directory (no config.yaml); check the path")
+        return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
     return cfg.build_config(
         preset=args.preset, config_file=args.config, overrides=overrides,
         method=args.method, seed=args.seed,
@@ -74,10 +91,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.show_config:
         print(cfg.to_yaml(config), end="")
         return 0
-    out_dir = new_run_dir(args.out, config)
     from comatch.train import Trainer  # heavy imports only when training
 
-    summary = Trainer(config, out_dir).fit()
+    if args.resume is not None:
+        out_dir = args.resume
+        trainer = Trainer.resume(out_dir, config)
+    else:
+        out_dir = new_run_dir(args.out, config)
+        trainer = Trainer(config, out_dir)
+    summary = trainer.fit()
+    if summary["stopped"]:
+        return 0
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
         f"{summary['test_accuracy']:.2%} (EMA {summary['test_accuracy_ema']:.2%}) "
@@ -99,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
+    try:
+        args = _parse(parser, argv or ["train"])
+    except SystemExit as exit_:  # --help, or a usage error already printed on one line
+        return int(exit_.code or 0)
     handlers = {"train": cmd_train, "presets": cmd_presets}
     if args.command is None:
         parser.print_help()
@@ -108,7 +135,22 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except UserError as err:
         print(f"comatch: error: {err}", file=sys.stderr)
-        return UserError.exit_code
+        return err.exit_code
     except KeyboardInterrupt:
         print("comatch: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may stand anywhere after the subcommand."""
+    args, unknown = parser.parse_known_args(argv)
+    # key=value overrides may stand between options, where argparse cannot place them
+    overrides = [a for a in unknown if "=" in a and not a.startswith("-")]
+    strays = [a for a in unknown if a not in overrides]
+    if strays and not strays[0].startswith("-"):
+        parser.error(f"cannot read {strays[0]!r}; write config overrides as key=value, e.g. optim.lr=0.01")
+    if strays or (overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(strays or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args

@@ -39,7 +39,10 @@ class DataConfig(_Section):
     channels: int = Field(1, description="Image channels the network sees: 1 (grayscale) or 3 (RGB).")
     mean: list[float] | None = Field(None, description="Per-channel normalisation mean in [0, 1]; None: computed from the data.")
     std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from the data.")
-    num_workers: int = Field(1, ge=0, description="Data-loading worker processes per loader.")
+    num_workers: int = Field(1, ge=0, description="Data-loading worker processes per loader (0: load in the training process).")
+    augment_on: Literal["loader", "device"] = Field(
+        "loader", description="Where batches are augmented: 'loader' (CPU, in the data workers) or 'device' (on the training device, e.g. the GPU)."
+    )
 
 
 class ViewConfig(_Section):
@@ -94,6 +97,10 @@ class RunConfig(_Section):
     log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.")
     eval_every: int = Field(250, ge=1, description="Steps between evaluations of the raw and EMA models.")
     threads: int | None = Field(None, ge=1, description="CPU threads for the training process; None: PyTorch's default.")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (also written at the end and on SIGTERM/SIGINT).")
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.")
+    nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.")
+    max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.")
 
 
 class Config(_Section):

@@ -9,3 +9,9 @@ class UserError(Exception):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """Training produced non-finite losses or gradients; the last good checkpoint is kept."""
+
+    exit_code = 1

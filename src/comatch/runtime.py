@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically."""
-    atomic_write_bytes(path, lambda handle: torch.save(state, handle))
+class StopSignals:
+    """Context manager turning SIGTERM and SIGINT into a request to stop after this step.
+
+    Inside the block, the first signal sets :attr:`requested`; the loop finishes its step,
+    checkpoints and exits cleanly. A second signal interrupts at once. Outside the main
+    thread (where handlers cannot be installed) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopSignals":
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

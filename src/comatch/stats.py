@@ -46,6 +46,14 @@ class StepStats:
         self._accumulate("pseudo_label_acc", correct.sum(), known.sum())
         self._accumulate("pseudo_label_acc_confident", (correct & confident).sum(), confident.sum())
 
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The running sums, so that a resumed run logs the same averages."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        self._sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self._counts = {k: v.to(self.device) for k, v in state["counts"].items()}
+
     def read(self) -> dict[str, float]:
         """Averages since the last read (one host sync), then reset."""
         names = [n for n in self.FIELDS if n in self._sums]
@@ -56,9 +64,3 @@ class StepStats:
         self._sums.clear()
         self._counts.clear()
         return {n: (s / c).item() if c > 0 else float("nan") for n, s, c in zip(names, sums, counts)}
-
-    @staticmethod
-    def images_per_step(batch_x: list, batch_u: list | None) -> int:
-        """Images one step pushes through the network."""
-        views_u = batch_u[:-2] if batch_u is not None else []
-        return batch_x[0].shape[0] + sum(v.shape[0] for v in views_u)

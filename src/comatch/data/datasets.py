@@ -1,18 +1,23 @@
-"""Datasets that return the augmented views of each sample as uint8 tensors."""
+"""Datasets of uint8 images, and the batch-level dataset that augments whole batches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-View = Callable[[torch.Tensor], torch.Tensor]
+from comatch.data.sampling import IndexStream
 
 
-def sample_seed(stream_seed: int, draw: int) -> int:
-    """Seed of one sample's augmentation: a pure function of the stream and the draw."""
-    return (stream_seed * 0x9E3779B1 + draw * 0x85EBCA77) % (2**63)
+class BatchViewFn(Protocol):
+    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+def batch_seed(stream_seed: int, batch: int) -> int:
+    """Seed of one batch's augmentation: a pure function of the stream and the batch number."""
+    return (stream_seed * 0x9E3779B1 + batch * 0x85EBCA77) % (2**63)
 
 
 class TensorImages(Dataset):
@@ -35,40 +40,62 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
-class ViewDataset(Dataset):
-    """Each sample of ``base`` returned as several independently augmented views.
+def gather(base: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[n, C, H, W]`` (uint8) and labels ``[n]`` of ``indices`` in ``base``.
 
-    Indexed by ``(index, draw)`` pairs from :class:`~comatch.data.sampling.InfiniteSampler`:
-    the views of a draw are seeded from ``(seed, draw)`` on a forked RNG, so the same draw
-    always gives the same views, whichever worker computes it.
+    In-memory datasets are sliced in one indexing operation; others are read item by item
+    (each item must be a uint8 image of the run's size and its label).
+    """
+    if isinstance(base, Subset):
+        return gather(base.dataset, torch.as_tensor(base.indices)[indices])
+    if isinstance(base, TensorImages):
+        return base.images[indices], base.labels[indices]
+    items = [base[int(i)] for i in indices]
+    return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+
+
+class BatchViewDataset(Dataset):
+    """Item ``k`` is training batch ``k`` of an endless stream, in several augmented views.
+
+    The samples of batch ``k`` come from an :class:`IndexStream`, and its augmentation from a
+    generator seeded with ``(seed, k)``: the same batch number always gives the same
+    tensors, in any worker, after any resume.
 
     Args:
-        base: dataset whose items are ``(uint8 image [C, H, W], label)``.
-        views: the view functions to apply, in order.
-        seed: stream seed.
+        base: dataset of ``(uint8 image, label)``.
+        batch_size: samples per batch.
+        views: batched view function ``views(name, images, generator)``, or None to return
+            the raw images (the trainer then augments on its device).
+        names: the view names to return, in order.
+        seed: stream seed (sample order and augmentation).
 
-    Returns (per item): ``(view_1, ..., view_k, label, index)``.
+    Returns (per item): ``[view_1, ..., view_k, labels, indices, batch_seed]``.
     """
 
-    def __init__(self, base: Dataset, views: Sequence[View], seed: int) -> None:
-        self.base, self.views, self.seed = base, list(views), seed
+    def __init__(
+        self, base: Dataset, batch_size: int, views: BatchViewFn | None, names: Sequence[str], seed: int
+    ) -> None:
+        self.base, self.batch_size, self.views, self.names = base, batch_size, views, list(names)
+        self.seed = seed
+        self.stream = IndexStream(len(base), seed)  # type: ignore[arg-type]
 
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+    def __len__(self) -> int:  # the stream is endless; DataLoader samples batch numbers itself
+        raise TypeError("BatchViewDataset is endless")
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple:
-        index, draw = key
-        image, label = self.base[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, draw))
-            views = tuple(view(image) for view in self.views)
-        return (*views, label, index)
+    def __getitem__(self, batch: int) -> list:
+        indices = self.stream.batch(batch, self.batch_size)
+        images, labels = gather(self.base, indices)
+        seed = batch_seed(self.seed, batch)
+        if self.views is None:
+            return [images, labels, indices, seed]
+        generator = torch.Generator().manual_seed(seed)
+        return [*(self.views(n, images, generator) for n in self.names), labels, indices, seed]
 
 
 class EvalDataset(Dataset):
-    """``base`` with one deterministic view (resize only): ``(image, label)``."""
+    """``base`` with one deterministic per-image view (resize only): ``(image, label)``."""
 
-    def __init__(self, base: Dataset, view: View) -> None:
+    def __init__(self, base: Dataset, view) -> None:  # type: ignore[no-untyped-def]
         self.base, self.view = base, view
 
     def __len__(self) -> int:

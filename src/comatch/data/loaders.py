@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 
-from comatch.data.datasets import EvalDataset, View, ViewDataset
-from comatch.data.sampling import InfiniteSampler
+from comatch.data.datasets import BatchViewDataset, BatchViewFn, EvalDataset
 
 
 def endless_batches(
     base: Dataset,
-    views: Sequence[View],
+    views: BatchViewFn | None,
+    names: Sequence[str],
     batch_size: int,
     seed: int,
     *,
@@ -21,34 +21,25 @@ def endless_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[list]:
-    """An endless iterator of batches ``[view_1, ..., view_k, labels, indices]``.
+    """An endless iterator of batches ``[view_1, ..., view_k, labels, indices, batch_seed]``.
 
     The stream of samples and of their augmentations is a pure function of ``seed``;
-    ``start_batch`` skips ahead to where a previous run stopped.
-
-    Args:
-        base: dataset of ``(uint8 image, label)``.
-        views: the view functions each sample is returned in.
-        batch_size: samples per batch.
-        seed: stream seed (order and augmentation).
-        start_batch: number of batches already consumed.
-        num_workers: worker processes (persistent); 0 loads in the training process.
-        pin_memory: pin batches for faster host-to-GPU copies.
+    ``start_batch`` skips ahead to where a previous run stopped. Whole batches are augmented
+    at once (see :class:`~comatch.data.batch_views.BatchViews`), in a worker process when
+    ``num_workers > 0`` so that augmentation overlaps the training step.
     """
-    sampler = InfiniteSampler(len(base), seed, start=start_batch * batch_size)  # type: ignore[arg-type]
     loader = DataLoader(
-        ViewDataset(base, views, seed),
-        batch_size=batch_size,
-        sampler=sampler,
+        BatchViewDataset(base, batch_size, views, names, seed),
+        batch_size=None,
+        sampler=itertools.count(start_batch),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
-        drop_last=True,
-        prefetch_factor=4 if num_workers > 0 else None,
+        prefetch_factor=2 if num_workers > 0 else None,
     )
     return iter(loader)
 
 
-def eval_loader(base: Dataset, view: View, batch_size: int = 256) -> DataLoader:
+def eval_loader(base: Dataset, view, batch_size: int = 256) -> DataLoader:  # type: ignore[no-untyped-def]
     """A loader over ``base`` in order, with the deterministic evaluation view."""
     return DataLoader(EvalDataset(base, view), batch_size=batch_size, shuffle=False)

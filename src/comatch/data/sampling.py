@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from comatch.errors import UserError
 
@@ -48,35 +45,38 @@ def labels_per_class(num_labels: int, num_classes: int) -> int:
     return num_labels // num_classes
 
 
-class InfiniteSampler(Sampler[tuple[int, int]]):
-    """Endless shuffled passes over ``range(size)``; never runs dry.
+class IndexStream:
+    """Endless shuffled passes over ``range(size)``, cut into batches; never runs dry.
 
-    Each pass is a fresh permutation drawn from ``(seed, pass number)``, so the stream is a
-    pure function of the seed: a sampler restarted at ``start`` continues exactly where an
-    earlier one stopped. Yields ``(index, draw)`` where ``draw`` is the position in the
-    stream; datasets seed each sample's augmentation from it, which makes augmentation
-    independent of the number of workers and exactly reproducible on resume.
+    Pass ``e`` is a permutation drawn from ``(seed, e)``, so batch ``k`` (positions
+    ``[k * b, (k + 1) * b)`` of the stream) is a pure function of ``(seed, k)``: a resumed
+    run continues exactly where it stopped, whatever the number of workers.
 
     Args:
         size: number of samples.
         seed: seed of the permutations.
-        start: position in the stream to start from.
     """
 
-    def __init__(self, size: int, seed: int, start: int = 0) -> None:
+    def __init__(self, size: int, seed: int) -> None:
         if size < 1:
             raise ValueError("cannot sample from an empty dataset")
-        self.size, self.seed, self.start = size, seed, start
+        self.size, self.seed = size, seed
+        self._cached: tuple[int, torch.Tensor] | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        draw = self.start
-        while True:
-            epoch, offset = divmod(draw, self.size)
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of pass ``epoch`` ``[size]``."""
+        if self._cached is None or self._cached[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
-            for index in order[offset:]:
-                yield index, draw
-                draw += 1
+            self._cached = (epoch, torch.randperm(self.size, generator=generator))
+        return self._cached[1]
 
-    def __len__(self) -> int:  # DataLoader asks; an endless sampler has no length.
-        raise TypeError("InfiniteSampler is endless")
+    def batch(self, index: int, batch_size: int) -> torch.Tensor:
+        """Sample indices of batch ``index`` ``[batch_size]``."""
+        positions = range(index * batch_size, (index + 1) * batch_size)
+        epochs = {p // self.size for p in (positions.start, positions.stop - 1)}
+        parts = []
+        for epoch in sorted(range(min(epochs), max(epochs) + 1)):
+            lo = max(positions.start, epoch * self.size) - epoch * self.size
+            hi = min(positions.stop, (epoch + 1) * self.size) - epoch * self.size
+            parts.append(self.permutation(epoch)[lo:hi])
+        return torch.cat(parts)

@@ -1,0 +1,596 @@
+"""Batched augmented views: the views of :mod:`comatch.data.views` for a whole batch.
+
+:class:`BatchViews` maps a uint8 batch ``[N, C, H, W]`` to a uint8 batch
+``[N, C, S, S]`` on the batch's device, with per-sample random parameters drawn
+from the same distributions as the per-image views and no per-image Python
+loop. All parameters are sampled on the CPU from an explicit
+``torch.Generator`` (the ``sample_*`` functions below) and then applied by the
+vectorised kernels of :mod:`comatch.data.batch_ops`, so a generator state gives
+the same result on CPU and GPU up to float rounding in interpolation.
+
+Given the same parameters, the RandAugment ops, ColorJitter and grayscale
+reproduce torchvision's uint8 kernels (as used by ``views``) exactly on CPU.
+Deviations from the per-image views: inputs not already ``S x S`` are resized
+to ``S`` first for every view (the per-image contrastive view crops the
+original image); the contrastive resize is bilinear in float with the
+horizontal pass rounded first, while torchvision's antialiased uint8 kernel
+uses fixed-point weights: a few percent of pixels differ by 1 (rarely 2).
+
+Timings: ``python -m comatch.data.batch_views``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from comatch.data import batch_ops as ops
+from comatch.data.views import FIXMATCH_OPS, MAGNITUDE_SCALE, ViewSettings, _enhance_factor
+
+VIEW_NAMES: tuple[str, ...] = ("weak", "strong", "contrastive", "eval")
+GEOMETRIC_OPS: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+RANDAUGMENT_PROB = 0.5
+"""Probability that a drawn RandAugment op is applied (FixMatchRandAugment's default)."""
+CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+"""Aspect-ratio range of the contrastive RandomResizedCrop (torchvision's default)."""
+_NUM_PARAMS = 6
+
+
+# --------------------------------------------------------------------------- magnitude rules
+def enhance_factor(magnitude: int, sign: int) -> float:
+    """Brightness/Color/Contrast/Sharpness factor (the rule of ``views.apply_op``)."""
+    return _enhance_factor(magnitude, sign)
+
+
+def posterize_bits(magnitude: int) -> int:
+    """Bits kept by Posterize, as in ``views.apply_op``."""
+    return max(4, 8 - round(4 * (magnitude / MAGNITUDE_SCALE)))
+
+
+def solarize_threshold(magnitude: int) -> int:
+    """Solarize threshold, as in ``views.apply_op``."""
+    return min(255, max(0, 256 - round(256 * (magnitude / MAGNITUDE_SCALE))))
+
+
+def rotate_degrees(magnitude: int, sign: int) -> float:
+    """Rotation angle (counter-clockwise, ``F.rotate``), as in ``views.apply_op``."""
+    return sign * 30.0 * (magnitude / MAGNITUDE_SCALE)
+
+
+def shear_degrees(magnitude: int, sign: int) -> float:
+    """Shear angle in degrees, as in ``views.apply_op``."""
+    return sign * math.degrees(math.atan(0.3 * (magnitude / MAGNITUDE_SCALE)))
+
+
+def translate_pixels(magnitude: int, sign: int, length: int) -> float:
+    """Translation in pixels along an axis of ``length`` pixels, as in ``views.apply_op``."""
+    return sign * 0.3 * (magnitude / MAGNITUDE_SCALE) * length
+
+
+def op_parameters(op: str, magnitude: int, sign: int, height: int, width: int) -> tuple[float, ...]:
+    """Kernel parameters of one RandAugment draw (zero-padded to 6 floats).
+
+    Scalar ops give ``(value, 0, ...)``; geometric ops give the inverse affine
+    matrix torchvision would build for ``views.apply_op``.
+
+    Args:
+        op: Name from :data:`FIXMATCH_OPS`.
+        magnitude: Strength out of :data:`MAGNITUDE_SCALE`.
+        sign: +1 or -1.
+        height: Image height.
+        width: Image width.
+
+    Returns:
+        Six floats.
+    """
+    if op in ("Brightness", "Color", "Contrast", "Sharpness"):
+        values: tuple[float, ...] = (enhance_factor(magnitude, sign),)
+    elif op == "Posterize":
+        values = (float(posterize_bits(magnitude)),)
+    elif op == "Solarize":
+        values = (float(solarize_threshold(magnitude)),)
+    elif op == "Rotate":  # F.rotate: angle % 360, then the affine matrix of -angle
+        values = ops.inverse_affine_matrix(-(rotate_degrees(magnitude, sign) % 360), (0.0, 0.0), (0.0, 0.0))
+    elif op in ("ShearX", "ShearY"):
+        deg = shear_degrees(magnitude, sign)
+        values = ops.inverse_affine_matrix(0.0, (0.0, 0.0), (deg, 0.0) if op == "ShearX" else (0.0, deg))
+    elif op == "TranslateX":
+        values = ops.inverse_affine_matrix(0.0, (translate_pixels(magnitude, sign, width), 0.0), (0.0, 0.0))
+    elif op == "TranslateY":
+        values = ops.inverse_affine_matrix(0.0, (0.0, translate_pixels(magnitude, sign, height)), (0.0, 0.0))
+    else:
+        values = ()
+    return tuple(values) + (0.0,) * (_NUM_PARAMS - len(values))
+
+
+def op_param_table(max_magnitude: int, height: int, width: int) -> torch.Tensor:
+    """Parameters of every (op, magnitude, sign) draw.
+
+    Args:
+        max_magnitude: Largest magnitude.
+        height: Image height.
+        width: Image width.
+
+    Returns:
+        float64 ``[len(FIXMATCH_OPS), max_magnitude + 1, 2, 6]``; index ``[op,
+        magnitude, (sign + 1) // 2]``.
+    """
+    table = torch.zeros(len(FIXMATCH_OPS), max_magnitude + 1, 2, _NUM_PARAMS, dtype=torch.float64)
+    for o, op in enumerate(FIXMATCH_OPS):
+        for m in range(1, max_magnitude + 1):
+            for s, sign in enumerate((-1, 1)):
+                table[o, m, s] = torch.tensor(op_parameters(op, m, sign, height, width), dtype=torch.float64)
+    return table
+
+
+# --------------------------------------------------------------------------- parameter samplers
+class WeakParams(NamedTuple):
+    """Weak-view draws: ``dx``, ``dy`` ``[N]`` long offsets, ``flip`` ``[N]`` bool."""
+
+    dx: torch.Tensor
+    dy: torch.Tensor
+    flip: torch.Tensor
+
+
+class RandAugmentParams(NamedTuple):
+    """RandAugment draws, each ``[N, num_ops]``: op index, apply flag, magnitude, sign (+-1)."""
+
+    op_index: torch.Tensor
+    apply: torch.Tensor
+    magnitude: torch.Tensor
+    sign: torch.Tensor
+
+
+class BoxParams(NamedTuple):
+    """Per-sample boxes ``[N]`` long: half-open ``[top, bottom) x [left, right)``."""
+
+    top: torch.Tensor
+    left: torch.Tensor
+    bottom: torch.Tensor
+    right: torch.Tensor
+
+
+class CropParams(NamedTuple):
+    """Per-sample crops ``[N]`` long: ``top``, ``left``, ``height``, ``width``."""
+
+    top: torch.Tensor
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+
+
+class JitterParams(NamedTuple):
+    """ColorJitter draws: ``apply`` ``[N]`` bool, ``order`` ``[N, 4]`` (a permutation
+    of brightness 0, contrast 1, saturation 2, hue 3), ``factors`` ``[N, 4]``
+    float32 (three factors and the hue shift)."""
+
+    apply: torch.Tensor
+    order: torch.Tensor
+    factors: torch.Tensor
+
+
+class StrongParams(NamedTuple):
+    """Strong-view draws."""
+
+    weak: WeakParams
+    randaugment: RandAugmentParams
+    cutout: BoxParams | None
+
+
+class ContrastiveParams(NamedTuple):
+    """Contrastive-view draws: crop, ``flip`` and ``grayscale`` ``[N]`` bool, jitter."""
+
+    crop: CropParams
+    flip: torch.Tensor
+    jitter: JitterParams
+    grayscale: torch.Tensor
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None,
+             dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Uniform draws in ``[low, high)`` on the CPU."""
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=dtype)
+
+
+def _coin(n: int, prob: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``[n]`` bool, True with probability ``prob``."""
+    return torch.rand(n, generator=generator) < prob
+
+
+def _randint_below(bound: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Per-sample uniform integers in ``[0, bound)`` (``bound`` ``[N]`` long, >= 1)."""
+    draw = torch.rand(bound.shape, generator=generator, dtype=torch.float64)
+    return torch.minimum((draw * bound).long(), bound - 1)
+
+
+def sample_weak_params(n: int, settings: ViewSettings, generator: torch.Generator | None) -> WeakParams:
+    """Draw the weak view's translation in ``[-pad, pad]^2`` and flip (p 0.5 if enabled).
+
+    Args:
+        n: Batch size.
+        settings: View settings.
+        generator: CPU generator.
+
+    Returns:
+        The :class:`WeakParams`.
+    """
+    pad = settings.crop_padding
+    dx = torch.randint(-pad, pad + 1, (n,), generator=generator)
+    dy = torch.randint(-pad, pad + 1, (n,), generator=generator)
+    flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
+    return WeakParams(dx, dy, flip)
+
+
+def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: float,
+                              generator: torch.Generator | None) -> RandAugmentParams:
+    """Draw FixMatch RandAugment ops, as ``FixMatchRandAugment.sample_params`` per image.
+
+    Args:
+        n: Batch size.
+        num_ops: Ops per image.
+        max_magnitude: Largest magnitude.
+        prob: Probability that a drawn op is applied.
+        generator: CPU generator.
+
+    Returns:
+        The :class:`RandAugmentParams`, each ``[n, num_ops]``.
+    """
+    shape = (n, num_ops)
+    op_index = torch.randint(len(FIXMATCH_OPS), shape, generator=generator)
+    apply = torch.rand(shape, generator=generator) < prob
+    magnitude = torch.randint(1, max_magnitude + 1, shape, generator=generator)
+    sign = torch.randint(2, shape, generator=generator) * 2 - 1
+    return RandAugmentParams(op_index, apply, magnitude, sign)
+
+
+def sample_cutout_params(n: int, height: int, width: int, fraction: float,
+                         generator: torch.Generator | None) -> BoxParams:
+    """Draw Cutout squares as ``Cutout.sample_box``: uniform centre, clipped square.
+
+    Args:
+        n: Batch size.
+        height: Image height.
+        width: Image width.
+        fraction: Side as a fraction of ``min(height, width)``.
+        generator: CPU generator.
+
+    Returns:
+        The clipped :class:`BoxParams`.
+    """
+    side = round(fraction * min(height, width))
+    cy = torch.randint(height, (n,), generator=generator)
+    cx = torch.randint(width, (n,), generator=generator)
+    top, left = cy - side // 2, cx - side // 2
+    return BoxParams(top.clamp(min=0), left.clamp(min=0), (top + side).clamp(max=height),
+                     (left + side).clamp(max=width))
+
+
+def sample_resized_crop_params(n: int, height: int, width: int, scale: tuple[float, float],
+                               ratio: tuple[float, float], generator: torch.Generator | None,
+                               tries: int = 10) -> CropParams:
+    """Draw RandomResizedCrop boxes with torchvision's algorithm, tries vectorised.
+
+    Each sample takes its first try (area ~ U(scale) * area, log-ratio ~
+    U(log ratio)) whose rounded box fits, else the central crop with the ratio
+    clamped to ``ratio``.
+
+    Args:
+        n: Batch size.
+        height: Image height.
+        width: Image width.
+        scale: Area fraction range.
+        ratio: Aspect ratio (w / h) range.
+        generator: CPU generator.
+        tries: Attempts before the fallback.
+
+    Returns:
+        The :class:`CropParams`.
+    """
+    area = _uniform((n, tries), scale[0], scale[1], generator) * (height * width)
+    aspect = torch.exp(_uniform((n, tries), math.log(ratio[0]), math.log(ratio[1]), generator))
+    w = torch.sqrt(area * aspect).round().long()  # [N, tries]; round half to even like Python
+    h = torch.sqrt(area / aspect).round().long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.int().argmax(dim=1, keepdim=True)  # first fitting try
+    found = fits.any(dim=1)
+    fb_w, fb_h = _central_crop_size(height, width, ratio)
+    crop_w = torch.where(found, w.gather(1, first).squeeze(1), fb_w)
+    crop_h = torch.where(found, h.gather(1, first).squeeze(1), fb_h)
+    top = _randint_below(height - crop_h + 1, generator)
+    left = _randint_below(width - crop_w + 1, generator)
+    top = torch.where(found, top, (height - crop_h) // 2)
+    left = torch.where(found, left, (width - crop_w) // 2)
+    return CropParams(top, left, crop_h, crop_w)
+
+
+def _central_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """RandomResizedCrop's fallback ``(w, h)``: the whole image with its ratio clamped."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return width, int(round(width / min(ratio)))
+    if in_ratio > max(ratio):
+        return int(round(height * max(ratio))), height
+    return width, height
+
+
+def jitter_ranges(jitter: tuple[float, float, float, float]) -> list[tuple[float, float] | None]:
+    """ColorJitter's ranges for (brightness, contrast, saturation, hue); None = disabled."""
+    ranges: list[tuple[float, float] | None] = []
+    for value in jitter[:3]:
+        ranges.append(None if value == 0 else (max(0.0, 1.0 - value), 1.0 + value))
+    ranges.append(None if jitter[3] == 0 else (-jitter[3], jitter[3]))
+    return ranges
+
+
+def sample_jitter_params(n: int, jitter: tuple[float, float, float, float], prob: float,
+                         generator: torch.Generator | None) -> JitterParams:
+    """Draw RandomApply(ColorJitter): apply flag, random op order and factors.
+
+    Args:
+        n: Batch size.
+        jitter: (brightness, contrast, saturation, hue) strengths.
+        prob: Probability of applying the jitter.
+        generator: CPU generator.
+
+    Returns:
+        The :class:`JitterParams`; disabled components get the neutral value.
+    """
+    apply = _coin(n, prob, generator)
+    order = torch.rand((n, 4), generator=generator).argsort(dim=1)  # a uniform permutation per row
+    columns = []
+    for k, bounds in enumerate(jitter_ranges(jitter)):
+        neutral = 0.0 if k == 3 else 1.0
+        low, high = bounds if bounds is not None else (neutral, neutral)
+        columns.append(_uniform((n,), low, high, generator, dtype=torch.float32))
+    return JitterParams(apply, order, torch.stack(columns, dim=1))
+
+
+def sample_strong_params(n: int, settings: ViewSettings, generator: torch.Generator | None) -> StrongParams:
+    """Draw all parameters of the strong view (weak, RandAugment, Cutout)."""
+    size = settings.image_size
+    weak = sample_weak_params(n, settings, generator)
+    randaugment = sample_randaugment_params(n, settings.randaugment_ops, settings.randaugment_magnitude,
+                                            RANDAUGMENT_PROB, generator)
+    cutout = (sample_cutout_params(n, size, size, settings.cutout, generator)
+              if settings.cutout > 0 else None)
+    return StrongParams(weak, randaugment, cutout)
+
+
+def sample_contrastive_params(n: int, settings: ViewSettings,
+                              generator: torch.Generator | None) -> ContrastiveParams:
+    """Draw all parameters of the contrastive view."""
+    size = settings.image_size
+    crop = sample_resized_crop_params(n, size, size, (settings.crop_scale_min, 1.0), CROP_RATIO, generator)
+    flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
+    jitter = sample_jitter_params(n, settings.jitter, settings.jitter_prob, generator)
+    grayscale = _coin(n, settings.grayscale_prob, generator)
+    return ContrastiveParams(crop, flip, jitter, grayscale)
+
+
+# --------------------------------------------------------------------------- application
+Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``kernel(images [M, C, H, W], per-sample values or indices [M, ...]) -> images``."""
+
+_PIXEL_KERNELS: dict[str, Kernel] = {
+    "AutoContrast": lambda x, p: ops.autocontrast(x),
+    "Brightness": lambda x, p: ops.adjust_brightness(x, p[:, 0]),
+    "Color": lambda x, p: ops.adjust_saturation(x, p[:, 0]),
+    "Contrast": lambda x, p: ops.adjust_contrast(x, p[:, 0]),
+    "Equalize": lambda x, p: ops.equalize(x),
+    "Posterize": lambda x, p: ops.posterize(x, p[:, 0]),
+    "Sharpness": lambda x, p: ops.adjust_sharpness(x, p[:, 0]),
+    "Solarize": lambda x, p: ops.solarize(x, p[:, 0]),
+}
+_JITTER_KERNELS: tuple[Kernel, ...] = (ops.adjust_brightness, ops.adjust_contrast,
+                                       ops.adjust_saturation, ops.adjust_hue)
+
+
+def _apply_groups(x: torch.Tensor, masks: list[torch.Tensor], kernels: list[Kernel]) -> torch.Tensor:
+    """Run ``kernels[g](x[idx_g], idx_g)`` on the samples of each CPU mask, in place.
+
+    The index sets are built on the CPU and moved to the device in one copy, so
+    no device synchronisation is needed.
+
+    Args:
+        x: Float images ``[N, C, H, W]`` (modified in place).
+        masks: CPU bool masks ``[N]``, one per kernel (disjoint).
+        kernels: Kernels taking the selected images and their indices (on device).
+
+    Returns:
+        ``x``.
+    """
+    indices = [mask.nonzero().squeeze(1) for mask in masks]
+    sizes = [int(i.numel()) for i in indices]
+    if sum(sizes) == 0:
+        return x
+    on_device = torch.cat(indices).to(x.device).split(sizes)
+    for idx, size, kernel in zip(on_device, sizes, kernels):
+        if size:
+            x.index_copy_(0, idx, kernel(x.index_select(0, idx), idx))
+    return x
+
+
+def apply_randaugment(x: torch.Tensor, params: RandAugmentParams, table: torch.Tensor,
+                      fill: int) -> torch.Tensor:
+    """Apply RandAugment slot by slot; each op runs once per slot on its samples.
+
+    Args:
+        x: Float images ``[N, C, H, W]`` (modified in place and returned).
+        params: CPU :class:`RandAugmentParams`.
+        table: :func:`op_param_table` for the image size.
+        fill: Fill value of geometric ops.
+
+    Returns:
+        The augmented float images.
+    """
+    sign_index = (params.sign > 0).long()
+    values = table[params.op_index, params.magnitude, sign_index].to(x.device)  # [N, K, 6]
+    geometric = torch.tensor([FIXMATCH_OPS.index(op) for op in GEOMETRIC_OPS])
+    for slot in range(params.op_index.shape[1]):
+        chosen, applied, slot_values = params.op_index[:, slot], params.apply[:, slot], values[:, slot]
+        masks = [applied & (chosen == FIXMATCH_OPS.index(op)) for op in _PIXEL_KERNELS]
+        kernels = [_bind(kernel, slot_values) for kernel in _PIXEL_KERNELS.values()]
+        masks.append(applied & torch.isin(chosen, geometric))
+        kernels.append(_bind(lambda img, p: ops.affine_nearest(img, p, fill), slot_values))
+        _apply_groups(x, masks, kernels)
+    return x
+
+
+def _bind(kernel: Kernel, values: torch.Tensor) -> Kernel:
+    """Adapt ``kernel(images, params)`` to ``(images, indices)`` using ``values[indices]``."""
+    return lambda images, idx: kernel(images, values.index_select(0, idx))
+
+
+def apply_op_batch(images: torch.Tensor, op: str, magnitude: torch.Tensor, sign: torch.Tensor,
+                   fill: int) -> torch.Tensor:
+    """Apply one RandAugment op to every image with per-sample magnitude and sign.
+
+    Args:
+        images: uint8 ``[N, C, H, W]``.
+        op: Name from :data:`FIXMATCH_OPS`.
+        magnitude: ``[N]`` long magnitudes.
+        sign: ``[N]`` long signs (+-1).
+        fill: Fill value of geometric ops.
+
+    Returns:
+        uint8 ``[N, C, H, W]``, image ``i`` equal to ``views.apply_op(images[i], ...)``.
+    """
+    n, _, height, width = images.shape
+    table = op_param_table(int(magnitude.max()) if n else 1, height, width)
+    params = RandAugmentParams(op_index=torch.full((n, 1), FIXMATCH_OPS.index(op)),
+                               apply=torch.ones(n, 1, dtype=torch.bool),
+                               magnitude=magnitude.cpu().reshape(n, 1), sign=sign.cpu().reshape(n, 1))
+    return apply_randaugment(images.float(), params, table, fill).to(torch.uint8)
+
+
+def apply_jitter(x: torch.Tensor, params: JitterParams, enabled: list[bool]) -> torch.Tensor:
+    """Apply ColorJitter slot by slot in each sample's random order.
+
+    Args:
+        x: Float images ``[N, C, H, W]`` (modified in place and returned).
+        params: CPU :class:`JitterParams`.
+        enabled: Which of (brightness, contrast, saturation, hue) are active.
+
+    Returns:
+        The jittered float images.
+    """
+    factors = params.factors.to(x.device)  # [N, 4]
+    ids = [j for j in range(4) if enabled[j]]
+    for slot in range(4):
+        masks = [params.apply & (params.order[:, slot] == j) for j in ids]
+        kernels = [_bind(lambda img, f, j=j: _JITTER_KERNELS[j](img, f), factors[:, j]) for j in ids]
+        _apply_groups(x, masks, kernels)
+    return x
+
+
+def apply_weak(images: torch.Tensor, params: WeakParams) -> torch.Tensor:
+    """Weak view from drawn parameters (any dtype, one gather)."""
+    device = images.device
+    return ops.translate_flip(images, params.dx.to(device), params.dy.to(device), params.flip.to(device))
+
+
+def apply_strong(images: torch.Tensor, params: StrongParams, table: torch.Tensor, fill: int) -> torch.Tensor:
+    """Strong view (weak, RandAugment, Cutout) from drawn parameters; uint8 in and out."""
+    x = apply_weak(images, params.weak).float()
+    x = apply_randaugment(x, params.randaugment, table, fill).to(torch.uint8)
+    if params.cutout is None:
+        return x
+    box = [t.to(x.device) for t in params.cutout]
+    return ops.box_fill(x, *box, fill=fill)
+
+
+def apply_contrastive(images: torch.Tensor, params: ContrastiveParams,
+                      settings: ViewSettings) -> torch.Tensor:
+    """Contrastive view (resized crop, flip, jitter, grayscale) from drawn parameters."""
+    device = images.device
+    crop = [t.to(device) for t in params.crop]
+    x = ops.resized_crop(images.float(), *crop, size=settings.image_size, flip=params.flip.to(device))
+    enabled = [r is not None for r in jitter_ranges(settings.jitter)]
+    x = apply_jitter(x, params.jitter, enabled)
+    _apply_groups(x, [params.grayscale], [lambda img, idx: ops.to_grayscale(img)])
+    return x.to(torch.uint8)
+
+
+class BatchViews:
+    """Batched, device-agnostic version of ``views.build_views``.
+
+    Args:
+        settings: The view configuration.
+    """
+
+    def __init__(self, settings: ViewSettings) -> None:
+        self.settings = settings
+        size = settings.image_size
+        self.table = op_param_table(settings.randaugment_magnitude, size, size)
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize ``[N, C, H, W]`` to ``S x S`` (bilinear, antialiased) unless already that size."""
+        size = self.settings.image_size
+        if tuple(images.shape[-2:]) == (size, size):
+            return images
+        return F.resize(images, [size, size], antialias=True)
+
+    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Apply view ``name`` to a batch.
+
+        Args:
+            name: One of :data:`VIEW_NAMES`.
+            images: uint8 ``[N, C, H, W]`` with ``C`` in ``{1, 3}``, on any device.
+            generator: CPU generator all random parameters are drawn from.
+
+        Returns:
+            uint8 ``[N, C, S, S]`` on the images' device.
+
+        Raises:
+            ValueError: If ``name`` is unknown or ``images`` is not a uint8 batch.
+        """
+        if name not in VIEW_NAMES:
+            raise ValueError(f"unknown view {name!r}; expected one of {VIEW_NAMES}")
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor [N, C, H, W]")
+        settings, n = self.settings, images.shape[0]
+        if n == 0:
+            size = settings.image_size
+            return images.new_empty((0, images.shape[1], size, size))
+        images = self.resize(images)
+        if name == "eval":
+            return images
+        if name == "weak":
+            return apply_weak(images, sample_weak_params(n, settings, generator))
+        if name == "strong":
+            params = sample_strong_params(n, settings, generator)
+            return apply_strong(images, params, self.table, settings.fill)
+        return apply_contrastive(images, sample_contrastive_params(n, settings, generator), settings)
+
+
+def _benchmark() -> None:
+    """Print single-thread timings of weak + strong + contrastive, batched vs per image."""
+    import time
+
+    from comatch.data.views import build_views
+
+    torch.set_num_threads(1)
+
+    def best_ms(fn: Callable[[], object], repeats: int = 5) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first run warms up
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1e3 * min(times[1:])
+
+    for n, channels, size in ((112, 1, 8), (448, 3, 32)):
+        settings = ViewSettings(image_size=size)
+        images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
+        batched, per_image, generator = BatchViews(settings), build_views(settings), torch.Generator()
+        names = ("weak", "strong", "contrastive")
+        fast = best_ms(lambda: [batched(name, images, generator) for name in names])
+        slow = best_ms(lambda: [torch.stack([per_image[name](img) for img in images]) for name in names])
+        print(f"{n} x {channels}x{size}x{size}: batched {fast:.1f} ms, per image {slow:.1f} ms")
+
+
+if __name__ == "__main__":
+    _benchmark()
