@@ -68,16 +68,18 @@ class Trainer:
     Args:
         config: the resolved configuration.
         out_dir: the run directory (created; must not hold another run).
+        data: the datasets to use instead of those ``config.data`` names (e.g. tensors
+            already in memory); the labelled subset is then the caller's choice.
     """
 
-    def __init__(self, config: cfg.Config, out_dir: Path) -> None:
+    def __init__(self, config: cfg.Config, out_dir: Path, data: RunData | None = None) -> None:
         self.config, self.out_dir = config, Path(out_dir)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         self.device = resolve_device(config.run.device)
         seed_everything(config.seed)
         d = config.data
-        self.data: RunData = build_data(
+        self.data: RunData = data or build_data(
             d.dataset, seed=config.seed, labels_per_class=d.labels_per_class, num_labels=d.num_labels,
             val_per_class=d.val_per_class, mean=d.mean, std=d.std,
         )
@@ -144,34 +146,49 @@ class Trainer:
 
         A step whose loss or gradients are not finite is not applied (see ``run.nonfinite``).
         """
+        inputs, targets_x, num_views = self.prepare(batch_x, batch_u)
+        logits, z = self.model(inputs)
+        out = self.compute_loss(logits, z, targets_x, num_views)
+        if self.update(out):
+            truth = batch_u[-3].to(self.device, non_blocking=True) if batch_u is not None else None
+            self.stats.add(out, truth)
+        return out
+
+    def prepare(self, batch_x: list, batch_u: list | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The step's network input ``[B + k*N, C, H, W]`` (normalised, on the device), the
+        labels ``[B]`` and the number ``k`` of unlabelled views."""
         (images_x,) = self._views(batch_x, ("weak",))
         targets_x = batch_x[-3].to(self.device, non_blocking=True)
         views_u = self._views(batch_u, self.criterion.unlabelled_views) if batch_u is not None else []
-        inputs = self.normalize(torch.cat([images_x, *views_u]))  # [B + k*N, C, H, W]
-        logits, z = self.model(inputs)
-        n_x = images_x.shape[0]
-        if not views_u:
-            out = self.criterion(logits[:n_x], targets_x)
-        else:
-            logits_u = logits[n_x:].chunk(len(views_u))  # k x [N, C]
-            z_u = z[n_x:].chunk(len(views_u))  # k x [N, D]
-            extra = {"z_u_s1": z_u[2]} if len(views_u) == 3 else {}
-            out = self.criterion(
-                logits[:n_x], targets_x, logits_u[0], logits_u[1],
-                z_x=z[:n_x].detach(), z_u_w=z_u[0].detach(), z_u_s0=z_u[1], **extra,
-            )
+        return self.normalize(torch.cat([images_x, *views_u])), targets_x, len(views_u)
+
+    def compute_loss(
+        self, logits: torch.Tensor, z: torch.Tensor, targets_x: torch.Tensor, num_views: int
+    ) -> CriterionOutput:
+        """Split the network outputs by view and apply the criterion."""
+        n_x = targets_x.shape[0]
+        if num_views == 0:
+            return self.criterion(logits[:n_x], targets_x)
+        logits_u = logits[n_x:].chunk(num_views)  # k x [N, C]
+        z_u = z[n_x:].chunk(num_views)  # k x [N, D]
+        extra = {"z_u_s1": z_u[2]} if num_views == 3 else {}
+        return self.criterion(
+            logits[:n_x], targets_x, logits_u[0], logits_u[1],
+            z_x=z[:n_x].detach(), z_u_w=z_u[0].detach(), z_u_s0=z_u[1], **extra,
+        )
+
+    def update(self, out: CriterionOutput) -> bool:
+        """Backward, then optimizer, schedule and EMA steps; False if the step was rejected."""
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if not self._finite(out.loss):
             self._reject_step()
-            return out
+            return False
         self.bad_steps = 0
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model, self.step)
-        truth = batch_u[-3].to(self.device, non_blocking=True) if batch_u is not None else None
-        self.stats.add(out, truth)
-        return out
+        return True
 
     def _finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite (one host sync per step)."""
