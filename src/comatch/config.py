@@ -39,9 +39,11 @@ class DataConfig(_Section):
     channels: int = Field(1, description="Image channels the network sees: 1 (grayscale) or 3 (RGB).")
     mean: list[float] | None = Field(None, description="Per-channel normalisation mean in [0, 1]; None: computed from the data.")
     std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from the data.")
-    num_workers: int = Field(1, ge=0, description="Data-loading worker processes per loader (0: load in the training process).")
-    augment_on: Literal["loader", "device"] = Field(
-        "loader", description="Where batches are augmented: 'loader' (CPU, in the data workers) or 'device' (on the training device, e.g. the GPU)."
+    num_workers: int | None = Field(
+        None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count)."
+    )
+    augment_on: Literal["cpu", "gpu"] = Field(
+        "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches)."
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,14 @@ def view_settings(config: cfg.Config) -> ViewSettings:
         grayscale_prob=v.grayscale_prob,
         fill=v.fill,
     )
+
+
+def default_workers(requested: int | None) -> int:
+    """Workers per loader: as asked, or (None) half the CPUs left after the training process,
+    at least 1 and at most 6 (batched augmentation needs few workers)."""
+    if requested is not None:
+        return requested
+    return max(1, min(6, ((os.cpu_count() or 2) - 1) // 2))
 
 
 class Normalizer:
@@ -116,8 +125,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
     def _loaders(self) -> tuple[Any, Any | None]:
-        o, seed, workers = self.config.optim, self.config.seed, self.config.data.num_workers
-        on_device = self.config.data.augment_on == "device"
+        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers)
+        on_device = self.config.data.augment_on == "gpu"
         common = dict(start_batch=self.step, num_workers=workers, pin_memory=self.device.type == "cuda")
         views = None if on_device else self.batch_views
         labelled = endless_batches(
@@ -134,7 +143,7 @@ class Trainer:
 
     def _views(self, batch: list, names: tuple[str, ...]) -> list[torch.Tensor]:
         """The augmented views of a loader batch; augments here when the loader did not."""
-        if self.config.data.augment_on != "device":
+        if self.config.data.augment_on != "gpu":
             return batch[:-3]
         images = batch[0].to(self.device, non_blocking=True)
         generator = torch.Generator().manual_seed(batch[-1])
