@@ -159,7 +159,7 @@ def load_benchmark(name: str, root: str | Path, extra_unlabeled: bool = False) -
     Raises:
         UserError: the root or one of the files is missing, or a file does not parse.
     """
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().absolute()
     if name in ("cifar10", "cifar100"):
         return load_cifar(root, hundred=name == "cifar100")
     if name == "stl10":

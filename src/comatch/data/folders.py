@@ -181,7 +181,7 @@ def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:
 
     The ``val`` split is the test set, as in the paper.
     """
-    base = Path(root).expanduser()
+    base = Path(root).expanduser().absolute()
     if not (base / "train").is_dir() and (base / "imagenet" / "train").is_dir():
         base = base / "imagenet"
     if not base.is_dir():
