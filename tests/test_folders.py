@@ -10,7 +10,8 @@ from PIL import Image
 
 from comatch.cli import main
 from comatch.data import build_data
-from comatch.data.images import decode_image
+from comatch.data.images import ImageFiles, decode_image
+from comatch.errors import UserError
 from datafiles import save_image, write_class_folder, write_user_tree
 
 TINY = ["--iterations", "2", "optim.batch_size=2", "optim.mu=1", "data.num_workers=0", "run.eval_every=2",
@@ -31,6 +32,17 @@ def test_decoding_converts_modes_and_cuts_the_centre(tmp_path):
     save_image(tmp_path / "p.png", np.full((8, 8, 3), (255, 0, 0), dtype=np.uint8), mode="P")
     palette = decode_image(str(tmp_path / "p.png"), 4, 1)  # palette -> luma of red
     assert palette.shape == (1, 4, 4) and abs(int(palette[0, 0, 0]) - 76) <= 1
+
+
+def test_a_file_that_breaks_after_checking_is_replaced_or_stops_a_strict_run(tmp_path):
+    write_class_folder(tmp_path, ["x"], 2, size=(8, 8))
+    good = [str(tmp_path / "x" / "x_0.png"), str(tmp_path / "x" / "x_1.png")]
+    (tmp_path / "x" / "x_0.png").write_bytes(b"broken later")
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        image, label = ImageFiles(good, [0, 1], 8, 3)[0]
+    assert label == 1 and torch.equal(image, decode_image(good[1], 8, 3))  # the next readable file
+    with pytest.raises(UserError, match="cannot read image .*x_0.png"):
+        ImageFiles(good, [0, 1], 8, 3, strict=True)[0]
 
 
 def test_unreadable_files_are_skipped_counted_and_listed(tmp_path):
@@ -59,10 +71,12 @@ def test_size_channels_and_statistics_come_from_the_data_when_not_given(tmp_path
 def test_train_on_user_folders_reports_skipped_images(tmp_path, capsys):
     tree = write_user_tree(tmp_path)
     out = tmp_path / "run"
-    args = ["train", "--labeled", str(tree["labeled"]), "--unlabeled", str(tree["unlabeled"]), "--out", str(out)]
+    args = ["train", "--labeled", str(tree["labeled"]), "--unlabeled", str(tree["unlabeled"]),
+            "--val", str(tree["test"]), "--out", str(out)]
     assert main([*args, *TINY]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_images"] == 2 and summary["preset"] == "folder" and summary["num_labelled"] == 18
+    assert 0.0 <= summary["val_accuracy"] <= 1.0
     log = capsys.readouterr().out
     assert "skipped 2 unreadable image(s)" in log and "held out as the test set" in log
     data = json.loads((out / "data.json").read_text())

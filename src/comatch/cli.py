@@ -68,8 +68,12 @@ DATA_FLAGS = {"data_root": "root", "labeled": "labeled", "unlabeled": "unlabeled
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``data.*`` overrides the data flags stand for (paths quoted, so '2024' stays a string)."""
-    overrides = [f"data.{field}={json.dumps(str(getattr(args, flag)))}"
+    """The ``data.*`` overrides the data flags stand for.
+
+    Paths are made absolute (config.yaml then works from any directory) and quoted, so that a
+    folder named '2024' stays a string.
+    """
+    overrides = [f"data.{field}={json.dumps(str(getattr(args, flag).expanduser().absolute()))}"
                  for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None]
     if args.labeled is not None:
         overrides.append("data.dataset=folder")

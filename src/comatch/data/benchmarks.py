@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torchvision import datasets
 
 from comatch.errors import UserError
+
+T = TypeVar("T")
 
 SOURCES = {
     "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, extracted in the data root",
@@ -84,7 +88,7 @@ def _require(name: str, root: Path, files: list[Path]) -> None:
             raise UserError(f"{name} file {path} is missing; get {SOURCES[name]}")
 
 
-def _parse(name: str, where: Path, build):  # type: ignore[no-untyped-def]
+def _parse(name: str, where: Path, build: Callable[[], T]) -> T:
     """Run a torchvision constructor, turning its failures into one-line UserErrors."""
     try:
         return build()

@@ -58,7 +58,9 @@ def holdout_per_class(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, 
     held = []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        count = 0 if len(members) < 2 or fraction <= 0 else min(max(1, round(fraction * len(members))), len(members) - 1)
+        count = 0
+        if len(members) >= 2 and fraction > 0:
+            count = min(max(1, round(fraction * len(members))), len(members) - 1)
         held.append(rng.choice(members, size=count, replace=False))
     held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out

@@ -9,8 +9,10 @@ the user's folders) become :class:`ImageFiles`, decoded in the loader workers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
@@ -86,8 +88,10 @@ def _choose_labelled(labels: np.ndarray, class_names: list[str], keys: list[str]
     return select_labelled(labels, per_class, seed, class_names)
 
 
-def _stats(mean: list[float] | None, std: list[float] | None, channels: int,
-           compute) -> tuple[tuple[float, ...], tuple[float, ...]]:  # type: ignore[no-untyped-def]
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _stats(mean: list[float] | None, std: list[float] | None, channels: int, compute: Callable[[], Stats]) -> Stats:
     """The configured statistics, checked against ``channels``, else ``compute()``."""
     if mean is None or std is None:
         computed = compute()
@@ -99,7 +103,7 @@ def _stats(mean: list[float] | None, std: list[float] | None, channels: int,
 
 
 def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels: int | None,
-                 mean: list[float] | None, std: list[float] | None, **choose) -> RunData:  # type: ignore[no-untyped-def]
+                 mean: list[float] | None, std: list[float] | None, **choose: Any) -> RunData:
     """RunData of an in-memory dataset, converted once to the run's size and channels."""
     size, ch = image_size or data.images.shape[-1], channels or data.images.shape[1]
     convert = lambda x: to_size(to_channels(x, ch), size)  # noqa: E731
@@ -118,7 +122,7 @@ def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels
 
 
 def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels: int | None,
-                mean: list[float] | None, std: list[float] | None, strict: bool, **choose) -> RunData:  # type: ignore[no-untyped-def]
+                mean: list[float] | None, std: list[float] | None, strict: bool, **choose: Any) -> RunData:
     """RunData of image files, decoded per item at the run's size and channels."""
     train = data.pool + data.extra
     notes = list(data.notes)
