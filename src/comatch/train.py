@@ -205,7 +205,6 @@ class Trainer:
             "stats": self.stats.state_dict(),
             "bad_steps": self.bad_steps,
             "skipped_steps": self.skipped_steps,
-            "skipped_images": len(self.data.skipped),
             "wall_seconds": self.wall_before + time.perf_counter() - self._started,
             "rng": rng_state(),
             "metrics_offset": self.monitor.offset if self.monitor else 0,
