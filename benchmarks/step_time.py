@@ -55,7 +55,7 @@ def random_data(channels: int, size: int, classes: int, n: int = 2048) -> RunDat
     pool = TensorImages(images, labels)
     small = TensorImages(images[:64], labels[:64])
     return RunData(classes, [str(c) for c in range(classes)], pool, pool, None, small,
-                   list(range(n)), (0.5,) * channels, (0.25,) * channels)
+                   list(range(n)), (0.5,) * channels, (0.25,) * channels, image_size=size, channels=channels)
 
 
 def sync(device: torch.device) -> None:

@@ -26,6 +26,7 @@ LAST, PREVIOUS = "last.pt", "previous.pt"
 # Config fields a resume may change without changing what the run computes.
 HARMLESS_FIELDS = {
     "description", "optim.iterations", "data.num_workers", "data.augment_on",
+    "data.root", "data.strict", "data.check_images",  # where the files are, how unreadable ones are met
     "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
     "run.progress", "run.nonfinite", "run.max_bad_steps",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,8 +38,52 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue RUN_DIR from its newest checkpoint (overrides may change only "
                        "logging, workers and the number of iterations)")
+    _add_data_arguments(train)
     train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def _add_data_arguments(train: argparse.ArgumentParser) -> None:
+    """Flags for where the data is; each sets a ``data.*`` config field."""
+    data = train.add_argument_group("data", "benchmarks are read from --data-root; your own images from "
+                                    "--labeled (one sub-folder per class) and --unlabeled")
+    data.add_argument("--data-root", type=Path, metavar="DIR",
+                      help="folder holding the benchmark files (cifar-10-batches-py/, ...); data.root")
+    data.add_argument("--labeled", type=Path, metavar="DIR",
+                      help="your labelled images, one sub-folder per class; sets data.dataset=folder "
+                      "(and the 'folder' preset unless --preset/--config is given)")
+    data.add_argument("--unlabeled", type=Path, metavar="DIR", help="your unlabelled images (any depth)")
+    data.add_argument("--val", type=Path, metavar="DIR", help="validation images, one sub-folder per class")
+    data.add_argument("--test", type=Path, metavar="DIR",
+                      help="test images, one sub-folder per class (default: hold out part of --labeled)")
+    data.add_argument("--num-labels", type=int, metavar="N", help="labelled images in total, balanced over classes")
+    data.add_argument("--labels-per-class", type=int, metavar="N", help="labelled images per class")
+    data.add_argument("--labeled-list", type=Path, metavar="FILE",
+                      help="reuse a labelled subset: a run's labelled.json, or one index/path per line")
+    data.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+
+
+DATA_FLAGS = {"data_root": "root", "labeled": "labeled", "unlabeled": "unlabeled", "val": "val",
+              "test": "test", "labeled_list": "labeled_list"}
+
+
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``data.*`` overrides the data flags stand for.
+
+    Paths are made absolute (config.yaml then works from any directory) and quoted, so that a
+    folder named '2024' stays a string.
+    """
+    overrides = [f"data.{field}={json.dumps(str(getattr(args, flag).expanduser().absolute()))}"
+                 for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None]
+    if args.labeled is not None:
+        overrides.append("data.dataset=folder")
+    if args.labels_per_class is not None:
+        overrides += [f"data.labels_per_class={args.labels_per_class}", "data.num_labels=null"]
+    if args.num_labels is not None:
+        overrides.append(f"data.num_labels={args.num_labels}")
+    if args.strict:
+        overrides.append("data.strict=true")
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     """The configuration a ``train`` invocation asks for (a resume starts from the run's)."""
-    overrides = list(args.overrides)
+    overrides = data_overrides(args) + list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"optim.iterations={args.iterations}")
     if args.device is not None:
@@ -64,8 +109,11 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a run directory (no config.yaml); check the path")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
+    preset = args.preset
+    if preset is None and args.config is None and args.labeled is not None:
+        preset = "folder"  # your own images: not the digits defaults
     return cfg.build_config(
-        preset=args.preset, config_file=args.config, overrides=overrides,
+        preset=preset, config_file=args.config, overrides=overrides,
         method=args.method, seed=args.seed,
     )
 

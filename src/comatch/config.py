@@ -8,6 +8,7 @@ A run's configuration is built in three layers: the defaults below, a preset (a 
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +25,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DatasetName = Literal["digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder"]
+
+
 class DataConfig(_Section):
-    dataset: str = Field("digits", description="Dataset name; 'digits' is bundled with scikit-learn.")
+    dataset: DatasetName = Field(
+        "digits", description="digits (bundled with scikit-learn); cifar10, cifar100, stl10, svhn, imagenet "
+        "(publisher files under data.root); folder (your own images: data.labeled and friends).",
+    )
+    root: str = Field("data", description="Folder holding the benchmark files in their publishers' layouts (--data-root).")
+    labeled: str | None = Field(None, description="Your labelled images, one sub-folder per class (--labeled); dataset folder.")
+    unlabeled: str | None = Field(None, description="Your unlabelled images, any depth; class sub-folders are ignored (--unlabeled).")
+    val: str | None = Field(None, description="Validation images, one sub-folder per class (--val); for tuning only.")
+    test: str | None = Field(
+        None, description="Test images, one sub-folder per class (--test); None: a stratified hold-out of the labelled folder."
+    )
+    holdout_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of each labelled class held out as the test set when no test folder is given."
+    )
+    labeled_list: str | None = Field(
+        None, description="File naming the labelled subset (a run's labelled.json: indices, or paths for folders); "
+        "overrides the label counts (--labeled-list).",
+    )
     labels_per_class: int | None = Field(
-        4, ge=1, description="Labelled images drawn per class with the run's seed."
+        4, ge=1, description="Labelled images drawn per class with the run's seed (None with folders: every labelled image)."
     )
     num_labels: int | None = Field(
         None, ge=1, description="Total labelled images (balanced over classes); overrides labels_per_class."
@@ -35,10 +56,20 @@ class DataConfig(_Section):
     val_per_class: int = Field(
         10, ge=0, description="Training images per class held out for tuning (digits); never trained on."
     )
-    image_size: int = Field(8, ge=4, description="Side length the network sees, pixels.")
-    channels: int = Field(1, description="Image channels the network sees: 1 (grayscale) or 3 (RGB).")
-    mean: list[float] | None = Field(None, description="Per-channel normalisation mean in [0, 1]; None: computed from the data.")
-    std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from the data.")
+    extra_unlabeled: bool = Field(False, description="SVHN: add the 531,131 images of extra_32x32.mat to the unlabelled data.")
+    strict: bool = Field(False, description="Stop at the first unreadable image instead of skipping (and counting) it.")
+    check_images: bool = Field(
+        True, description="Decode every image file once before training, so unreadable ones are skipped up front "
+        "(turn off for very large, trusted folders such as ImageNet).",
+    )
+    image_size: int | None = Field(
+        None, ge=4, description="Side length the network sees, pixels; None: the benchmark's own, or computed from a sample of the files."
+    )
+    channels: int | None = Field(
+        None, description="Image channels the network sees: 1 (grayscale) or 3 (RGB); None: from the data."
+    )
+    mean: list[float] | None = Field(None, description="Per-channel normalisation mean in [0, 1]; None: computed from a sample of the data.")
+    std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from a sample of the data.")
     num_workers: int | None = Field(
         None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count)."
     )
@@ -132,19 +163,26 @@ class Config(_Section):
                 f"comatch.bank_size ({self.bank_size}) is smaller than one step's entries "
                 f"({step_entries} = (1 + mu) * batch_size); raise comatch.bank_size or queue_batches"
             )
-        if self.data.channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 or 3, got {self.data.channels}")
+        d = self.data
+        if d.channels not in (None, 1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {d.channels}")
         for name in ("mean", "std"):
-            stats = getattr(self.data, name)
-            if stats is not None and len(stats) != self.data.channels:
-                raise ValueError(f"data.{name} needs {self.data.channels} values, got {len(stats)}")
+            stats = getattr(d, name)
+            if stats is not None and len(stats) not in ((1, 3) if d.channels is None else (d.channels,)):
+                raise ValueError(f"data.{name} needs {d.channels or '1 or 3'} values, got {len(stats)}")
+        folders = [f"data.{k}" for k in ("labeled", "unlabeled", "val", "test") if getattr(d, k)]
+        if d.dataset != "folder" and folders:
+            raise ValueError(f"{folders[0]} is for your own images (dataset 'folder'), not {d.dataset!r}; "
+                             f"drop it or set data.dataset=folder")
         return self
 
 
 def preset_names() -> list[str]:
     """Names of the bundled presets."""
     folder = resources.files("comatch") / "presets"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
+    # the default first, then by name with numbers in numeric order (cifar10-40 before cifar10-250)
+    return sorted(names, key=lambda n: (n != "digits", [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
 
 
 def load_preset(name: str) -> dict[str, Any]:

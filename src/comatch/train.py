@@ -29,11 +29,11 @@ from comatch.stats import StepStats
 LABELLED_STREAM, UNLABELLED_STREAM = 1, 2
 
 
-def view_settings(config: cfg.Config) -> ViewSettings:
-    """The view settings of a configuration."""
+def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:
+    """The view settings of a configuration (``image_size``: the data's, when the config has none)."""
     v = config.views
     return ViewSettings(
-        image_size=config.data.image_size,
+        image_size=image_size or config.data.image_size,
         crop_padding=v.crop_padding,
         flip=v.flip,
         cutout=v.cutout,
@@ -89,11 +89,10 @@ class Trainer:
         seed_everything(config.seed)
         d = config.data
         self.data: RunData = data or build_data(
-            d.dataset, seed=config.seed, labels_per_class=d.labels_per_class, num_labels=d.num_labels,
-            val_per_class=d.val_per_class, mean=d.mean, std=d.std,
+            **d.model_dump(exclude={"num_workers", "augment_on"}), seed=config.seed
         )
         self.model = build_model(
-            config.model.arch, self.data.num_classes, in_channels=d.channels,
+            config.model.arch, self.data.num_classes, in_channels=self.data.channels,
             proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum,
         ).to(self.device)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
@@ -113,8 +112,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: cosine_lr_factor(k, o.iterations)
         )
-        self.normalize = Normalizer(self.data.mean, self.data.std, d.channels, self.device)
-        settings = view_settings(config)
+        self.normalize = Normalizer(self.data.mean, self.data.std, self.data.channels, self.device)
+        settings = view_settings(config, self.data.image_size)
         self.eval_view = build_views(settings)["eval"]
         self.batch_views = BatchViews(settings)
         self.images_per_step = o.batch_size * (1 + o.mu * len(self.criterion.unlabelled_views))
@@ -239,6 +238,7 @@ class Trainer:
             "metrics_offset": self.monitor.offset if self.monitor else 0,
             "class_names": self.data.class_names,
             "normalization": {"mean": list(self.data.mean), "std": list(self.data.std)},
+            "input": {"image_size": self.data.image_size, "channels": self.data.channels},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -296,8 +296,11 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(self.config))
         atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
+        atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
         self.monitor = RunMonitor(self.out_dir, total, self.step, self.metrics_offset,
                                   tensorboard=cfg_run.tensorboard)
+        for note in self.data.notes:
+            self.monitor.message(f"data: {note}")
         labelled, unlabelled = self._loaders()
         start = self._started = time.perf_counter()
         tick, tick_step = start, self.step
@@ -360,5 +363,6 @@ class Trainer:
             "val_accuracy_ema": last.get("val_acc_ema"),
             "pseudo_label_accuracy": trains[-1].get("pseudo_label_acc") if trains else None,
             "skipped_steps": self.skipped_steps,
+            "skipped_images": len(self.data.skipped),
             "wall_seconds": wall_seconds,
         }

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from comatch.errors import UserError
 
 
-def select_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+HOLDOUT_SEED = 20211012  # fixed: a held-out test set is the same for every run and every seed
+
+
+def select_labelled(labels: np.ndarray, per_class: int, seed: int,
+                    class_names: list[str] | None = None) -> np.ndarray:
     """Draw ``per_class`` indices of every class with ``seed`` (same seed, same subset).
 
     Args:
-        labels: class index of every candidate ``[N]``.
+        labels: class index of every candidate ``[N]``; -1 entries are never drawn.
         per_class: labelled images wanted per class.
         seed: the run's seed.
+        class_names: the classes, in label order; every one of them must have candidates.
 
     Returns:
         Sorted indices into ``labels``.
@@ -23,16 +31,104 @@ def select_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
         UserError: a class has fewer than ``per_class`` images.
     """
     rng = np.random.default_rng(seed)
+    classes = range(len(class_names)) if class_names else np.unique(labels[labels >= 0])
     chosen = []
-    for cls in np.unique(labels):
+    for cls in classes:
         members = np.flatnonzero(labels == cls)
         if len(members) < per_class:
+            name = f"{cls} ({class_names[cls]!r})" if class_names else str(cls)
             raise UserError(
-                f"class {cls} has only {len(members)} images but {per_class} labels per class "
-                f"were asked for; lower data.labels_per_class"
+                f"class {name} has only {len(members)} images but {per_class} labels per class "
+                f"were asked for; lower data.labels_per_class (or data.num_labels)"
             )
         chosen.append(rng.choice(members, size=per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+
+
+def holdout_per_class(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into kept and held-out parts, ``fraction`` of every class held out.
+
+    Each class with at least two images keeps at least one and gives at least one. The draw
+    uses a fixed seed, so every run on the same files holds out the same ones.
+
+    Returns:
+        ``(kept, held_out)``, both sorted.
+    """
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    held = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        count = 0
+        if len(members) >= 2 and fraction > 0:
+            count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held.append(rng.choice(members, size=count, replace=False))
+    held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def read_labelled_list(path: str | Path) -> list[int] | list[str]:
+    """The entries of a labelled-subset file: a JSON list (a run's ``labelled.json``) or lines.
+
+    Entries are indices into a benchmark's training pool, or image paths relative to the
+    labelled folder (a bare file name also matches, when it is unique).
+
+    Raises:
+        UserError: unreadable or empty file.
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserError(f"cannot read the labelled list {path}: {err.strerror}; check the path") from err
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError:
+        entries = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(entries, dict):  # also the official CoMatch ImageNet annotation files
+        entries = entries.get("labelled", entries.get("paths", entries.get("labeled_samples", [])))
+        entries = [e[0] if isinstance(e, list) and e else e for e in entries]  # [path, label] pairs
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"the labelled list {path} holds no entries; give a JSON list or one entry per line")
+    if all(isinstance(e, int) or (isinstance(e, str) and e.isdigit()) for e in entries):
+        return [int(e) for e in entries]
+    return [str(e) for e in entries]
+
+
+def resolve_labelled_list(entries: list[int] | list[str], keys: list[str] | None, pool_size: int,
+                          source: str) -> np.ndarray:
+    """Indices into the pool of the entries of a labelled list.
+
+    Args:
+        entries: indices, or paths (``keys``) of pool items.
+        keys: the pool's relative paths (None for in-memory benchmarks: indices only).
+        pool_size: number of labelled candidates.
+        source: the list's file name, for messages.
+
+    Raises:
+        UserError: an index out of range, an unknown path, or a repeated entry.
+    """
+    if keys is None or all(isinstance(e, int) for e in entries):
+        if keys is not None and any(not isinstance(e, int) for e in entries):
+            raise UserError(f"the labelled list {source} mixes indices and paths")
+        index = np.asarray(entries, dtype=np.int64)
+        bad = index[(index < 0) | (index >= pool_size)]
+        if bad.size:
+            raise UserError(f"the labelled list {source} names index {bad[0]}, but the training pool "
+                            f"has {pool_size} images (0..{pool_size - 1}); is it a list for this dataset?")
+    else:
+        by_key = {k: i for i, k in enumerate(keys)}
+        by_name: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            by_name[Path(k).name] = -1 if Path(k).name in by_name else i
+        found = [by_key.get(str(e), by_name.get(Path(str(e)).name, -1)) for e in entries]
+        missing = [e for e, i in zip(entries, found) if i < 0]
+        if missing:
+            raise UserError(f"the labelled list {source} names {missing[0]!r} ({len(missing)} entries in all) "
+                            f"that matches no readable, not held-out image of the labelled folder (or several by name)")
+        index = np.asarray(found, dtype=np.int64)
+    if len(np.unique(index)) != len(index):
+        raise UserError(f"the labelled list {source} names an image twice")
+    return np.sort(index)
 
 
 def labels_per_class(num_labels: int, num_classes: int) -> int:

@@ -1,23 +1,32 @@
 """Resolve a run's data: labelled, unlabelled, validation and test datasets.
 
-Every dataset here yields ``(uint8 image [C, H, W], label)``; unlabelled datasets keep their
-ground truth where it is known (benchmarks), for logging pseudo-label accuracy only.
+Every dataset here yields ``(uint8 image [C, S, S], label)`` at the run's image size and
+channel count; unlabelled datasets keep their ground truth where it is known (benchmarks, the
+rest of a labelled folder), for logging pseudo-label accuracy only, and -1 elsewhere.
+In-memory data (digits, CIFAR, STL-10, SVHN) becomes :class:`TensorImages`; files (ImageNet,
+the user's folders) become :class:`ImageFiles`, decoded in the loader workers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, Subset
 
+from comatch.data.benchmarks import ArrayData, load_benchmark
 from comatch.data.datasets import TensorImages
 from comatch.data.digits import load_digits_split
-from comatch.data.sampling import labels_per_class, select_labelled
+from comatch.data.folders import FileList, FolderData, load_imagenet, load_user_folders
+from comatch.data.images import ImageFiles
+from comatch.data.sampling import labels_per_class, read_labelled_list, resolve_labelled_list, select_labelled
+from comatch.data.statistics import channel_stats, file_stats, image_properties, to_channels, to_size
 from comatch.errors import UserError
 
-DATASETS = ("digits",)
+DATASETS = ("digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder")
 
 
 @dataclass
@@ -31,8 +40,12 @@ class RunData:
         unlabelled: the unlabelled pool (labels are ground truth or -1, never trained on).
         val: the validation part (for tuning), or None.
         test: the test part.
-        labelled_ids: which training-pool items were labelled (saved in the run directory).
+        labelled_ids: which training-pool items were labelled (saved in the run directory):
+            indices for in-memory data, paths relative to the labelled folder for files.
         mean, std: per-channel normalisation statistics in [0, 1].
+        image_size, channels: what every item has.
+        skipped: unreadable files left out.
+        notes: lines for the run's log (hold-outs, computed settings).
     """
 
     num_classes: int
@@ -41,23 +54,99 @@ class RunData:
     unlabelled: Dataset
     val: Dataset | None
     test: Dataset
-    labelled_ids: list[int] = field(default_factory=list)
+    labelled_ids: list[int] | list[str] = field(default_factory=list)
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    image_size: int = 8
+    channels: int = 1
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        """Sizes and settings, as written to the run directory's ``data.json``."""
+        size = lambda d: None if d is None else len(d)  # noqa: E731
+        return {
+            "classes": self.class_names, "labelled": size(self.labelled), "unlabelled": size(self.unlabelled),
+            "val": size(self.val), "test": size(self.test), "image_size": self.image_size,
+            "channels": self.channels, "mean": list(self.mean), "std": list(self.std),
+            "skipped_images": len(self.skipped), "skipped": self.skipped, "notes": self.notes,
+        }
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] of uint8 images ``[N, C, H, W]``."""
-    pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)  # [C, N*H*W]
-    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).clamp_min(1e-3).tolist())
-
-
-def _labels_wanted(num_labels: int | None, per_class: int | None, num_classes: int) -> int:
+def _choose_labelled(labels: np.ndarray, class_names: list[str], keys: list[str] | None, *, seed: int,
+                     per_class: int | None, num_labels: int | None, labeled_list: str | None) -> np.ndarray:
+    """Indices of the labelled subset of a pool; None counts mean 'all' (folders only)."""
+    if labeled_list:
+        entries = read_labelled_list(labeled_list)
+        return resolve_labelled_list(entries, keys, len(labels), Path(labeled_list).name)
     if num_labels is not None:
-        return labels_per_class(num_labels, num_classes)
+        per_class = labels_per_class(num_labels, len(class_names))
     if per_class is None:
-        raise UserError("set data.labels_per_class or data.num_labels")
-    return per_class
+        if keys is None:
+            raise UserError("set data.labels_per_class or data.num_labels (or give --labeled-list FILE)")
+        return np.arange(len(labels))
+    return select_labelled(labels, per_class, seed, class_names)
+
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _stats(mean: list[float] | None, std: list[float] | None, channels: int, compute: Callable[[], Stats]) -> Stats:
+    """The configured statistics, checked against ``channels``, else ``compute()``."""
+    if mean is None or std is None:
+        computed = compute()
+        mean, std = mean or computed[0], std or computed[1]
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise UserError(f"data.{name} has {len(values)} values but the images have {channels} channels")
+    return tuple(mean), tuple(std)
+
+
+def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels: int | None,
+                 mean: list[float] | None, std: list[float] | None, **choose: Any) -> RunData:
+    """RunData of an in-memory dataset, converted once to the run's size and channels."""
+    size, ch = image_size or data.images.shape[-1], channels or data.images.shape[1]
+    convert = lambda x: to_size(to_channels(x, ch), size)  # noqa: E731
+    images = convert(data.images)
+    ids = _choose_labelled(data.labels[: data.num_pool].numpy(), data.class_names, None, seed=seed, **choose)
+    pool = TensorImages(images, data.labels)
+    val = None if data.val_images is None or not len(data.val_images) else \
+        TensorImages(convert(data.val_images), data.val_labels)
+    stats = _stats(mean, std, ch, lambda: channel_stats(images))
+    return RunData(
+        num_classes=len(data.class_names), class_names=data.class_names,
+        labelled=Subset(pool, ids.tolist()), unlabelled=pool, val=val,
+        test=TensorImages(convert(data.test_images), data.test_labels), labelled_ids=ids.tolist(),
+        mean=stats[0], std=stats[1], image_size=size, channels=ch,
+    )
+
+
+def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels: int | None,
+                mean: list[float] | None, std: list[float] | None, strict: bool, **choose: Any) -> RunData:
+    """RunData of image files, decoded per item at the run's size and channels."""
+    train = data.pool + data.extra
+    notes = list(data.notes)
+    if image_size is None or channels is None:
+        auto_size, auto_channels = image_properties(train.paths, train.checks)
+        image_size, channels = image_size or auto_size, channels or auto_channels
+        notes.append(f"image size {image_size} px and {channels} channel(s), from the data "
+                     f"(set data.image_size / data.channels to choose)")
+    ids = _choose_labelled(np.asarray(data.pool.labels), data.class_names, data.pool.keys, seed=seed, **choose)
+    if not data.extra.paths and len(ids) == len(data.pool.paths):
+        raise UserError("every labelled image is labelled and there is no unlabelled data; give "
+                        "--unlabeled DIR, or hold labels back with --num-labels N or --labels-per-class N")
+    files = lambda f: ImageFiles(f.paths, f.labels, image_size, channels, strict=strict)  # noqa: E731
+    if data.skipped:
+        notes.append(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]} "
+                     f"(all listed in data.json)")
+    stats = _stats(mean, std, channels, lambda: file_stats(train.paths, image_size, channels))
+    return RunData(
+        num_classes=len(data.class_names), class_names=data.class_names,
+        labelled=files(data.pool.take(ids)), unlabelled=files(train),
+        val=files(data.val) if data.val else None, test=files(data.test or FileList()),
+        labelled_ids=[data.pool.keys[i] for i in ids], mean=stats[0], std=stats[1],
+        image_size=image_size, channels=channels, skipped=data.skipped, notes=notes,
+    )
 
 
 def build_data(
@@ -67,29 +156,60 @@ def build_data(
     labels_per_class: int | None,
     num_labels: int | None = None,
     val_per_class: int = 0,
+    image_size: int | None = None,
+    channels: int | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    root: str = "data",
+    labeled: str | None = None,
+    unlabeled: str | None = None,
+    val: str | None = None,
+    test: str | None = None,
+    labeled_list: str | None = None,
+    holdout_fraction: float = 0.2,
+    strict: bool = False,
+    check_images: bool = True,
+    extra_unlabeled: bool = False,
 ) -> RunData:
     """Load ``dataset`` and draw the run's labelled subset with ``seed``.
 
+    Args:
+        dataset: one of :data:`DATASETS`.
+        seed: the run's seed (labelled subset).
+        labels_per_class, num_labels: labelled images per class, or in total (balanced).
+        val_per_class: digits only: training images per class held out for tuning.
+        image_size, channels, mean, std: None: from the data.
+        root: folder of the benchmark files.
+        labeled, unlabeled, val, test: the user's folders (dataset ``folder``).
+        labeled_list: file naming the labelled subset (overrides the counts).
+        holdout_fraction: share of each labelled class held out as the test set when ``test``
+            is None (folders).
+        strict: stop at the first unreadable image instead of skipping it.
+        check_images: decode every file once up front.
+        extra_unlabeled: SVHN: add the extra split to the unlabelled data.
+
     Raises:
-        UserError: unknown dataset or an impossible label request.
+        UserError: unknown dataset, missing or corrupt files, or an impossible label request.
     """
-    if dataset != "digits":
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    split = load_digits_split(val_per_class)
-    per_class = _labels_wanted(num_labels, labels_per_class, 10)
-    labelled_ids = select_labelled(split.train_labels.numpy(), per_class, seed)
-    pool = TensorImages(split.train_images, split.train_labels)
-    stats_mean, stats_std = channel_stats(split.train_images)
-    return RunData(
-        num_classes=10,
-        class_names=[str(d) for d in range(10)],
-        labelled=Subset(pool, labelled_ids.tolist()),
-        unlabelled=pool,
-        val=TensorImages(split.val_images, split.val_labels) if len(split.val_labels) else None,
-        test=TensorImages(split.test_images, split.test_labels),
-        labelled_ids=labelled_ids.tolist(),
-        mean=tuple(mean) if mean else stats_mean,
-        std=tuple(std) if std else stats_std,
-    )
+    choose = dict(per_class=labels_per_class, num_labels=num_labels, labeled_list=labeled_list)
+    common = dict(seed=seed, image_size=image_size, channels=channels, mean=mean, std=std, **choose)
+    if dataset == "folder":
+        if not labeled:
+            raise UserError("dataset 'folder' needs a labelled folder: --labeled DIR (one sub-folder per class)")
+        folders = load_user_folders(labeled, unlabeled, val, test, holdout_fraction=holdout_fraction,
+                                    strict=strict, check=check_images)
+        return _from_files(folders, strict=strict, **common)
+    if dataset == "imagenet":
+        return _from_files(load_imagenet(root, strict=strict, check=check_images), strict=strict, **common)
+    if dataset == "digits":
+        split = load_digits_split(val_per_class)
+        arrays = ArrayData(split.train_images, split.train_labels, len(split.train_labels),
+                           split.test_images, split.test_labels, [str(d) for d in range(10)],
+                           split.val_images, split.val_labels)
+        return _from_arrays(arrays, **common)
+    if dataset in DATASETS:
+        return _from_arrays(load_benchmark(dataset, root, extra_unlabeled), **common)
+    raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+
+
+__all__ = ["DATASETS", "RunData", "build_data", "channel_stats"]

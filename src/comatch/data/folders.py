@@ -1,0 +1,199 @@
+"""Folders of image files: the user's own data and ImageNet-style class folders.
+
+Labelled, validation and test folders use torchvision's ImageFolder layout (one sub-folder per
+class). Unlabelled folders may hold images at any depth; class sub-folders there are ignored.
+Every file is checked once up front (:func:`~comatch.data.images.check_files`), so the
+datasets hold only readable files; unreadable ones are listed as skipped, or stop the run
+when ``strict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from comatch.data.images import FileCheck, check_files, unreadable_error
+from comatch.data.sampling import holdout_per_class
+from comatch.errors import UserError
+
+IMAGENET_SOURCE = ("ILSVRC2012 from https://image-net.org/, with train/ and val/ each holding "
+                   "one sub-folder per class (wnid)")
+
+
+@dataclass
+class FileList:
+    """Image files with labels (-1 where unknown), relative keys and what checking found."""
+
+    paths: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    checks: list[FileCheck] = field(default_factory=list)
+
+    def take(self, index: np.ndarray | list[int]) -> "FileList":
+        """The files at ``index``."""
+        pick = lambda items: [items[i] for i in index] if items else []  # noqa: E731
+        return FileList(pick(self.paths), pick(self.labels), pick(self.keys), pick(self.checks))
+
+    def __add__(self, other: "FileList") -> "FileList":
+        return FileList(self.paths + other.paths, self.labels + other.labels,
+                        self.keys + other.keys, self.checks + other.checks)
+
+
+@dataclass
+class FolderData:
+    """The file lists of a folder-based run.
+
+    Attributes:
+        class_names: in label order.
+        pool: the labelled candidates (labelled folder less any hold-out).
+        extra: unlabelled-only files (label -1, or ground truth where known).
+        val, test: evaluation files, or None.
+        skipped: unreadable files that were left out.
+        notes: lines for the run's log.
+    """
+
+    class_names: list[str]
+    pool: FileList
+    extra: FileList
+    val: FileList | None
+    test: FileList | None
+    skipped: list[str]
+    notes: list[str]
+
+
+def _existing_dir(path: str | Path, what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{what} folder {folder} does not exist; check the path")
+    return folder
+
+
+def scan_class_folder(path: str | Path, what: str, class_names: list[str] | None = None) -> tuple[list[str], FileList]:
+    """Classes and files of an ImageFolder-layout folder.
+
+    Args:
+        path: the folder, one sub-folder per class.
+        what: its role in messages ("labelled", "test", ...).
+        class_names: the run's classes; labels follow their order (a folder may lack some).
+
+    Raises:
+        UserError: the folder is missing, has no class sub-folders, a class sub-folder holds
+            no images, or (with ``class_names``) a class the run does not know.
+    """
+    root = _existing_dir(path, what)
+    try:
+        folder = ImageFolder(str(root), allow_empty=True)
+    except FileNotFoundError as err:
+        raise UserError(f"{what} folder {root} has no class sub-folders; put each class's images in "
+                        f"its own sub-folder ({root}/CLASS/IMAGE.png)") from err
+    counts = np.bincount([label for _, label in folder.samples], minlength=len(folder.classes))
+    for name, count in zip(folder.classes, counts):
+        if count == 0:
+            raise UserError(f"class folder {root / name} holds no images "
+                            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+    names = class_names or list(folder.classes)
+    unknown = sorted(set(folder.classes) - set(names))
+    if unknown:
+        raise UserError(f"{what} folder {root} has class {unknown[0]!r}, which the labelled data "
+                        f"lacks; its classes are: {', '.join(names)}")
+    index = {name: i for i, name in enumerate(names)}
+    files = FileList()
+    for file, label in folder.samples:
+        files.paths.append(file)
+        files.labels.append(index[folder.classes[label]])
+        files.keys.append(Path(file).relative_to(root).as_posix())
+    return names, files
+
+
+def scan_images(path: str | Path, what: str) -> FileList:
+    """Every image file under ``path`` at any depth (label -1), in a fixed order."""
+    root = _existing_dir(path, what)
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    if not found:
+        raise UserError(f"{what} folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}); check the path")
+    return FileList([str(p) for p in found], [-1] * len(found), [p.relative_to(root).as_posix() for p in found])
+
+
+def keep_readable(files: FileList, skipped: list[str], *, strict: bool, check: bool) -> FileList:
+    """``files`` less those that do not decode (added to ``skipped``).
+
+    Raises:
+        UserError: with ``strict``, at the first unreadable file.
+    """
+    files.checks = check_files(files.paths) if check else []
+    if not check:
+        return files
+    bad = [i for i, c in enumerate(files.checks) if not c.ok]
+    if bad and strict:
+        raise unreadable_error(files.paths[bad[0]], files.checks[bad[0]].error)
+    skipped.extend(files.paths[i] for i in bad)
+    return files.take([i for i, c in enumerate(files.checks) if c.ok])
+
+
+def _check_classes(files: FileList, class_names: list[str], what: str, root: str) -> None:
+    """Raise if some class has no readable file left."""
+    counts = np.bincount(files.labels, minlength=len(class_names))
+    empty = [name for name, n in zip(class_names, counts) if n == 0]
+    if empty:
+        raise UserError(f"class {empty[0]!r} of the {what} folder {root} has no readable image "
+                        f"left; add readable images to {Path(root) / empty[0]}")
+
+
+def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test: str | None, *,
+                      holdout_fraction: float, strict: bool, check: bool) -> FolderData:
+    """The user's own folders (see the module docstring).
+
+    Without ``test``, a stratified ``holdout_fraction`` of each labelled class (a fixed draw,
+    the same for every seed) becomes the test set and is never trained on.
+    """
+    skipped: list[str] = []
+    notes: list[str] = []
+    names, pool = scan_class_folder(labeled, "labelled")
+    pool = keep_readable(pool, skipped, strict=strict, check=check)
+    _check_classes(pool, names, "labelled", labeled)
+    extra = keep_readable(scan_images(unlabeled, "unlabelled"), skipped, strict=strict, check=check) \
+        if unlabeled else FileList()
+    evaluation = {}
+    for what, path in (("validation", val), ("test", test)):
+        evaluation[what] = None
+        if path:
+            evaluation[what] = keep_readable(scan_class_folder(path, what, names)[1], skipped,
+                                             strict=strict, check=check)
+            if not evaluation[what].paths:
+                raise UserError(f"{what} folder {path} has no readable image")
+    if evaluation["test"] is None:
+        keep, held = holdout_per_class(np.asarray(pool.labels), holdout_fraction)
+        if len(held) == 0:
+            raise UserError(f"no --test folder, and the labelled folder {labeled} is too small to hold "
+                            f"out a test set; give a test folder with --test DIR")
+        evaluation["test"], pool = pool.take(held), pool.take(keep)
+        notes.append(f"no test folder given: {len(held)} labelled images ({holdout_fraction:.0%} of each "
+                     f"class, the same for every seed) are held out as the test set and never trained on")
+    return FolderData(names, pool, extra, evaluation["validation"], evaluation["test"], skipped, notes)
+
+
+def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:
+    """ImageNet-style data: ``ROOT/train/CLASS/*`` and ``ROOT/val/CLASS/*`` (or ``ROOT/imagenet/...``).
+
+    The ``val`` split is the test set, as in the paper.
+    """
+    base = Path(root).expanduser().absolute()
+    if not (base / "train").is_dir() and (base / "imagenet" / "train").is_dir():
+        base = base / "imagenet"
+    if not base.is_dir():
+        raise UserError(f"data root {base} does not exist; set --data-root to the folder holding "
+                        f"train/ and val/ ({IMAGENET_SOURCE})")
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            raise UserError(f"ImageNet folder {base / split} is missing; get {IMAGENET_SOURCE}")
+    skipped: list[str] = []
+    names, pool = scan_class_folder(base / "train", "ImageNet train")
+    pool = keep_readable(pool, skipped, strict=strict, check=check)
+    _check_classes(pool, names, "ImageNet train", str(base / "train"))
+    test = keep_readable(scan_class_folder(base / "val", "ImageNet val", names)[1], skipped,
+                         strict=strict, check=check)
+    return FolderData(names, pool, FileList(), None, test, skipped, [])
