@@ -28,6 +28,7 @@ HARMLESS_FIELDS = {
     "description", "optim.iterations", "data.num_workers", "data.augment_on",
     "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
     "run.progress", "run.nonfinite", "run.max_bad_steps",
+    "run.amp", "run.channels_last", "run.dist_timeout",
 }
 
 
