@@ -25,7 +25,8 @@ def assert_encoder_equals(encoder, weights):
 
 def test_moco_v2_checkpoint_loads_the_query_encoder_only(tmp_path, torchvision_weights):
     state = {f"module.encoder_q.{k}": v for k, v in torchvision_weights.items() if not k.startswith("fc.")}
-    state |= {"module.encoder_q.fc.0.weight": torch.zeros(512, 512), "module.encoder_q.fc.2.weight": torch.zeros(128, 512),
+    state |= {"module.encoder_q.fc.0.weight": torch.zeros(512, 512),
+              "module.encoder_q.fc.2.weight": torch.zeros(128, 512),
               "module.encoder_k.conv1.weight": torch.zeros(64, 3, 7, 7), "module.queue": torch.zeros(128, 10)}
     path = tmp_path / "moco.pth.tar"
     torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state}, path)

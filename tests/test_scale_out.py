@@ -6,13 +6,14 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from comatch import CoMatchCriterion
+from comatch import CoMatchCriterion, distributed, parallel
 from comatch.cli import main
 from comatch.config import build_config
 from comatch.data.batch_views import BatchViews, WeakCropParams, sample_weak_params
 from comatch.data.datasets import BatchViewDataset, TensorImages, shard_rows
 from comatch.data.views import ViewSettings, build_views
-from comatch.models import CoMatchNet
+from comatch.errors import UserError
+from comatch.models import CoMatchNet, build_model
 from comatch.momentum import MomentumCoMatchCriterion
 
 IMAGENET_RECIPE = ViewSettings(image_size=16, weak="resized_crop", strong="contrastive")
@@ -111,3 +112,14 @@ def test_imagenet_recipe_trains_on_digits_in_bf16_channels_last(tmp_path, monkey
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in records if r["kind"] == "train"), "finite losses"
     assert issubclass(MomentumCoMatchCriterion, CoMatchCriterion)
+
+
+def test_process_count_must_divide_the_global_batches_and_sync_bn_needs_cuda(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    assert parallel.batch_rows(6, "labelled") == (2, 4)
+    with pytest.raises(UserError, match="global labelled batch of 4 cannot be split evenly over 3 processes"):
+        parallel.batch_rows(4, "labelled")
+    model = build_model("digits_cnn", 10, in_channels=1)
+    with pytest.raises(UserError, match="run.sync_bn needs CUDA"):
+        parallel.prepare_network(model, torch.device("cpu"), sync_bn=True, channels_last=False)

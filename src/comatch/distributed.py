@@ -24,16 +24,17 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_from_env(device_type: str, timeout_s: float = 1800.0) -> torch.device:
+def init_from_env(device_type: str, timeout_s: float = 1800.0, backend: str | None = None) -> torch.device:
     """Join the process group torchrun described in the environment; pick this process's device.
 
-    Backend: NCCL for CUDA, gloo for the CPU. A collective that waits longer than
-    ``timeout_s`` (a peer died or hangs) raises instead of hanging forever. With one process
-    (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) no group is created.
+    Backend: NCCL for CUDA, gloo for the CPU (unless ``backend`` names another). A collective
+    that waits longer than ``timeout_s`` (a peer died or hangs) raises instead of hanging
+    forever. With one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) no group is created.
 
     Args:
         device_type: ``"cuda"`` or ``"cpu"``: where this run trains.
         timeout_s: process-group timeout, seconds.
+        backend: override of the backend choice (e.g. ``"gloo"`` on CUDA machines).
 
     Returns:
         ``cuda:LOCAL_RANK`` (made the current CUDA device) for CUDA, else ``cpu``.
@@ -43,7 +44,7 @@ def init_from_env(device_type: str, timeout_s: float = 1800.0) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if env_world_size() > 1 and not is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
     return device
 

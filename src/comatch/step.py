@@ -2,9 +2,10 @@
 
 Both functions take ``encode`` callables that map a batch to float32 ``(logits [n, C],
 z [n, D])``, so that the criterion always runs in float32, outside autocast;
-:class:`StepForward` builds them (normalisation, channels-last, autocast) for the trainer. Views: ``images_x`` is the labelled weak
-view ``[B, ...]``; ``views_u`` the unlabelled views ``[N, ...]`` in the criterion's order
-(weak, strong ``s0``, and the contrastive ``s1`` when the graph loss is on).
+:class:`StepForward` builds them (normalisation, channels-last, autocast) for the trainer.
+Views: ``images_x`` is the labelled weak view ``[B, ...]``; ``views_u`` the unlabelled views
+``[N, ...]`` in the criterion's order (weak, strong ``s0``, and the contrastive ``s1`` when
+the graph loss is on).
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ class Trainer:
         if stopped:
             self.monitor.message(
                 f"stopped at step {self.step} of {total}; checkpoint saved. Continue with: "
-                f"comatch train --resume {self.out_dir}"
+                f"{'torchrun ... -m ' if distributed.world_size() > 1 else ''}comatch train --resume {self.out_dir}"
             )
         self.monitor.close()
         return summary
