@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from comatch import config as cfg
 from comatch.data.datasets import TensorImages
 from comatch.data.sources import RunData
+from comatch.step import plain_outputs
 from comatch.train import Trainer
 
 SETTINGS: dict[str, list[str]] = {
@@ -75,25 +76,30 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
     phases: dict[str, list[float]] = {k: [] for k in ("step", "data", "network", "comatch", "optimizer")}
     device = trainer.device
     trainer.model.train()
+    names = trainer.criterion.unlabelled_views
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         batch_x = next(labelled)
         batch_u = next(unlabelled) if unlabelled is not None else None
-        inputs, targets_x, num_views = trainer.prepare(batch_x, batch_u)
+        (images_x,) = trainer._views(batch_x, ("weak",), trainer.rows_x)
+        targets_x = batch_x[-3].to(device, non_blocking=True)
+        views_u = trainer._views(batch_u, names, trainer.rows_u) if batch_u is not None else []
+        inputs = torch.cat([images_x, *views_u])
         sync(device)
         t1 = time.perf_counter()
-        logits, z = trainer.model(inputs)
+        logits, z = trainer.forward.encode(trainer.ddp_model, inputs)
         sync(device)
         t2 = time.perf_counter()
-        out = trainer.compute_loss(logits, z, targets_x, num_views)
+        out = plain_outputs(lambda _: (logits, z), trainer.criterion, images_x, targets_x, views_u)
         sync(device)
         t3 = time.perf_counter()
         trainer.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        trainer.precision.backward(out.loss)
         sync(device)
         t4 = time.perf_counter()
+        trainer.precision.unscale(trainer.optimizer)
         trainer._finite(out.loss)
-        trainer.optimizer.step()
+        trainer.precision.step(trainer.optimizer)
         trainer.scheduler.step()
         trainer.ema.update(trainer.model, trainer.step)
         sync(device)
@@ -103,22 +109,23 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
             for key, value in (("step", t5 - t0), ("data", t1 - t0), ("network", (t2 - t1) + (t4 - t3)),
                                ("comatch", t3 - t2), ("optimizer", t5 - t4)):
                 phases[key].append(value)
-    phases["inputs"] = [inputs, targets_x]  # type: ignore[list-item]
+    phases["inputs"] = [inputs, targets_x]  # type: ignore[list-item]  (uint8, on the device)
     return phases
 
 
 def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor, steps: int) -> list[float]:
-    """Forward + backward + optimizer step of the network alone on the same batch."""
-    model, optimizer, device = trainer.model, trainer.optimizer, trainer.device
+    """Forward + backward + optimizer step of the network alone on the same batch (normalisation,
+    autocast and channels-last as in training; plain cross-entropy instead of the criterion)."""
+    optimizer, device = trainer.optimizer, trainer.device
     labels = torch.cat([targets, targets.new_zeros(inputs.shape[0] - targets.shape[0])])
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.float(), labels)
+        logits, _ = trainer.forward.encode(trainer.ddp_model, inputs)
+        loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        trainer.precision.backward(loss)
+        trainer.precision.step(optimizer)
         sync(device)
         if i >= 2:
             times.append(time.perf_counter() - t0)
@@ -131,7 +138,7 @@ def augmentation_cpu_seconds(trainer: Trainer, repeats: int = 5) -> float:
     names = trainer.criterion.unlabelled_views
     from comatch.data.datasets import BatchViewDataset
 
-    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, ["weak"], 1)
+    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, ("weak",), 1)
     unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batch_views, names, 2)
     cpu = []
     for k in range(repeats):

@@ -2,7 +2,9 @@
 
 The five equations are pure functions (:mod:`comatch.losses`); the state they need lives in
 :class:`DistributionAligner` and :class:`MemoryBank`; :class:`CoMatchCriterion` puts them
-together for one training step.
+together for one training step. The large-scale (ImageNet) variant adds
+:class:`MomentumEncoder`, :func:`shuffled_forward`, :class:`EmbeddingQueue` and
+:class:`MomentumCoMatchCriterion` (see :mod:`comatch.momentum`).
 """
 
 from comatch.criterion import CoMatchCriterion, CriterionOutput, SupervisedCriterion, build_criterion
@@ -14,6 +16,7 @@ from comatch.losses import (
     pseudo_label_loss,
 )
 from comatch.memory import DistributionAligner, MemoryBank
+from comatch.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
 
 __version__ = "0.1.0"
 
@@ -21,7 +24,10 @@ __all__ = [
     "CoMatchCriterion",
     "CriterionOutput",
     "DistributionAligner",
+    "EmbeddingQueue",
     "MemoryBank",
+    "MomentumCoMatchCriterion",
+    "MomentumEncoder",
     "SupervisedCriterion",
     "build_criterion",
     "contrastive_graph_loss",
@@ -29,4 +35,5 @@ __all__ = [
     "memory_smoothed_labels",
     "pseudo_label_graph",
     "pseudo_label_loss",
+    "shuffled_forward",
 ]

@@ -139,17 +139,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.show_config:
         print(cfg.to_yaml(config), end="")
         return 0
-    from comatch.train import Trainer  # heavy imports only when training
+    from comatch import distributed, parallel  # heavy imports only when training
+    from comatch.train import Trainer
 
-    if args.resume is not None:
-        out_dir = args.resume
-        trainer = Trainer.resume(out_dir, config)
-    else:
-        out_dir = new_run_dir(args.out, config)
-        trainer = Trainer(config, out_dir)
-    summary = trainer.fit()
-    if summary["stopped"]:
-        return 0
+    # under torchrun: every process trains, rank 0 chooses the directory and writes the files
+    with parallel.launched(config.run.device, config.run.dist_timeout):
+        if args.resume is not None:
+            out_dir = args.resume
+            trainer = Trainer.resume(out_dir, config)
+        else:
+            out_dir = parallel.decide_on_main(lambda: new_run_dir(args.out, config))
+            trainer = Trainer(config, out_dir)
+        summary = trainer.fit()
+        if summary["stopped"] or not distributed.is_main_process():
+            return 0
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
         f"{summary['test_accuracy']:.2%} (EMA {summary['test_accuracy_ema']:.2%}) "

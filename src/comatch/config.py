@@ -88,12 +88,21 @@ class ViewConfig(_Section):
     jitter_prob: float = Field(0.8, ge=0, le=1, description="Contrastive view: probability of colour jitter (0.4, 0.4, 0.4, 0.1).")
     grayscale_prob: float = Field(0.2, ge=0, le=1, description="Contrastive view: probability of grayscale.")
     fill: int = Field(127, ge=0, le=255, description="Fill value of geometric ops and Cutout (0 for digits: black background).")
+    weak: Literal["crop", "resized_crop"] = Field(
+        "crop", description="Weak view: 'crop' (pad and crop, CIFAR/STL) or 'resized_crop' (random resized crop from crop_scale_min, ImageNet); both flip if 'flip'."
+    )
+    strong: Literal["fixmatch", "contrastive"] = Field(
+        "fixmatch", description="First strong view: 'fixmatch' (weak + RandAugment + Cutout) or 'contrastive' (the contrastive view, as on ImageNet)."
+    )
 
 
 class ModelConfig(_Section):
     arch: str = Field("digits_cnn", description="Encoder: digits_cnn, wrn28_2, wrn28_8, wrn37_2, wrn10_1, resnet18, resnet50.")
     proj_dim: int = Field(64, ge=1, description="Projection-head output size D (64 CIFAR/STL, 128 ImageNet).")
     bn_momentum: float | None = Field(None, gt=0, le=1, description="BatchNorm momentum; None: the architecture's default (0.001 for WRN).")
+    init: str | None = Field(
+        None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
+    )
 
 
 class CoMatchConfig(_Section):
@@ -104,18 +113,27 @@ class CoMatchConfig(_Section):
     lambda_u: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss L_u.")
     lambda_c: float = Field(1.0, ge=0, description="Weight of the graph contrastive loss L_c (1 CIFAR-10, 5 STL-10).")
     da_window: int = Field(32, ge=1, description="Steps averaged by distribution alignment (32 CIFAR/STL, 128 ImageNet).")
-    queue_batches: int = Field(5, ge=1, description="Memory bank size in steps: bank = queue_batches * (1 + mu) * batch_size.")
-    bank_size: int | None = Field(None, ge=1, description="Memory bank entries; overrides queue_batches (30000 on ImageNet).")
+    queue_batches: int = Field(5, ge=1, description="Memory bank size in steps: bank = queue_batches * (1 + mu) * batch_size (global batch: the bank holds every process's entries).")
+    bank_size: int | None = Field(None, ge=1, description="Memory bank entries, global (the bank holds every process's entries); overrides queue_batches (30000 on ImageNet).")
     alignment: bool = Field(True, description="Ablation: distribution alignment on/off.")
     smoothing: bool = Field(True, description="Ablation: memory-smoothed pseudo-labels on/off.")
     contrastive: bool = Field(True, description="Ablation: graph contrastive loss on/off.")
     self_loop_only: bool = Field(False, description="Ablation: pseudo-label graph of self-loops only (instance contrast).")
     hard_labels: bool = Field(False, description="Ablation: one-hot instead of soft pseudo-labels in L_u and the graph.")
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="Large-scale variant: decay of the momentum encoder that makes the pseudo-labels and s1 embeddings (0.996 on ImageNet); None: the plain variant. Method comatch only."
+    )
+    queue_size: int = Field(
+        0, ge=0, description="Large-scale variant: past s1 embeddings (global) that extend both graphs to mu*B + K columns (30000 on ImageNet); needs comatch.momentum."
+    )
+    lambda_c_ramp: bool = Field(
+        False, description="Ramp lambda_c as min(epoch + 1, lambda_c), an epoch being one pass over the unlabelled set at the global unlabelled batch size (ImageNet)."
+    )
 
 
 class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
-    mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step.")
+    mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.")
     lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")
@@ -134,6 +152,14 @@ class RunConfig(_Section):
     tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.")
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.")
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; for CUDA."
+    )
+    channels_last: bool = Field(False, description="Channels-last memory format for network and images (faster convolutions on recent GPUs, with amp).")
+    sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
+    dist_timeout: int = Field(
+        1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever)."
+    )
 
 
 class Config(_Section):
@@ -163,6 +189,8 @@ class Config(_Section):
                 f"comatch.bank_size ({self.bank_size}) is smaller than one step's entries "
                 f"({step_entries} = (1 + mu) * batch_size); raise comatch.bank_size or queue_batches"
             )
+        if self.comatch.queue_size > 0 and self.comatch.momentum is None:
+            raise ValueError("comatch.queue_size needs the momentum encoder; set comatch.momentum (0.996 on ImageNet) or queue_size=0")
         d = self.data
         if d.channels not in (None, 1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {d.channels}")

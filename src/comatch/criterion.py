@@ -155,14 +155,31 @@ class CoMatchCriterion(nn.Module):
         loss_u = pseudo_label_loss(logits_u_s0, targets_u, self.threshold)
         stats = {"mask_rate": confident.float().mean()}
         if self.contrastive:
-            t = float("inf") if self.self_loop_only else self.graph_threshold
-            graph = pseudo_label_graph(graph_probs, t)  # [N, N]
-            loss_c = contrastive_graph_loss(z_u_s0, z_u_s1, graph, self.temperature)
-            stats["graph_edges"] = ((graph > 0).sum(dim=1) - 1).float().mean()
+            loss_c, stats["graph_edges"] = self._graph_loss(graph_probs, z_u_s0, z_u_s1)
         else:
             loss_c = loss_x.new_zeros(())
         loss = loss_x + self.lambda_u * loss_u + self.lambda_c * loss_c
         return CriterionOutput(loss, loss_x, loss_u, loss_c, stats, probs_u, confident)
+
+    @property
+    def _edge_threshold(self) -> float:
+        """``t``, or infinity for the self-loop-only ablation."""
+        return float("inf") if self.self_loop_only else self.graph_threshold
+
+    def _graph_loss(
+        self, graph_probs: torch.Tensor, z_u_s0: torch.Tensor | None, z_u_s1: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L_c`` of this process's batch and the mean number of graph edges per sample.
+
+        Args:
+            graph_probs: pseudo-labels defining ``W^q`` ``[N, C]``.
+            z_u_s0, z_u_s1: strong-view embeddings ``[N, D]``.
+        """
+        if z_u_s0 is None or z_u_s1 is None:
+            raise ValueError("the graph contrastive loss needs the strong-view embeddings z_u_s0 and z_u_s1")
+        graph = pseudo_label_graph(graph_probs, self._edge_threshold)  # [N, N]
+        loss_c = contrastive_graph_loss(z_u_s0.float(), z_u_s1.float(), graph, self.temperature)
+        return loss_c, ((graph > 0).sum(dim=1) - 1).float().mean()
 
     @torch.no_grad()
     def _pseudo_labels(
@@ -188,7 +205,7 @@ class CoMatchCriterion(nn.Module):
                 probs, z_u_w.float(), bank_feats, bank_probs, self.alpha, self.temperature
             )
         onehot_x = F.one_hot(targets_x, self.num_classes).to(probs)  # [B, C]
-        self.bank.push(torch.cat([z_x, z_u_w]), torch.cat([onehot_x, probs]))
+        self.bank.push([z_x, z_u_w], [onehot_x, probs])  # gathered labelled, then unlabelled
         return smoothed
 
 

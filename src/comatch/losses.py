@@ -77,24 +77,32 @@ def memory_smoothed_labels(
     return alpha * probs + (1.0 - alpha) * neighbours.to(probs.dtype)
 
 
-def pseudo_label_graph(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+def pseudo_label_graph(
+    probs: torch.Tensor, threshold: float, queue_probs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pseudo-label graph ``W^q`` (CoMatch eq. 6-7).
 
     ``W^q_bj = q_b . q_j`` for ``b != j``, zeroed where below ``threshold``; self-loops are 1
     whatever the threshold (so ``threshold > 1`` leaves only self-loops: instance contrast);
     finally each row is normalised to sum to 1.
 
+    With a momentum queue (the large-scale variant) the columns are extended by the ``K``
+    queued pseudo-labels: ``W^q`` is ``[N, N + K]`` between ``q`` and ``cat(q, queue_probs)``;
+    queued columns are never self-loops.
+
     Args:
         probs: pseudo-labels ``q`` ``[N, C]``.
         threshold: edge threshold ``t``; 0 connects every pair.
+        queue_probs: pseudo-labels of past samples ``[K, C]``, or None (``K = 0``).
 
     Returns:
-        Row-stochastic target graph ``[N, N]``.
+        Row-stochastic target graph ``[N, N + K]``.
     """
     probs = probs.detach()
-    graph = probs @ probs.T  # [N, N]
+    columns = probs if queue_probs is None else torch.cat([probs, queue_probs.detach().to(probs)])
+    graph = probs @ columns.T  # [N, N + K]
     graph = graph * (graph >= threshold)
-    graph.fill_diagonal_(1.0)
+    graph[:, : probs.shape[0]].fill_diagonal_(1.0)
     return graph / graph.sum(dim=1, keepdim=True)
 
 

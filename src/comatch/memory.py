@@ -6,6 +6,8 @@ saves and restores them exactly (a resumed run smooths with the same bank it had
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -109,14 +111,22 @@ class MemoryBank(nn.Module):
         return self.feats[:n], self.probs[:n]
 
     @torch.no_grad()
-    def push(self, feats: torch.Tensor, probs: torch.Tensor) -> None:
+    def push(
+        self,
+        feats: torch.Tensor | Sequence[torch.Tensor],
+        probs: torch.Tensor | Sequence[torch.Tensor],
+    ) -> None:
         """Write ``feats [n, D]`` and ``probs [n, C]`` (all-gathered across processes).
 
-        Entries go to consecutive slots from the pointer; a push that runs past the end
-        writes its remainder at the start. A push larger than the bank keeps its last ``K``.
+        Either may be a sequence of parts (e.g. the labelled and the unlabelled entries of a
+        step): each part is gathered separately, so the bank receives ``[part 0 of every
+        process, part 1 of every process, ...]``, the order one process holding the whole
+        global batch would push. Entries go to consecutive slots from the pointer; a push
+        that runs past the end writes its remainder at the start. A push larger than the bank
+        keeps its last ``K``.
         """
-        feats = distributed.all_gather_cat(feats.detach().to(self.feats.dtype))
-        probs = distributed.all_gather_cat(probs.detach().to(self.probs.dtype))
+        feats = gather_parts(feats, self.feats.dtype)  # [W * n, D]
+        probs = gather_parts(probs, self.probs.dtype)  # [W * n, C]
         if feats.shape[0] > self.size:
             feats, probs = feats[-self.size :], probs[-self.size :]
         n = feats.shape[0]
@@ -127,3 +137,25 @@ class MemoryBank(nn.Module):
         self._num_filled = min(self._num_filled + n, self.size)
         self.ptr.fill_(self._ptr)
         self.num_filled.fill_(self._num_filled)
+
+
+def gather_parts(parts: torch.Tensor | Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """All-gather a tensor, or a sequence of parts, part by part in rank order (one collective).
+
+    Args:
+        parts: ``[n, ...]`` or parts ``[n_i, ...]`` with equal trailing shapes; every process
+            passes the same shapes.
+        dtype: dtype of the result.
+
+    Returns:
+        ``[W * n, ...]``: part 0 of ranks 0..W-1, then part 1 of ranks 0..W-1, ...
+    """
+    if isinstance(parts, torch.Tensor):
+        parts = [parts]
+    local = torch.cat([p.detach().to(dtype) for p in parts])  # [n, ...]
+    world = distributed.world_size()
+    if world == 1:
+        return local
+    gathered = distributed.all_gather_cat(local).view(world, *local.shape)  # [W, n, ...]
+    sizes = [p.shape[0] for p in parts]
+    return torch.cat([chunk.flatten(0, 1) for chunk in gathered.split(sizes, dim=1)])

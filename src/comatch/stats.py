@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from comatch import distributed
 from comatch.criterion import CriterionOutput
 
 
@@ -45,6 +46,28 @@ class StepStats:
         confident = out.mask & known
         self._accumulate("pseudo_label_acc", correct.sum(), known.sum())
         self._accumulate("pseudo_label_acc_confident", (correct & confident).sum(), confident.sum())
+
+    def reduce_to_main(self) -> None:
+        """Sum every process's running sums into rank 0 (one collective; all processes call it).
+
+        Afterwards rank 0 holds the global sums (so its averages are over the global batch)
+        and the other processes hold none. A no-op in one process.
+        """
+        if distributed.world_size() == 1:
+            return
+        table = torch.zeros(3, len(self.FIELDS), device=self.device)  # sums, counts, present
+        for i, name in enumerate(self.FIELDS):
+            if name in self._sums:
+                table[:, i] = torch.stack([self._sums[name], self._counts[name], torch.ones((), device=self.device)])
+        table = distributed.all_reduce_sum(table)
+        self._sums.clear()
+        self._counts.clear()
+        if not distributed.is_main_process():
+            return
+        present = table[2].cpu()
+        for i, name in enumerate(self.FIELDS):
+            if present[i] > 0:
+                self._sums[name], self._counts[name] = table[0, i].clone(), table[1, i].clone()
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """The running sums, so that a resumed run logs the same averages."""

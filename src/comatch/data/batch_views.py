@@ -22,7 +22,7 @@ Timings: ``python -m comatch.data.batch_views``.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -135,6 +135,13 @@ class WeakParams(NamedTuple):
     flip: torch.Tensor
 
 
+class WeakCropParams(NamedTuple):
+    """Weak-view draws of the ImageNet recipe: a random resized ``crop`` and ``flip`` ``[N]``."""
+
+    crop: "CropParams"
+    flip: torch.Tensor
+
+
 class RandAugmentParams(NamedTuple):
     """RandAugment draws, each ``[N, num_ops]``: op index, apply flag, magnitude, sign (+-1)."""
 
@@ -175,7 +182,7 @@ class JitterParams(NamedTuple):
 class StrongParams(NamedTuple):
     """Strong-view draws."""
 
-    weak: WeakParams
+    weak: WeakParams | WeakCropParams
     randaugment: RandAugmentParams
     cutout: BoxParams | None
 
@@ -206,8 +213,12 @@ def _randint_below(bound: torch.Tensor, generator: torch.Generator | None) -> to
     return torch.minimum((draw * bound).long(), bound - 1)
 
 
-def sample_weak_params(n: int, settings: ViewSettings, generator: torch.Generator | None) -> WeakParams:
+def sample_weak_params(n: int, settings: ViewSettings,
+                       generator: torch.Generator | None) -> WeakParams | WeakCropParams:
     """Draw the weak view's translation in ``[-pad, pad]^2`` and flip (p 0.5 if enabled).
+
+    With ``settings.weak == "resized_crop"``: a random resized crop (scale
+    ``crop_scale_min`` to 1) and the flip instead.
 
     Args:
         n: Batch size.
@@ -215,8 +226,13 @@ def sample_weak_params(n: int, settings: ViewSettings, generator: torch.Generato
         generator: CPU generator.
 
     Returns:
-        The :class:`WeakParams`.
+        The :class:`WeakParams` (or :class:`WeakCropParams`).
     """
+    if settings.weak == "resized_crop":
+        size = settings.image_size
+        crop = sample_resized_crop_params(n, size, size, (settings.crop_scale_min, 1.0), CROP_RATIO, generator)
+        flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
+        return WeakCropParams(crop, flip)
     pad = settings.crop_padding
     dx = torch.randint(-pad, pad + 1, (n,), generator=generator)
     dy = torch.randint(-pad, pad + 1, (n,), generator=generator)
@@ -486,9 +502,14 @@ def apply_jitter(x: torch.Tensor, params: JitterParams, enabled: list[bool]) -> 
     return x
 
 
-def apply_weak(images: torch.Tensor, params: WeakParams) -> torch.Tensor:
-    """Weak view from drawn parameters (any dtype, one gather)."""
+def apply_weak(images: torch.Tensor, params: WeakParams | WeakCropParams) -> torch.Tensor:
+    """Weak view from drawn parameters (any dtype; one gather, or a resized crop)."""
     device = images.device
+    if isinstance(params, WeakCropParams):
+        crop = [t.to(device) for t in params.crop]
+        size = images.shape[-1]
+        out = ops.resized_crop(images.float(), *crop, size=size, flip=params.flip.to(device))
+        return out.to(images.dtype)
     return ops.translate_flip(images, params.dx.to(device), params.dy.to(device), params.flip.to(device))
 
 
@@ -533,37 +554,83 @@ class BatchViews:
             return images
         return F.resize(images, [size, size], antialias=True)
 
-    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Apply view ``name`` to a batch.
+    def kind(self, name: str) -> str:
+        """The view actually drawn for ``name``: ``strong`` may be the contrastive view."""
+        if name not in VIEW_NAMES:
+            raise ValueError(f"unknown view {name!r}; expected one of {VIEW_NAMES}")
+        if name == "strong" and self.settings.strong == "contrastive":
+            return "contrastive"
+        return name
+
+    def sample(self, name: str, n: int, generator: torch.Generator | None) -> Params | None:
+        """Draw the random parameters of view ``name`` for ``n`` samples (None for ``eval``)."""
+        kind, settings = self.kind(name), self.settings
+        if kind == "weak":
+            return sample_weak_params(n, settings, generator)
+        if kind == "strong":
+            return sample_strong_params(n, settings, generator)
+        if kind == "contrastive":
+            return sample_contrastive_params(n, settings, generator)
+        return None
+
+    def apply(self, name: str, images: torch.Tensor, params: Params | None) -> torch.Tensor:
+        """Apply view ``name`` with drawn ``params`` to ``S x S`` uint8 images."""
+        kind = self.kind(name)
+        if kind == "weak":
+            return apply_weak(images, params)  # type: ignore[arg-type]
+        if kind == "strong":
+            return apply_strong(images, params, self.table, self.settings.fill)  # type: ignore[arg-type]
+        if kind == "contrastive":
+            return apply_contrastive(images, params, self.settings)  # type: ignore[arg-type]
+        return images
+
+    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator | None, *,
+                 start: int = 0, total: int | None = None) -> torch.Tensor:
+        """Apply view ``name`` to a batch, or to a contiguous share of a batch.
 
         Args:
             name: One of :data:`VIEW_NAMES`.
             images: uint8 ``[N, C, H, W]`` with ``C`` in ``{1, 3}``, on any device.
             generator: CPU generator all random parameters are drawn from.
+            start: ``images`` are rows ``[start, start + N)`` of a batch of ``total``.
+            total: size of that batch (default ``N``). Parameters are drawn for all ``total``
+                samples and this share's rows applied, so the result equals the same rows of
+                the whole batch's view (and the generator advances alike): a process of a
+                multi-process run augments its rows exactly as one process would.
 
         Returns:
             uint8 ``[N, C, S, S]`` on the images' device.
 
         Raises:
-            ValueError: If ``name`` is unknown or ``images`` is not a uint8 batch.
+            ValueError: If ``name`` is unknown, ``images`` is not a uint8 batch, or the rows
+                do not lie in the batch.
         """
-        if name not in VIEW_NAMES:
-            raise ValueError(f"unknown view {name!r}; expected one of {VIEW_NAMES}")
+        self.kind(name)
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor [N, C, H, W]")
-        settings, n = self.settings, images.shape[0]
+        n = images.shape[0]
+        total = n if total is None else total
+        if start < 0 or start + n > total:
+            raise ValueError(f"rows [{start}, {start + n}) do not lie in a batch of {total}")
         if n == 0:
-            size = settings.image_size
+            size = self.settings.image_size
             return images.new_empty((0, images.shape[1], size, size))
-        images = self.resize(images)
-        if name == "eval":
-            return images
-        if name == "weak":
-            return apply_weak(images, sample_weak_params(n, settings, generator))
-        if name == "strong":
-            params = sample_strong_params(n, settings, generator)
-            return apply_strong(images, params, self.table, settings.fill)
-        return apply_contrastive(images, sample_contrastive_params(n, settings, generator), settings)
+        params = self.sample(name, total, generator)
+        if params is not None and (start, n) != (0, total):
+            params = slice_params(params, start, start + n)
+        return self.apply(name, self.resize(images), params)
+
+
+Params = WeakParams | WeakCropParams | StrongParams | ContrastiveParams
+
+
+def slice_params(params: Any, start: int, stop: int) -> Any:
+    """Rows ``[start, stop)`` of drawn parameters (nested named tuples of ``[N, ...]`` tensors)."""
+    if params is None:
+        return None
+    if isinstance(params, torch.Tensor):
+        return params[start:stop]
+    return type(params)(*(slice_params(field, start, stop) for field in params))
 
 
 def _benchmark() -> None:

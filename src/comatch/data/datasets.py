@@ -12,12 +12,28 @@ from comatch.data.sampling import IndexStream
 
 
 class BatchViewFn(Protocol):
-    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+    def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator, *,
+                 start: int = 0, total: int | None = None) -> torch.Tensor: ...
 
 
 def batch_seed(stream_seed: int, batch: int) -> int:
     """Seed of one batch's augmentation: a pure function of the stream and the batch number."""
     return (stream_seed * 0x9E3779B1 + batch * 0x85EBCA77) % (2**63)
+
+
+def shard_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of a global batch that shard ``index`` of ``count`` takes.
+
+    Shard ``r`` takes rows ``[r * b / W, (r + 1) * b / W)``: together the shards hold the
+    global batch exactly, so a run is the same whatever its number of processes.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``count``.
+    """
+    if batch_size % count:
+        raise ValueError(f"a batch of {batch_size} cannot be split evenly over {count} processes")
+    per_shard = batch_size // count
+    return index * per_shard, (index + 1) * per_shard
 
 
 class TensorImages(Dataset):
@@ -68,28 +84,35 @@ class BatchViewDataset(Dataset):
             the raw images (the trainer then augments on its device).
         names: the view names to return, in order.
         seed: stream seed (sample order and augmentation).
+        shard: ``(index, count)``: this process's share of every batch, rows
+            ``[index * b / count, (index + 1) * b / count)`` (see :func:`shard_rows`), augmented
+            exactly as in the whole batch; ``(0, 1)`` is the whole batch.
 
-    Returns (per item): ``[view_1, ..., view_k, labels, indices, batch_seed]``.
+    Returns (per item): ``[view_1, ..., view_k, labels, indices, batch_seed]`` of the shard.
     """
 
     def __init__(
-        self, base: Dataset, batch_size: int, views: BatchViewFn | None, names: Sequence[str], seed: int
+        self, base: Dataset, batch_size: int, views: BatchViewFn | None, names: Sequence[str], seed: int,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.base, self.batch_size, self.views, self.names = base, batch_size, views, list(names)
         self.seed = seed
+        self.rows = shard_rows(batch_size, *shard)
         self.stream = IndexStream(len(base), seed)  # type: ignore[arg-type]
 
     def __len__(self) -> int:  # the stream is endless; DataLoader samples batch numbers itself
         raise TypeError("BatchViewDataset is endless")
 
     def __getitem__(self, batch: int) -> list:
-        indices = self.stream.batch(batch, self.batch_size)
+        start, stop = self.rows
+        indices = self.stream.batch(batch, self.batch_size)[start:stop]
         images, labels = gather(self.base, indices)
         seed = batch_seed(self.seed, batch)
         if self.views is None:
             return [images, labels, indices, seed]
         generator = torch.Generator().manual_seed(seed)
-        return [*(self.views(n, images, generator) for n in self.names), labels, indices, seed]
+        views = (self.views(n, images, generator, start=start, total=self.batch_size) for n in self.names)
+        return [*views, labels, indices, seed]
 
 
 class EvalDataset(Dataset):

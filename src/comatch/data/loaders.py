@@ -20,16 +20,18 @@ def endless_batches(
     start_batch: int = 0,
     num_workers: int = 0,
     pin_memory: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[list]:
     """An endless iterator of batches ``[view_1, ..., view_k, labels, indices, batch_seed]``.
 
     The stream of samples and of their augmentations is a pure function of ``seed``;
-    ``start_batch`` skips ahead to where a previous run stopped. Whole batches are augmented
+    ``start_batch`` skips ahead to where a previous run stopped; ``shard = (rank, world)``
+    yields only this process's rows of every (global) batch. Whole batches are augmented
     at once (see :class:`~comatch.data.batch_views.BatchViews`), in a worker process when
     ``num_workers > 0`` so that augmentation overlaps the training step.
     """
     loader = DataLoader(
-        BatchViewDataset(base, batch_size, views, names, seed),
+        BatchViewDataset(base, batch_size, views, names, seed, shard),
         batch_size=None,
         sampler=itertools.count(start_batch),
         num_workers=num_workers,

@@ -14,6 +14,10 @@ Views (see :func:`build_views`):
 * ``contrastive``: RandomResizedCrop, optional flip, colour jitter (applied with
   probability ``jitter_prob``), random grayscale.
 * ``eval``: resize to ``S`` if needed.
+
+Two switches give the ImageNet recipe: ``weak="resized_crop"`` makes the weak view a random
+resized crop (scale ``crop_scale_min`` to 1) plus flip, and ``strong="contrastive"`` makes the
+strong view the contrastive view.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class ViewSettings:
         jitter_prob: Probability of applying the colour jitter.
         grayscale_prob: Probability of converting to grayscale.
         fill: Fill value for geometric RandAugment ops and Cutout.
+        weak: ``"crop"`` (pad and crop) or ``"resized_crop"`` (random resized crop, ImageNet).
+        strong: ``"fixmatch"`` (weak + RandAugment + Cutout) or ``"contrastive"`` (ImageNet).
     """
 
     image_size: int
@@ -79,6 +85,8 @@ class ViewSettings:
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     fill: int = 127
+    weak: str = "crop"
+    strong: str = "fixmatch"
 
     def __post_init__(self) -> None:
         """Validate the settings.
@@ -97,6 +105,8 @@ class ViewSettings:
             "jitter_prob must lie in [0, 1]": 0.0 <= self.jitter_prob <= 1.0,
             "grayscale_prob must lie in [0, 1]": 0.0 <= self.grayscale_prob <= 1.0,
             "fill must lie in [0, 255]": 0 <= self.fill <= 255,
+            "weak must be 'crop' or 'resized_crop'": self.weak in ("crop", "resized_crop"),
+            "strong must be 'fixmatch' or 'contrastive'": self.strong in ("fixmatch", "contrastive"),
         }
         for message, ok in checks.items():
             if not ok:
@@ -311,8 +321,11 @@ def _flip(settings: ViewSettings) -> list[View]:
 
 
 def _weak_steps(settings: ViewSettings) -> list[View]:
-    """Resize, reflect-pad + random crop, optional flip."""
+    """Resize, reflect-pad + random crop, optional flip (or random resized crop and flip)."""
     size = settings.image_size
+    if settings.weak == "resized_crop":
+        crop = v2.RandomResizedCrop((size, size), scale=(settings.crop_scale_min, 1.0), antialias=True)
+        return [crop, *_flip(settings)]
     steps: list[View] = [ResizeIfNeeded(size)]
     if settings.crop_padding > 0:
         steps.append(v2.RandomCrop(size, padding=settings.crop_padding, padding_mode="reflect"))
@@ -346,6 +359,8 @@ def build_views(settings: ViewSettings) -> dict[str, View]:
     strong_steps = [*_weak_steps(settings), randaugment]
     if settings.cutout > 0:
         strong_steps.append(Cutout(settings.cutout, fill=settings.fill))
+    if settings.strong == "contrastive":
+        strong_steps = _contrastive_steps(settings)
     return {
         "weak": v2.Compose(_weak_steps(settings)),
         "strong": v2.Compose(strong_steps),
