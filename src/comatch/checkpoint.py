@@ -27,7 +27,8 @@ LAST, PREVIOUS = "last.pt", "previous.pt"
 HARMLESS_FIELDS = {
     "description", "optim.iterations", "data.num_workers", "data.augment_on",
     "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
-    "run.progress", "run.nonfinite", "run.max_bad_steps",
+    "run.progress", "run.nonfinite", "run.max_bad_steps", "run.tensorboard", "run.report",
+    "run.report_embedding",
 }
 
 

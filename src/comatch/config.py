@@ -101,6 +101,8 @@ class RunConfig(_Section):
     tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.")
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.")
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.")
+    report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).")
+    report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).")
 
 
 class Config(_Section):
