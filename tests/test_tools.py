@@ -116,7 +116,7 @@ def test_embedding_map_tsne_and_subsampling():
     points, rows = embedding_2d(z, "pca")
     assert points.shape == (50, 2) and rows.tolist() == list(range(50))
     centred = z - z.mean(0)
-    assert np.var(points[:, 0]) == pytest.approx(np.linalg.svd(centred, compute_uv=False)[0] ** 2 / 49, rel=1e-4)
+    assert np.var(points[:, 0]) == pytest.approx(np.linalg.svd(centred, compute_uv=False)[0] ** 2 / 50, rel=1e-4)  # np.var: ddof 0
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -74,7 +74,7 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
 
 
 class LabelledFolder(Dataset):
-    """A test folder in the ImageFolder layout: ``DIR/CLASS_NAME/**/image``.
+    """A test folder in the ImageFolder layout: ``DIR/CLASS_NAME/**/image`` (hidden folders skipped).
 
     Item ``i`` is ``(uint8 image [C, H, W], label)``, where the label is the index of the
     sub-folder's name among the model's class names.
@@ -94,7 +94,8 @@ class LabelledFolder(Dataset):
         if not root.is_dir():
             raise UserError(f"test folder {root} does not exist; give a folder with one sub-folder per class")
         index = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in index)
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown = [p.name for p in folders if p.name not in index]
         if unknown:
             raise UserError(
                 f"test folder {root} has sub-folders that are not classes of the model: "
@@ -102,7 +103,7 @@ class LabelledFolder(Dataset):
             )
         self.items = [
             (file, index[folder.name])
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            for folder in folders
             for file in find_images([folder])
         ]
         if not self.items:

@@ -30,6 +30,7 @@ from comatch.inference import classification_metrics, load_model, run_test_set
 from comatch.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
 from comatch.report_html import comparison_page, run_page
 
+MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)
 Figures = dict[str, list[Panel]]
 
@@ -135,7 +136,7 @@ def _model_figures(run_dir: Path, plots: Path, device: str, embedding: str, say:
                                            f"Test set, EMA model, step {loaded.step}: top-1 {metrics['top1']:.2%}")}
     points, rows = embedding_2d(z.numpy(), embedding)
     figures["embedding"] = draw_embedding(points, labels.numpy()[rows], names, plots / "embedding.png",
-                                          f"Test embeddings z ({embedding.upper()}, {len(rows)} images)")
+                                          f"Test embeddings z ({MAP_NAMES[embedding]}, {len(rows)} images)")
     return figures, metrics
 
 
