@@ -77,7 +77,8 @@ def test_report_plots_the_metrics_series(run, tmp_path):
     assert acc["raw model"] == (steps, [r["test_acc"] for r in evals])
     assert acc["EMA model"] == (steps, [r["test_acc_ema"] for r in evals])
     losses = report.panels["losses"][0].lines
-    for key, label in [("loss_x", "L_x (labelled)"), ("loss_u", "L_u (pseudo-label)"), ("loss_c", "L_c (graph contrastive)")]:
+    names = {"loss_x": "L_x (labelled)", "loss_u": "L_u (pseudo-label)", "loss_c": "L_c (graph contrastive)"}
+    for key, label in names.items():
         assert losses[label] == ([r["step"] for r in trains], [r[key] for r in trains])
     mask, graph = report.panels["pseudo_labels"]
     assert mask.lines["mask rate (max q >= tau)"][1] == [r["mask_rate"] for r in trains]
@@ -96,7 +97,8 @@ def test_report_command_compares_runs(run, tmp_path, capsys):
     other.mkdir()
     for name in ("summary.json", "config.yaml"):
         shutil.copy(run / name, other / name)
-    shifted = [dict(r, test_acc_ema=r["test_acc_ema"] / 2) if r["kind"] == "eval" else r for r in records(run, "eval") + records(run, "train")]
+    halved = [dict(r, test_acc_ema=r["test_acc_ema"] / 2) for r in records(run, "eval")]
+    shifted = halved + records(run, "train")
     (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shifted))
     assert main(["report", str(other), str(run)]) == 0
     assert "report:" in capsys.readouterr().out

@@ -122,7 +122,8 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
     names = state.get("class_names")
     norm = state.get("normalization")
     if not names or not norm:
-        raise UserError(f"{path} lacks class names or normalisation statistics; it is not a finished comatch checkpoint")
+        raise UserError(f"{path} lacks class names or normalisation statistics; "
+                        "it is not a checkpoint of `comatch train`")
     d = config.data
     try:
         model = build_model(config.model.arch, len(names), in_channels=d.channels,
@@ -193,7 +194,9 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, batch_size: int = 256) -> di
             "class_names": loaded.class_names, **classification_metrics(logits, labels, loaded.class_names)}
 
 
-def evaluation_data(loaded: LoadedModel, data_root: str | Path | None = None, test_dir: str | Path | None = None) -> Dataset:
+def evaluation_data(
+    loaded: LoadedModel, data_root: str | Path | None = None, test_dir: str | Path | None = None
+) -> Dataset:
     """The data ``comatch evaluate`` uses: a labelled folder, or the run's own test split."""
     if test_dir is not None:
         return LabelledFolder(Path(test_dir), loaded.class_names, loaded.channels)

@@ -121,8 +121,15 @@ def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
     return written
 
 
-def _model_figures(run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, Any] | None]:
-    """Confusion matrix and embedding map of the EMA model on the test set (skipped with a warning if impossible)."""
+def _model_figures(
+    run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None]
+) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """Confusion matrix and embedding map of the EMA model on the test set.
+
+    Returns:
+        ``(figure name -> PNG, test metrics)``; nothing (after a warning) when the checkpoint
+        or the test data cannot be loaded.
+    """
     try:
         loaded = load_model(run_dir, "ema", device)
         dataset = run_test_set(loaded.config)
