@@ -130,10 +130,11 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
                             proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum)
         model.load_state_dict(_weights_of(state, weights, path))
     except (ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the heading
         raise UserError(
             f"the weights in {path} do not match the model its config describes "
-            f"({config.model.arch}, {len(names)} classes, {d.channels} channels): {first}"
+            f"({config.model.arch}, {len(names)} classes, {d.channels} channels): {detail[:240]}"
         ) from None
     target = resolve_device(device)
     return LoadedModel(model.to(target).eval(), config, list(names), tuple(norm["mean"]), tuple(norm["std"]),
