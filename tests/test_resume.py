@@ -16,7 +16,7 @@ from comatch import CoMatchCriterion
 from comatch.cli import main
 
 TINY = ["run.log_every=1", "run.eval_every=5", "run.checkpoint_every=3", "data.num_workers=0",
-        "optim.batch_size=4", "optim.mu=2", "run.tensorboard=false"]
+        "optim.batch_size=4", "optim.mu=2", "run.tensorboard=false", "run.report=false"]
 
 
 def train_cmd(out: Path, iterations: int, *extra: str) -> list[str]:

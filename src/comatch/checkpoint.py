@@ -30,6 +30,8 @@ HARMLESS_FIELDS = {
     "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
     "run.progress", "run.nonfinite", "run.max_bad_steps",
     "run.amp", "run.channels_last", "run.dist_timeout",
+    "run.progress", "run.nonfinite", "run.max_bad_steps", "run.tensorboard", "run.report",
+    "run.report_embedding",
 }
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from comatch import config as cfg
+from comatch.cli_tools import TOOL_COMMANDS, add_tool_parsers
 from comatch.errors import UserError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
     subparsers.add_parser("presets", help="list the bundled presets, one line each")
+    add_tool_parsers(subparsers)
     return parser
 
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(parser, argv or ["train"])
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
         return int(exit_.code or 0)
-    handlers = {"train": cmd_train, "presets": cmd_presets}
+    handlers = {"train": cmd_train, "presets": cmd_presets, **TOOL_COMMANDS}
     if args.command is None:
         parser.print_help()
         return 2
@@ -190,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("comatch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `comatch evaluate RUN | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

@@ -160,6 +160,8 @@ class RunConfig(_Section):
     dist_timeout: int = Field(
         1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever)."
     )
+    report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).")
+    report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).")
 
 
 class Config(_Section):

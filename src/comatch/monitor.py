@@ -1,14 +1,17 @@
 """What a run reports while it trains: metrics.jsonl, TensorBoard scalars and progress.
 
 On a terminal the progress is a tqdm bar (step, rate, ETA, losses, mask rate, last test
-accuracy); otherwise (a pipe, a log file, CI) it is a plain line per logged step, with no
-control characters.
+accuracy); otherwise (a pipe, a log file, CI) it is a plain line per logged step
+(``run.log_every``) and per evaluation, with the step out of the total and the ETA, and no
+control characters. TensorBoard gets one scalar ``KIND/FIELD`` for every numeric field of
+every metrics.jsonl record, at the record's step.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +22,12 @@ SHOWN = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "pseudo_label_acc")
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    """``H:MM:SS`` of a non-negative number of seconds."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 class RunMonitor:
@@ -57,6 +66,7 @@ class RunMonitor:
         self.last_eval: dict[str, Any] = next(
             (r for r in reversed(self.records) if r["kind"] == "eval"), {}
         )
+        self.total, self.start, self.started_at = total, start, time.monotonic()
         self.bar = None
         if self.stream.isatty():
             self.bar = tqdm(total=total, initial=start, file=self.stream, dynamic_ncols=True, unit="step")
@@ -88,8 +98,13 @@ class RunMonitor:
             if record["kind"] == "train":
                 self.bar.set_postfix(shown, refresh=False)
             return
-        text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "kind")
-        print(f"[{record['kind']}] {text}", file=self.stream, flush=True)
+        step = record["step"]
+        where = f"step={step}/{self.total}"
+        if record["kind"] == "train" and step > self.start:
+            eta = (time.monotonic() - self.started_at) / (step - self.start) * (self.total - step)
+            where += f" eta={_duration(eta)}"
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("kind", "step"))
+        print(f"[{record['kind']}] {where} {text}", file=self.stream, flush=True)
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar (no-op without a terminal)."""
@@ -104,6 +119,7 @@ class RunMonitor:
             print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Close the bar, the TensorBoard writer and metrics.jsonl."""
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:

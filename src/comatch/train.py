@@ -372,6 +372,10 @@ class Trainer:
         summary = self._summary(time.perf_counter() - start + self.wall_before, stopped)
         if main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            if not stopped and cfg_run.report:
+                from comatch.report import end_of_run_report  # matplotlib is imported only here
+
+                end_of_run_report(self.out_dir, self.device, cfg_run.report_embedding, self.monitor.message)
         if stopped:
             self.monitor.message(
                 f"stopped at step {self.step} of {total}; checkpoint saved. Continue with: "

@@ -1,0 +1,140 @@
+"""The subcommands that use a trained run: ``evaluate``, ``predict``, ``export`` and ``report``.
+
+Heavy modules (the models, matplotlib, ONNX) are imported only by the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from comatch.errors import UserError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
+                        help="a checkpoint .pt file, or a run directory (its newest checkpoint)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--ema", dest="weights", action="store_const", const="ema",
+                         help="use the EMA weights, the ones the trainer evaluates (default)")
+    weights.add_argument("--raw", dest="weights", action="store_const", const="raw",
+                         help="use the raw (non-averaged) weights")
+    parser.set_defaults(weights="ema")
+    if device:
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                            help="where to run the model (default: auto, CUDA when available)")
+        parser.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
+
+
+def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate``, ``predict``, ``export`` and ``report`` subcommands."""
+    evaluate = subparsers.add_parser(
+        "evaluate", help="top-1, top-5, per-class accuracy and confusion matrix as JSON",
+        description="Evaluate a checkpoint; prints JSON on stdout. Default data: the test split of the "
+        "dataset the run trained on (as its config records it).")
+    _add_model_options(evaluate)
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--data-root", type=Path, metavar="DIR", help="where the run's standard dataset lives")
+    source.add_argument("--test", type=Path, metavar="DIR", help="a labelled folder: DIR/CLASS_NAME/images")
+
+    predict = subparsers.add_parser(
+        "predict", help="classify image files and folders into a CSV",
+        description="Classify images (PNG, JPEG, BMP, WebP; folders are searched recursively). Writes "
+        "path,class,probability,...,error as CSV; unreadable images get an error and do not stop the run.")
+    _add_model_options(predict)
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    predict.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
+    predict.add_argument("--top-k", type=_positive, default=1, metavar="K", help="classes listed per image (default 1)")
+
+    export = subparsers.add_parser(
+        "export", help="export a uint8-images-to-probabilities model (TorchScript or ONNX)",
+        description="Export the model with normalisation and softmax inside: input uint8 [N, C, S, S], "
+        "output class probabilities. FILE.json beside it holds class names and the input contract. "
+        "The file is checked against PyTorch before the command succeeds.")
+    _add_model_options(export, device=False)
+    export.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="the file format")
+    export.add_argument("--out", type=Path, metavar="FILE",
+                        help="the model file (default: RUN_DIR/export/model.pt or model.onnx)")
+
+    report = subparsers.add_parser(
+        "report", help="plots and report.html of a run, or several runs compared",
+        description="One run: plots in RUN_DIR/plots and RUN_DIR/report.html. Several runs: their curves "
+        "overlaid in --out (default FIRST_RUN_DIR/compare).")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories")
+    report.add_argument("--out", type=Path, metavar="DIR", help="where to write (see above)")
+    report.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
+                        help="2-D map of the test embeddings (tsne: clearer, slower)")
+    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Print the evaluation of a checkpoint as JSON."""
+    from comatch.inference import evaluate, evaluation_data, load_model
+
+    loaded = load_model(args.checkpoint, args.weights, args.device)
+    dataset = evaluation_data(loaded, data_root=args.data_root, test_dir=args.test)
+    result = evaluate(loaded, dataset, args.batch_size)
+    result["data"] = str(args.test) if args.test else f"{loaded.config.data.dataset} test split"
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Write the predictions of image files as CSV."""
+    from comatch.images import find_images
+    from comatch.inference import load_model, predict_files, write_predictions_csv
+
+    files = find_images(args.paths)
+    if not files:
+        raise UserError(f"no images (.png, .jpg, .jpeg, .bmp, .webp) in {', '.join(map(str, args.paths))}")
+    loaded = load_model(args.checkpoint, args.weights, args.device)
+    predictions = predict_files(loaded, files, args.batch_size, args.top_k)
+    k = min(args.top_k, len(loaded.class_names))
+    if args.out is None:
+        write_predictions_csv(predictions, sys.stdout, k)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", newline="") as handle:
+            write_predictions_csv(predictions, handle, k)
+    failed = sum(1 for p in predictions if p.error)
+    where = f"; written to {args.out}" if args.out else ""
+    print(f"predicted {len(predictions) - failed} image(s); {failed} could not be read"
+          f"{' (see the error column)' if failed else ''}{where}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint and check it against PyTorch."""
+    from comatch.export import export_model
+    from comatch.inference import load_model
+
+    loaded = load_model(args.checkpoint, args.weights, "cpu")
+    model_file, info = export_model(loaded, args.format, args.out)
+    diff = json.loads(info.read_text())["check"]["max_abs_diff"]
+    print(f"exported {args.format} model to {model_file} (classes and input format in {info}); "
+          f"it matches PyTorch within {diff:.2g}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a run's report, or compare runs."""
+    from comatch.report import write_comparison, write_report
+
+    if len(args.runs) == 1:
+        report = write_report(args.runs[0], args.out, args.device, args.embedding)
+    else:
+        report = write_comparison(args.runs, args.out)
+    print(f"report: {report.html} ({len(report.figures)} plots)")
+    return 0
+
+
+TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report}

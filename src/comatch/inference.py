@@ -1,0 +1,265 @@
+"""Use a trained checkpoint: load it with its preprocessing, evaluate it, predict images.
+
+The preprocessing is the trainer's evaluation path, rebuilt from the checkpoint: the image is
+converted to the model's channel count, resized to ``data.image_size`` (evaluation view) and
+normalised with the checkpoint's ``normalization`` statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from comatch import config as cfg
+from comatch.checkpoint import load_file, load_newest
+from comatch.data import build_data
+from comatch.data.loaders import eval_loader
+from comatch.data.views import ResizeIfNeeded
+from comatch.errors import UserError
+from comatch.evaluation import predict
+from comatch.images import LabelledFolder, UnreadableImage, read_image
+from comatch.models import build_model
+from comatch.runtime import resolve_device
+from comatch.train import Normalizer
+
+WEIGHTS = ("ema", "raw")
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's network (in eval mode) with everything needed to feed it.
+
+    Attributes:
+        model: the network, ``forward`` returns ``(logits, z)``.
+        config: the run's configuration.
+        class_names: class names in label order.
+        mean, std: per-channel normalisation statistics in [0, 1].
+        device: where the model lives.
+        weights: ``"ema"`` or ``"raw"``.
+        step: the training step of the checkpoint.
+        path: the checkpoint file.
+    """
+
+    model: nn.Module
+    config: cfg.Config
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    weights: str
+    step: int
+    path: Path
+
+    @property
+    def channels(self) -> int:
+        """Image channels the model takes."""
+        return self.config.data.channels
+
+    @property
+    def image_size(self) -> int:
+        """Side length the model takes."""
+        return self.config.data.image_size
+
+    def eval_view(self) -> ResizeIfNeeded:
+        """The per-image evaluation view (resize to ``image_size`` when needed)."""
+        return ResizeIfNeeded(self.image_size)
+
+    def preprocess(self) -> Normalizer:
+        """Moves a uint8 batch to the device and normalises it, as the trainer does."""
+        return Normalizer(self.mean, self.std, self.channels, self.device)
+
+
+def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint state of a ``.pt`` file, or the newest one of a run directory.
+
+    Raises:
+        UserError: missing, damaged or not a comatch checkpoint.
+    """
+    source = Path(source)
+    if source.is_dir():
+        folder = source / "checkpoints" if (source / "checkpoints").is_dir() else source
+        return load_newest(folder)
+    return load_file(source), source
+
+
+def _weights_of(state: dict[str, Any], weights: str, path: Path) -> dict[str, torch.Tensor]:
+    if weights not in WEIGHTS:
+        raise UserError(f"unknown weights {weights!r}; choose ema or raw")
+    if weights == "raw":
+        return state["model"]
+    if "ema" not in state:
+        raise UserError(f"{path} holds no EMA weights; use --raw")
+    return {k.removeprefix("module."): v for k, v in state["ema"].items()}
+
+
+def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint's network and preprocessing.
+
+    Args:
+        source: a checkpoint file or a run directory (its newest checkpoint).
+        weights: ``"ema"`` (the evaluation average, default) or ``"raw"``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The model in eval mode on ``device`` with its class names and statistics.
+
+    Raises:
+        UserError: not a checkpoint, an invalid config, or weights that do not fit the
+            network its config describes.
+    """
+    state, path = read_checkpoint(source)
+    config = cfg.validate(state["config"])
+    names = state.get("class_names")
+    norm = state.get("normalization")
+    if not names or not norm:
+        raise UserError(f"{path} lacks class names or normalisation statistics; "
+                        "it is not a checkpoint of `comatch train`")
+    d = config.data
+    try:
+        model = build_model(config.model.arch, len(names), in_channels=d.channels,
+                            proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum)
+        model.load_state_dict(_weights_of(state, weights, path))
+    except (ValueError, RuntimeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the heading
+        raise UserError(
+            f"the weights in {path} do not match the model its config describes "
+            f"({config.model.arch}, {len(names)} classes, {d.channels} channels): {detail[:240]}"
+        ) from None
+    target = resolve_device(device)
+    return LoadedModel(model.to(target).eval(), config, list(names), tuple(norm["mean"]), tuple(norm["std"]),
+                       target, weights, int(state.get("step", 0)), path)
+
+
+def run_test_set(config: cfg.Config, data_root: str | Path | None = None) -> Dataset:
+    """The test split of the dataset a run trained on, as its config records it.
+
+    Raises:
+        UserError: the data cannot be found (see ``--data-root``).
+    """
+    d = config.data
+    kwargs: dict[str, Any] = dict(seed=config.seed, labels_per_class=d.labels_per_class, num_labels=d.num_labels,
+                                  val_per_class=d.val_per_class, mean=d.mean, std=d.std)
+    if data_root is not None:
+        if "data_root" not in inspect.signature(build_data).parameters:
+            raise UserError(f"dataset {d.dataset!r} is bundled and reads no --data-root; drop it")
+        kwargs["data_root"] = Path(data_root)
+    return build_data(d.dataset, **kwargs).test
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Top-1, top-5, per-class accuracy and confusion matrix of ``logits [N, C]`` vs ``labels [N]``.
+
+    Returns:
+        ``top1``, ``top5`` (top-``min(5, C)``), ``per_class_accuracy`` (name -> accuracy, None
+        for a class without test images), ``confusion_matrix`` (rows: true class, columns:
+        predicted; counts) and ``num_images``.
+    """
+    num_classes = len(class_names)
+    k = min(5, num_classes)
+    top = logits.topk(k, dim=1).indices  # [N, k]
+    predicted = top[:, 0]
+    confusion = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
+    confusion = confusion.view(num_classes, num_classes)  # [true, predicted]
+    per_class = confusion.diag().float() / confusion.sum(1).clamp_min(1).float()
+    counts = confusion.sum(1)
+    return {
+        "num_images": int(labels.numel()),
+        "top1": (predicted == labels).float().mean().item(),
+        "top5": (top == labels.unsqueeze(1)).any(1).float().mean().item(),
+        "per_class_accuracy": {n: (per_class[i].item() if counts[i] else None) for i, n in enumerate(class_names)},
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(loaded: LoadedModel, dataset: Dataset, batch_size: int = 256) -> dict[str, Any]:
+    """Evaluate ``loaded`` on a dataset of ``(uint8 image, label)``.
+
+    Returns:
+        The checkpoint's identity (``checkpoint``, ``step``, ``weights``, ``class_names``)
+        and :func:`classification_metrics`.
+    """
+    loader = eval_loader(dataset, loaded.eval_view(), batch_size)
+    logits, _, labels = predict(loaded.model, loader, loaded.preprocess())
+    return {"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights,
+            "class_names": loaded.class_names, **classification_metrics(logits, labels, loaded.class_names)}
+
+
+def evaluation_data(
+    loaded: LoadedModel, data_root: str | Path | None = None, test_dir: str | Path | None = None
+) -> Dataset:
+    """The data ``comatch evaluate`` uses: a labelled folder, or the run's own test split."""
+    if test_dir is not None:
+        return LabelledFolder(Path(test_dir), loaded.class_names, loaded.channels)
+    return run_test_set(loaded.config, data_root)
+
+
+@dataclass
+class Prediction:
+    """One image's result: ``top`` holds ``(class name, probability)``, best first; or an error."""
+
+    path: Path
+    top: list[tuple[str, float]]
+    error: str = ""
+
+
+@torch.no_grad()
+def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 64, top_k: int = 5,
+                  progress: bool = True) -> list[Prediction]:
+    """Classify image files in batches; unreadable files become error rows.
+
+    Args:
+        loaded: the model.
+        files: image files (see :func:`comatch.images.find_images`).
+        batch_size: images per forward pass.
+        top_k: classes kept per image (at most the number of classes).
+        progress: show a tqdm bar on stderr (only when stderr is a terminal).
+
+    Returns:
+        One :class:`Prediction` per file, in order.
+    """
+    k = max(1, min(top_k, len(loaded.class_names)))
+    view, preprocess = loaded.eval_view(), loaded.preprocess()
+    results: list[Prediction] = []
+    with tqdm(total=len(files), unit="img", disable=not progress or not sys.stderr.isatty(),
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        for start in range(0, len(files), batch_size):
+            rows = [Prediction(path, []) for path in files[start:start + batch_size]]
+            images, readable = [], []
+            for row in rows:
+                try:
+                    images.append(view(read_image(row.path, loaded.channels)))
+                    readable.append(row)
+                except UnreadableImage as err:
+                    row.error = str(err)
+            if images:
+                logits, _ = loaded.model(preprocess(torch.stack(images)))  # [n, C]
+                probs, idx = torch.softmax(logits.float(), dim=1).topk(k, dim=1)  # [n, k]
+                for row, p, i in zip(readable, probs.cpu().tolist(), idx.cpu().tolist()):
+                    row.top = [(loaded.class_names[c], q) for c, q in zip(i, p)]
+            results.extend(rows)
+            bar.update(len(rows))
+    return results
+
+
+def write_predictions_csv(predictions: Sequence[Prediction], handle: TextIO, top_k: int) -> None:
+    """Write ``path,class,probability[,class_2,probability_2,...],error`` rows."""
+    extra = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "probability")]
+    writer = csv.writer(handle)
+    writer.writerow(["path", "class", "probability", *extra, "error"])
+    for p in predictions:
+        cells: list[Any] = []
+        for i in range(top_k):
+            name, prob = p.top[i] if i < len(p.top) else ("", "")
+            cells += [name, f"{prob:.6f}" if prob != "" else ""]
+        writer.writerow([str(p.path), *cells, p.error])

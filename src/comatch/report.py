@@ -1,0 +1,218 @@
+"""The report of a run (plots and one HTML page) and the comparison of several runs.
+
+A run's report is written to ``RUN_DIR/plots/*.png`` and ``RUN_DIR/report.html``:
+
+* ``accuracy.png``: test accuracy of the raw and the EMA model against the step;
+* ``losses.png``: ``L_x``, ``L_u`` and ``L_c`` against the step;
+* ``pseudo_labels.png``: mask rate and pseudo-label accuracy, and pseudo-label graph edges;
+* ``confusion.png``: the confusion matrix of the test set (EMA model);
+* ``embedding.png``: a 2-D map (PCA or t-SNE) of the test set's projection embeddings.
+
+``plots/series.json`` holds the curves exactly as plotted. A comparison overlays the curves of
+several runs (``--out``, default ``FIRST_RUN/compare``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comatch import distributed
+from comatch.data.loaders import eval_loader
+from comatch.errors import UserError
+from comatch.evaluation import predict
+from comatch.inference import classification_metrics, load_model, run_test_set
+from comatch.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
+from comatch.report_html import comparison_page, run_page
+
+MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
+Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)
+Figures = dict[str, list[Panel]]
+
+RUN_FIGURES: dict[str, list[tuple[str, str, tuple[float, float] | None, list[Line]]]] = {
+    "accuracy": [("Test accuracy", "accuracy", (0.0, 1.0), [
+        ("eval", "test_acc", "raw model"), ("eval", "test_acc_ema", "EMA model"),
+        ("eval", "val_acc_ema", "EMA model, validation")])],
+    "losses": [("Losses", "loss", None, [
+        ("train", "loss_x", "L_x (labelled)"), ("train", "loss_u", "L_u (pseudo-label)"),
+        ("train", "loss_c", "L_c (graph contrastive)")])],
+    "pseudo_labels": [
+        ("Pseudo-labels", "share of unlabelled samples", (0.0, 1.0), [
+            ("train", "mask_rate", "mask rate (max q >= tau)"), ("train", "pseudo_label_acc", "pseudo-label accuracy"),
+            ("train", "pseudo_label_acc_confident", "accuracy of the confident ones")]),
+        ("Pseudo-label graph", "edges per sample", None, [("train", "graph_edges", "graph edges (W^q > 0)")])],
+}
+
+COMPARED: dict[str, list[tuple[str, str, tuple[float, float] | None, str, str]]] = {
+    "accuracy": [("Test accuracy, EMA", "accuracy", (0.0, 1.0), "eval", "test_acc_ema"),
+                 ("Test accuracy, raw", "accuracy", (0.0, 1.0), "eval", "test_acc")],
+    "losses": [("L_x", "loss", None, "train", "loss_x"), ("L_u", "loss", None, "train", "loss_u"),
+               ("L_c", "loss", None, "train", "loss_c")],
+    "pseudo_labels": [("Mask rate", "share", (0.0, 1.0), "train", "mask_rate"),
+                      ("Pseudo-label accuracy", "accuracy", (0.0, 1.0), "train", "pseudo_label_acc"),
+                      ("Graph edges per sample", "edges", None, "train", "graph_edges")],
+}
+
+
+@dataclass
+class Report:
+    """What a report wrote. ``figures``: name -> PNG; ``panels``: name -> the plotted data."""
+
+    html: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    panels: Figures = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``RUN_DIR/metrics.jsonl``. Raises UserError if it is not a run directory."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); give the --out of a `comatch train`")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def series(records: Sequence[dict[str, Any]], kind: str, key: str) -> Series:
+    """Steps and values of ``key`` in the records of ``kind`` (missing or null values: NaN)."""
+    rows = [r for r in records if r.get("kind") == kind and key in r]
+    return [int(r["step"]) for r in rows], [math.nan if r[key] is None else float(r[key]) for r in rows]
+
+
+def run_panels(records: Sequence[dict[str, Any]]) -> Figures:
+    """The curve panels of one run, by figure name; curves and figures without data are left out."""
+    figures: Figures = {}
+    for name, specs in RUN_FIGURES.items():
+        panels = []
+        for title, ylabel, ylim, lines in specs:
+            curves = {label: series(records, kind, key) for kind, key, label in lines}
+            curves = {label: s for label, s in curves.items() if s[0]}
+            if curves:
+                panels.append(Panel(title, ylabel, curves, ylim))
+        if panels:
+            figures[name] = panels
+    return figures
+
+
+def compare_panels(runs: dict[str, Sequence[dict[str, Any]]]) -> Figures:
+    """One panel per compared field, one curve per run (by run label)."""
+    figures: Figures = {}
+    for name, specs in COMPARED.items():
+        panels = []
+        for title, ylabel, ylim, kind, key in specs:
+            curves = {label: series(records, kind, key) for label, records in runs.items()}
+            curves = {label: s for label, s in curves.items() if s[0]}
+            if curves:
+                panels.append(Panel(title, ylabel, curves, ylim))
+        if panels:
+            figures[name] = panels
+    return figures
+
+
+def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
+    written = {name: draw_panels(panels, plots / f"{name}.png", title) for name, panels in figures.items()}
+    data = {name: {p.title: {label: {"step": s, "value": v} for label, (s, v) in p.lines.items()} for p in panels}
+            for name, panels in figures.items()}
+    (plots / "series.json").write_text(json.dumps(data, indent=1) + "\n")
+    return written
+
+
+def _model_figures(
+    run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None]
+) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """Confusion matrix and embedding map of the EMA model on the test set.
+
+    Returns:
+        ``(figure name -> PNG, test metrics)``; nothing (after a warning) when the checkpoint
+        or the test data cannot be loaded.
+    """
+    try:
+        loaded = load_model(run_dir, "ema", device)
+        dataset = run_test_set(loaded.config)
+    except UserError as err:
+        say(f"comatch: warning: no confusion matrix or embedding map: {err}")
+        return {}, None
+    logits, z, labels = predict(loaded.model, eval_loader(dataset, loaded.eval_view()), loaded.preprocess())
+    metrics = classification_metrics(logits, labels, loaded.class_names)
+    names = loaded.class_names
+    figures = {"confusion": draw_confusion(metrics["confusion_matrix"], names, plots / "confusion.png",
+                                           f"Test set, EMA model, step {loaded.step}: top-1 {metrics['top1']:.2%}")}
+    points, rows = embedding_2d(z.numpy(), embedding)
+    figures["embedding"] = draw_embedding(points, labels.numpy()[rows], names, plots / "embedding.png",
+                                          f"Test embeddings z ({MAP_NAMES[embedding]}, {len(rows)} images)")
+    return figures, metrics
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, device: str = "cpu",
+                 embedding: str = "pca", say: Callable[[str], None] | None = None) -> Report:
+    """Write the plots and ``report.html`` of one run.
+
+    Args:
+        run_dir: the run directory.
+        out: where to write (default ``run_dir``): ``out/plots/*.png`` and ``out/report.html``.
+        device: where to run the model for the confusion matrix and the embedding map.
+        embedding: ``"pca"`` or ``"tsne"``.
+        say: where warnings go (default stderr).
+
+    Returns:
+        The files written and the plotted data.
+
+    Raises:
+        UserError: ``run_dir`` is not a run directory.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir
+    say = say or (lambda text: print(text, file=sys.stderr))
+    figures = run_panels(read_records(run_dir))
+    written = _write_curves(figures, out / "plots", run_dir.name)
+    model_written, evaluation = _model_figures(run_dir, out / "plots", device, embedding, say)
+    written.update(model_written)
+    summary = _read_json(run_dir / "summary.json")
+    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    html = out / "report.html"
+    html.write_text(run_page(run_dir.name, summary, evaluation, written, config_text, html.parent))
+    return Report(html, written, figures, evaluation)
+
+
+def write_comparison(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Report:
+    """Overlay the curves of several runs in ``out`` (default ``FIRST_RUN/compare``).
+
+    Raises:
+        UserError: one of ``run_dirs`` is not a run directory.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    out = Path(out) if out is not None else dirs[0] / "compare"
+    names = [d.name for d in dirs]
+    labels = names if len(set(names)) == len(names) else [str(d) for d in dirs]
+    runs = {label: read_records(d) for label, d in zip(labels, dirs)}
+    figures = compare_panels(runs)
+    written = _write_curves(figures, out / "plots", f"{len(dirs)} runs")
+    summaries = {label: _read_json(d / "summary.json") for label, d in zip(labels, dirs)}
+    html = out / "report.html"
+    html.write_text(comparison_page(summaries, written, html.parent))
+    return Report(html, written, figures)
+
+
+def end_of_run_report(run_dir: Path, device: Any, embedding: str, say: Callable[[str], None]) -> None:
+    """The report at the end of ``Trainer.fit``: main process only; a failure only warns.
+
+    The run's results are already saved when this runs, so a plotting problem must not turn
+    a finished run into a failed one.
+    """
+    if not distributed.is_main_process():
+        return
+    try:
+        report = write_report(run_dir, device=str(device), embedding=embedding, say=say)
+    except Exception as err:  # noqa: BLE001 - reported, then the finished run exits normally
+        say(f"comatch: warning: the run finished but its report failed ({type(err).__name__}: {err}); "
+            f"retry with `comatch report {run_dir}`")
+        return
+    say(f"report: {report.html}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,79 @@
+"""Progress while training: a bar on a terminal, plain lines in a pipe; TensorBoard scalars."""
+
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from comatch.monitor import RunMonitor
+
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # every control character but the newline
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_training_in_a_pipe_prints_plain_lines_and_every_metric_reaches_tensorboard(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "comatch", "train", "--out", str(out), "--iterations", "4", "run.log_every=2",
+           "run.eval_every=2", "data.num_workers=0", "optim.batch_size=4", "optim.mu=2", "run.report=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert not CONTROL.search(proc.stdout) and not CONTROL.search(proc.stderr)
+    lines = proc.stdout.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines[:4]] == [
+        ["[train]", "step=2/4"], ["[eval]", "step=2/4"], ["[train]", "step=4/4"], ["[eval]", "step=4/4"]]
+    assert re.search(r" eta=\d+:\d\d:\d\d loss=", lines[0]) and "mask_rate=" in lines[0]
+    assert lines[-1].startswith("done:")
+
+    accumulator = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = {f"{r['kind']}/{k}" for r in records for k, v in r.items() if k != "step" and isinstance(v, (int, float))}
+    assert expected == tags
+    assert {"train/loss_c", "train/mask_rate", "train/graph_edges", "eval/test_acc_ema"} <= tags
+    for record in records:
+        for key, value in record.items():
+            if key in ("step", "kind"):
+                continue
+            logged = {e.step: e.value for e in accumulator.Scalars(f"{record['kind']}/{key}")}
+            if math.isnan(value):
+                assert math.isnan(logged[record["step"]])
+            else:
+                assert logged[record["step"]] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def drive(monitor: RunMonitor) -> None:
+    monitor.advance(2)
+    monitor.log({"step": 2, "kind": "train", "loss": 1.5, "mask_rate": 0.25, "lr": 0.03})
+    monitor.log({"step": 2, "kind": "eval", "test_acc": 0.5, "test_acc_ema": 0.625})
+    monitor.advance(2)
+    monitor.log({"step": 4, "kind": "train", "loss": 1.0, "mask_rate": 0.5, "lr": 0.01})
+    monitor.close()
+
+
+def test_a_terminal_gets_a_bar_with_losses_mask_rate_and_test_accuracy(tmp_path):
+    stream = Terminal()
+    drive(RunMonitor(tmp_path, total=4, stream=stream, tensorboard=False))
+    text = stream.getvalue()
+    assert "\r" in text and "4/4" in text
+    final = text.split("\r")[-1]
+    assert "loss=1" in final and "mask_rate=0.5" in final and "test_ema=62.50%" in final
+
+
+def test_a_pipe_gets_one_plain_line_per_record(tmp_path):
+    stream = io.StringIO()
+    drive(RunMonitor(tmp_path, total=4, stream=stream, tensorboard=False))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and not CONTROL.search(stream.getvalue())
+    assert lines[1] == "[eval] step=2/4 test_acc=0.5 test_acc_ema=0.625"
+    assert lines[2].startswith("[train] step=4/4 eta=0:00:00 loss=1 mask_rate=0.5 lr=0.01")
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 2, 4]
