@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def run_cell(args: argparse.Namespace, method: str, labels: int, seed: int, thre
     if (run / "checkpoints" / "last.pt").exists() or (run / "checkpoints" / "previous.pt").exists():
         cmd = ["train", "--resume", str(run)]
     else:
+        shutil.rmtree(run, ignore_errors=True)  # a run that died before its first checkpoint
         cmd = ["train", "--preset", args.preset, "--seed", str(seed), "--out", str(run),
                f"data.labels_per_class={labels}", *METHODS[method], *common]
         if args.iterations:
