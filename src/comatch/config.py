@@ -152,10 +152,11 @@ class RunConfig(_Section):
     tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.")
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.")
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.")
-    amp: Literal["none", "bf16", "fp16"] = Field(
-        "none", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; for CUDA."
+    amp: Literal["auto", "none", "bf16", "fp16"] = Field(
+        "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU."
     )
-    channels_last: bool = Field(False, description="Channels-last memory format for network and images (faster convolutions on recent GPUs, with amp).")
+    channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.")
+    compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
     dist_timeout: int = Field(
         1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever)."

@@ -14,6 +14,18 @@ import torch
 DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_amp(mode: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CUDA device that supports it, else none; other modes as given."""
+    if mode != "auto":
+        return mode
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+
+
+def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:
+    """``None``: channels-last on CUDA (faster convolutions with tensor cores), not on the CPU."""
+    return device.type == "cuda" if requested is None else requested
+
+
 class Precision:
     """Autocast for the forward pass and the matching backward and optimizer step.
 

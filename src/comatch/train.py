@@ -24,7 +24,7 @@ from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.errors import TrainingDiverged, UserError
 from comatch.monitor import RunMonitor
 from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder
-from comatch.precision import Precision
+from comatch.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.pretrained import load_encoder_weights
 from comatch.runtime import StopSignals, atomic_write_text, seed_everything
 from comatch.schedule import cosine_lr_factor, ramped_lambda_c
@@ -87,6 +87,7 @@ class Trainer:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         self.device = parallel.start(config.run.device, config.run.dist_timeout)
+        self.channels_last = resolve_channels_last(config.run.channels_last, self.device)
         seed_everything(config.seed)
         d = config.data
         self.data: RunData = data or build_data(
@@ -100,7 +101,9 @@ class Trainer:
         self.criterion = self._build_criterion().to(self.device)
         every_parameter_used = config.method == "comatch" and c.contrastive
         self.ddp_model = distributed.wrap_ddp(self.model, self.device, not every_parameter_used)
-        self.precision = Precision(config.run.amp, self.device)
+        if config.run.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
             param_groups_for_weight_decay(self.model, o.weight_decay), lr=o.lr,
@@ -111,7 +114,7 @@ class Trainer:
         )
         self.normalize = Normalizer(self.data.mean, self.data.std, self.data.channels, self.device)
         self.forward = StepForward(self.model, self.ddp_model, self.normalize, self.precision,
-                                   config.run.channels_last, self.momentum)
+                                   self.channels_last, self.momentum)
         settings = view_settings(config, self.data.image_size)
         self.eval_view = build_views(settings)["eval"]
         self.batch_views = BatchViews(settings)
@@ -132,7 +135,7 @@ class Trainer:
             report = load_encoder_weights(model.encoder, m.init)
             if distributed.is_main_process():
                 print(report.summary(Path(m.init)), flush=True)
-        return parallel.prepare_network(model, self.device, sync_bn=run.sync_bn, channels_last=run.channels_last)
+        return parallel.prepare_network(model, self.device, sync_bn=run.sync_bn, channels_last=self.channels_last)
 
     def _build_criterion(self) -> torch.nn.Module:
         """The method's criterion; the momentum variant's when a momentum encoder is used."""
