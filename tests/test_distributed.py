@@ -147,8 +147,9 @@ def test_short_run_each_bank_holds_the_entries_of_both_processes(two_process_res
         assert torch.equal(banks[0][key], banks[1][key]), f"the processes' banks differ in {key}"
     assert int(banks[0]["num_filled"]) == 3 * (4 + 8), "3 steps of the global batch (4 + 8)"
     # the labelled entries are the one-hot labels of the whole global batch, both halves, in order
-    seed = build_config(overrides=TINY).seed
-    data = build_data("digits", seed=seed, labels_per_class=4, val_per_class=10)
+    config = build_config(overrides=TINY)
+    seed = config.seed
+    data = build_data(**config.data.model_dump(exclude={"num_workers", "augment_on"}), seed=seed)
     stream = IndexStream(len(data.labelled), seed * 16 + LABELLED_STREAM)
     for step in range(3):
         labels = torch.tensor([data.labelled[int(i)][1] for i in stream.batch(step, 4)])
