@@ -12,29 +12,38 @@ Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def predict(
+def network_outputs(
     model: nn.Module, loader: DataLoader, preprocess: Preprocess
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``model`` in eval mode over ``loader``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a :class:`~comatch.models.CoMatchNet` in eval mode over ``loader``.
 
     Args:
-        model: returns ``(logits, z)``.
+        model: has ``features(x)`` and ``heads(features) -> (logits, z)``.
         loader: yields ``(uint8 images, labels)``.
         preprocess: moves a uint8 batch to the device and normalises it.
 
     Returns:
-        ``(logits [N, C], embeddings [N, D], labels [N])`` on the CPU.
+        ``(features [N, F], logits [N, C], embeddings [N, D], labels [N])`` on the CPU.
     """
     was_training = model.training
     model.eval()
-    logits, embeddings, labels = [], [], []
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
     for images, targets in loader:
-        batch_logits, batch_z = model(preprocess(images))
-        logits.append(batch_logits.float().cpu())
-        embeddings.append(batch_z.float().cpu())
-        labels.append(targets)
+        feats = model.features(preprocess(images))
+        logits, z = model.heads(feats)
+        for part, value in zip(parts, (feats, logits, z)):
+            part.append(value.float().cpu())
+        parts[3].append(targets)
     model.train(was_training)
-    return torch.cat(logits), torch.cat(embeddings), torch.cat(labels)
+    return tuple(torch.cat(part) for part in parts)  # type: ignore[return-value]
+
+
+def predict(
+    model: nn.Module, loader: DataLoader, preprocess: Preprocess
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits [N, C], embeddings [N, D], labels [N])`` of ``model`` over ``loader``."""
+    _, logits, z, labels = network_outputs(model, loader, preprocess)
+    return logits, z, labels
 
 
 def accuracy(model: nn.Module, loader: DataLoader, preprocess: Preprocess) -> float:

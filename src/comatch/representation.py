@@ -14,32 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from comatch.evaluation import network_outputs
 
-@torch.no_grad()
+
 def encode(
     model: nn.Module, loader: DataLoader, preprocess: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Encoder features, projection embeddings and labels of a dataset (eval mode).
 
-    Args:
-        model: a :class:`~comatch.models.CoMatchNet`.
-        loader: yields ``(uint8 images, labels)``.
-        preprocess: moves a batch to the device and normalises it.
-
     Returns:
         ``(features [N, F], z [N, D], labels [N])`` on the CPU.
     """
-    was_training = model.training
-    model.eval()
-    feats, embeddings, labels = [], [], []
-    for images, targets in loader:
-        f = model.features(preprocess(images))
-        _, z = model.heads(f)
-        feats.append(f.float().cpu())
-        embeddings.append(z.float().cpu())
-        labels.append(targets)
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(embeddings), torch.cat(labels)
+    feats, _, z, labels = network_outputs(model, loader, preprocess)
+    return feats, z, labels
 
 
 def knn_accuracy(

@@ -243,8 +243,8 @@ class Trainer:
             raise TrainingDiverged(
                 f"the loss or its gradients were not finite at step {self.step + 1} "
                 f"({self.bad_steps} bad step(s) in a row); the last good checkpoint in "
-                f"{self.out_dir / 'checkpoints'} is intact: lower optim.lr and --resume, "
-                f"or start again"
+                f"{self.out_dir / 'checkpoints'} is intact: continue it with --resume (add "
+                f"run.max_bad_steps=N to skip more such steps), or start again with a lower optim.lr"
             )
         self.monitor.message(f"step {self.step + 1}: non-finite loss or gradient, step skipped")
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, resnet18, resnet50
 
-__all__ = ["ResNetEncoder", "resnet18_encoder", "resnet50_encoder"]
+__all__ = ["ResNetEncoder"]
 
 _FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
 _BUILDERS: dict[str, Callable[..., ResNet]] = {"resnet18": resnet18, "resnet50": resnet50}
@@ -82,34 +82,3 @@ class ResNetEncoder(nn.Module):
         """
         return self.net(x)
 
-
-def resnet18_encoder(
-    in_channels: int = 3, small_input: bool = False, bn_momentum: float | None = None
-) -> ResNetEncoder:
-    """ResNet-18 encoder (feature dim 512).
-
-    Args:
-        in_channels: Image channels.
-        small_input: Use the small-image stem.
-        bn_momentum: Optional BatchNorm momentum override.
-
-    Returns:
-        The encoder.
-    """
-    return ResNetEncoder("resnet18", in_channels, small_input, bn_momentum)
-
-
-def resnet50_encoder(
-    in_channels: int = 3, small_input: bool = False, bn_momentum: float | None = None
-) -> ResNetEncoder:
-    """ResNet-50 encoder (feature dim 2048).
-
-    Args:
-        in_channels: Image channels.
-        small_input: Use the small-image stem.
-        bn_momentum: Optional BatchNorm momentum override.
-
-    Returns:
-        The encoder.
-    """
-    return ResNetEncoder("resnet50", in_channels, small_input, bn_momentum)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from comatch.models.wideresnet import init_conv_bn
+
 __all__ = ["DigitsNet"]
 
 LRELU_SLOPE = 0.1
@@ -52,12 +54,7 @@ class DigitsNet(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = 2 * c
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode images.

@@ -24,6 +24,16 @@ __all__ = ["WideResNetEncoder", "BasicBlock", "blocks_per_group"]
 LRELU_SLOPE = 0.1
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """Kaiming-normal convolutions (fan_out, leaky_relu); BatchNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias.
 
@@ -174,16 +184,7 @@ class WideResNetEncoder(nn.Module):
         self.depth = depth
         self.widen_factor = widen_factor
         self.num_groups = num_groups
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Kaiming-normal convs (fan_out, leaky_relu); BN weight 1, bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode images.
