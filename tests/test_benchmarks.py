@@ -82,6 +82,19 @@ def test_train_two_steps_on_each_benchmark(tmp_path, preset, writer, extra):
     assert all(isinstance(i, int) for i in labelled) and summary["num_labelled"] == len(labelled)
 
 
+def test_evaluate_reads_the_benchmark_from_data_root(tmp_path, capsys):
+    write_cifar10(tmp_path / "elsewhere")
+    assert main(["train", "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "elsewhere"), *TINY,
+                 "--preset", "cifar10-40", "--labels-per-class", "2", "run.report=false"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data-root", str(tmp_path / "elsewhere")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(summary["test_accuracy_ema"])
+    assert main(["evaluate", str(tmp_path / "run"), "--data-root", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
 def test_train_on_an_imagenet_style_folder(tmp_path):
     write_imagenet(tmp_path / "imagenet")
     summary = _train(tmp_path, "--preset", "imagenet-1pct", "--labels-per-class", "2", "model.arch=wrn10_1",

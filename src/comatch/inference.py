@@ -8,7 +8,6 @@ normalised with the checkpoint's ``normalization`` statistics.
 from __future__ import annotations
 
 import csv
-import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,14 +146,10 @@ def run_test_set(config: cfg.Config, data_root: str | Path | None = None) -> Dat
     Raises:
         UserError: the data cannot be found (see ``--data-root``).
     """
-    d = config.data
-    kwargs: dict[str, Any] = dict(seed=config.seed, labels_per_class=d.labels_per_class, num_labels=d.num_labels,
-                                  val_per_class=d.val_per_class, mean=d.mean, std=d.std)
+    fields = config.data.model_dump(exclude={"num_workers", "augment_on"})
     if data_root is not None:
-        if "data_root" not in inspect.signature(build_data).parameters:
-            raise UserError(f"dataset {d.dataset!r} is bundled and reads no --data-root; drop it")
-        kwargs["data_root"] = Path(data_root)
-    return build_data(d.dataset, **kwargs).test
+        fields["root"] = str(data_root)
+    return build_data(**fields, seed=config.seed).test
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
