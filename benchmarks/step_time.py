@@ -32,7 +32,7 @@ from comatch.train import Trainer
 
 SETTINGS: dict[str, list[str]] = {
     "digits": [],
-    "wrn10-1-digits": ["model.arch=wrn10_1", "data.image_size=32", "data.channels=3",
+    "wrn10-1-digits": ["model.arch=wrn10_1", "data.image_size=32", "model.in_channels=3",
                        "optim.batch_size=16", "optim.mu=7", "comatch.bank_size=2560",
                        "data.num_workers=2", "views.crop_padding=4", "views.cutout=0.5"],
     "wrn28-2-cifar": ["model.arch=wrn28_2", "data.image_size=32", "data.channels=3",

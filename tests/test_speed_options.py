@@ -28,3 +28,26 @@ def test_compiled_step_trains_and_matches_eager_loss(tmp_path):
     assert len(losses["compiled"]) == 2
     for eager, compiled in zip(losses["eager"], losses["compiled"]):
         assert abs(eager - compiled) < 1e-3 * max(1.0, abs(eager))
+
+
+def test_grayscale_data_feeds_an_rgb_network_replicated_after_augmentation(tmp_path, capsys):
+    import torch
+
+    from comatch import config as cfg
+    from comatch.train import Trainer
+
+    config = cfg.build_config(overrides=["model.arch=wrn10_1", "model.in_channels=3", "data.image_size=16",
+                                         "data.num_workers=0", "optim.batch_size=4", "optim.mu=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.data.channels == 1 and trainer.model.encoder is not None
+    gray = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    rgb = trainer.normalize(gray)
+    assert rgb.shape == (2, 3, 16, 16) and torch.equal(rgb[:, 0], rgb[:, 2])
+    out = tmp_path / "cli"
+    assert main(["train", "--out", str(out), "--iterations", "2", "model.arch=wrn10_1", "model.in_channels=3",
+                 "data.image_size=16", "data.num_workers=0", "optim.batch_size=4", "optim.mu=1",
+                 "run.eval_every=2", "run.report=false", "run.tensorboard=false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == summary["test_accuracy_ema"]

@@ -98,6 +98,10 @@ class ViewConfig(_Section):
 
 class ModelConfig(_Section):
     arch: str = Field("digits_cnn", description="Encoder: digits_cnn, wrn28_2, wrn28_8, wrn37_2, wrn10_1, resnet18, resnet50.")
+    in_channels: int | None = Field(
+        None, description="Channels the network takes; None: the data's. Grayscale data for an RGB network (3) is "
+        "augmented as one channel and replicated after augmentation: the same views for a third of the work."
+    )
     proj_dim: int = Field(64, ge=1, description="Projection-head output size D (64 CIFAR/STL, 128 ImageNet).")
     bn_momentum: float | None = Field(None, gt=0, le=1, description="BatchNorm momentum; None: the architecture's default (0.001 for WRN).")
     init: str | None = Field(
@@ -197,6 +201,8 @@ class Config(_Section):
         d = self.data
         if d.channels not in (None, 1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {d.channels}")
+        if self.model.in_channels not in (None, 1, 3) or (self.model.in_channels == 1 and d.channels == 3):
+            raise ValueError("model.in_channels must be 1 or 3, and 3 for RGB data")
         for name in ("mean", "std"):
             stats = getattr(d, name)
             if stats is not None and len(stats) not in ((1, 3) if d.channels is None else (d.channels,)):

@@ -47,6 +47,7 @@ class LoadedModel:
         weights: ``"ema"`` or ``"raw"``.
         step: the training step of the checkpoint.
         path: the checkpoint file.
+        channels, image_size: what the network takes (as the checkpoint records it).
     """
 
     model: nn.Module
@@ -58,16 +59,8 @@ class LoadedModel:
     weights: str
     step: int
     path: Path
-
-    @property
-    def channels(self) -> int:
-        """Image channels the model takes."""
-        return self.config.data.channels
-
-    @property
-    def image_size(self) -> int:
-        """Side length the model takes."""
-        return self.config.data.image_size
+    channels: int
+    image_size: int
 
     def eval_view(self) -> ResizeIfNeeded:
         """The per-image evaluation view (resize to ``image_size`` when needed)."""
@@ -123,9 +116,10 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
     if not names or not norm:
         raise UserError(f"{path} lacks class names or normalisation statistics; "
                         "it is not a checkpoint of `comatch train`")
-    d = config.data
+    shape = state.get("input") or {"channels": config.data.channels, "image_size": config.data.image_size}
+    channels, size = shape["channels"], shape["image_size"]
     try:
-        model = build_model(config.model.arch, len(names), in_channels=d.channels,
+        model = build_model(config.model.arch, len(names), in_channels=channels,
                             proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum)
         model.load_state_dict(_weights_of(state, weights, path))
     except (ValueError, RuntimeError) as err:
@@ -133,11 +127,11 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
         detail = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the heading
         raise UserError(
             f"the weights in {path} do not match the model its config describes "
-            f"({config.model.arch}, {len(names)} classes, {d.channels} channels): {detail[:240]}"
+            f"({config.model.arch}, {len(names)} classes, {channels} channels): {detail[:240]}"
         ) from None
     target = resolve_device(device)
     return LoadedModel(model.to(target).eval(), config, list(names), tuple(norm["mean"]), tuple(norm["std"]),
-                       target, weights, int(state.get("step", 0)), path)
+                       target, weights, int(state.get("step", 0)), path, channels, size)
 
 
 def run_test_set(config: cfg.Config, data_root: str | Path | None = None) -> Dataset:

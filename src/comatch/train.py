@@ -93,6 +93,7 @@ class Trainer:
         self.data: RunData = data or build_data(
             **d.model_dump(exclude={"num_workers", "augment_on"}), seed=config.seed
         )
+        self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
         c = config.comatch
@@ -112,7 +113,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: cosine_lr_factor(k, o.iterations)
         )
-        self.normalize = Normalizer(self.data.mean, self.data.std, self.data.channels, self.device)
+        self.normalize = Normalizer(self.data.mean, self.data.std, self.in_channels, self.device)
         self.forward = StepForward(self.model, self.ddp_model, self.normalize, self.precision,
                                    self.channels_last, self.momentum)
         settings = view_settings(config, self.data.image_size)
@@ -129,7 +130,7 @@ class Trainer:
     def _build_network(self, load_init: bool) -> torch.nn.Module:
         """The network on its device, from ``model.init`` when given."""
         m, run = self.config.model, self.config.run
-        model = build_model(m.arch, self.data.num_classes, in_channels=self.data.channels,
+        model = build_model(m.arch, self.data.num_classes, in_channels=self.in_channels,
                             proj_dim=m.proj_dim, bn_momentum=m.bn_momentum)
         if m.init and load_init:
             report = load_encoder_weights(model.encoder, m.init)
@@ -267,7 +268,7 @@ class Trainer:
             "metrics_offset": self.monitor.offset if self.monitor else 0,
             "class_names": self.data.class_names,
             "normalization": {"mean": list(self.data.mean), "std": list(self.data.std)},
-            "input": {"image_size": self.data.image_size, "channels": self.data.channels},
+            "input": {"image_size": self.data.image_size, "channels": self.in_channels},
             "momentum_encoder": self.momentum.state_dict() if self.momentum is not None else None,
             "precision": self.precision.state_dict(),
             "world_size": distributed.world_size(),
