@@ -28,7 +28,8 @@ from comatch import config as cfg
 from comatch.data.datasets import TensorImages
 from comatch.data.sources import RunData
 from comatch.step import plain_outputs
-from comatch.train import Trainer
+from comatch.data.datasets import gather
+from comatch.train import Trainer, view_settings
 
 SETTINGS: dict[str, list[str]] = {
     "digits": [],
@@ -149,7 +150,24 @@ def augmentation_cpu_seconds(trainer: Trainer, repeats: int = 5) -> float:
     return statistics.median(cpu)
 
 
-def summarize(name: str, phases: dict[str, list[float]], network_only: list[float], aug_cpu: float) -> dict:
+def per_image_cpu_seconds(trainer: Trainer) -> float:
+    """CPU-seconds the per-image torchvision.transforms.v2 views would spend on one step."""
+    from comatch.data.views import build_views
+
+    o = trainer.config.optim
+    views = build_views(view_settings(trainer.config, trainer.data.image_size))
+    images, _ = gather(trainer.data.unlabelled, torch.arange(o.batch_size * o.mu) % len(trainer.data.unlabelled))
+    t0 = time.process_time()
+    for image in images[: o.batch_size]:
+        views["weak"](image)
+    for image in images:
+        for name in trainer.criterion.unlabelled_views:
+            views[name](image)
+    return time.process_time() - t0
+
+
+def summarize(name: str, phases: dict[str, list[float]], network_only: list[float], aug_cpu: float,
+              per_image_cpu: float) -> dict:
     step = statistics.median(phases["step"])
     share = {k: statistics.median(phases[k]) / step for k in ("data", "network", "comatch", "optimizer")}
     net = statistics.median(network_only)
@@ -163,6 +181,7 @@ def summarize(name: str, phases: dict[str, list[float]], network_only: list[floa
         "network_only_median_s": net,
         "step_over_network_only": step / net,
         "augmentation_cpu_s_per_step": aug_cpu,
+        "per_image_augmentation_cpu_s_per_step": per_image_cpu,
         "threads": torch.get_num_threads(),
     }
 
@@ -181,7 +200,8 @@ def main() -> None:
         inputs, targets = phases.pop("inputs")
         network_only = time_network_only(trainer, inputs, targets, max(3, min(args.steps, 20)))
         aug = augmentation_cpu_seconds(trainer)
-    result = summarize(args.setting, phases, network_only, aug)
+        per_image = per_image_cpu_seconds(trainer)
+    result = summarize(args.setting, phases, network_only, aug, per_image)
     s = result["share"]
     print(f"setting {args.setting} on {trainer.device} ({result['threads']} threads), {result['steps']} steps")
     print(f"  step median {result['step_median_s'] * 1e3:.1f} ms (min {result['step_min_s'] * 1e3:.1f}, "
@@ -190,7 +210,8 @@ def main() -> None:
           f"CoMatch arithmetic {s['comatch']:.2%}, optimizer+EMA {s['optimizer']:.1%}")
     print(f"  network-only fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
           f"step / network-only = {result['step_over_network_only']:.3f}")
-    print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f}")
+    print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f} batched, "
+          f"{result['per_image_augmentation_cpu_s_per_step']:.4f} with per-image torchvision.transforms.v2 views")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
