@@ -51,3 +51,16 @@ def test_grayscale_data_feeds_an_rgb_network_replicated_after_augmentation(tmp_p
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == summary["test_accuracy_ema"]
+
+
+def test_deterministic_mode_gives_the_same_run_on_the_cpu(tmp_path):
+    common = ["--iterations", "2", "run.log_every=1", "run.eval_every=2", "data.num_workers=0",
+              "optim.batch_size=4", "optim.mu=1", "run.tensorboard=false", "run.report=false"]
+    try:
+        assert main(["train", "--out", str(tmp_path / "a"), *common, "run.deterministic=true"]) == 0
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert main(["train", "--out", str(tmp_path / "b"), *common]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -29,7 +29,7 @@ HARMLESS_FIELDS = {
     "data.root", "data.strict", "data.check_images",  # where the files are, how unreadable ones are met
     "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
     "run.progress", "run.nonfinite", "run.max_bad_steps",
-    "run.amp", "run.channels_last", "run.dist_timeout", "run.compile",
+    "run.amp", "run.channels_last", "run.dist_timeout", "run.compile", "run.deterministic",
     "run.progress", "run.nonfinite", "run.max_bad_steps", "run.tensorboard", "run.report",
     "run.report_embedding",
 }

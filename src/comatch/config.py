@@ -160,6 +160,9 @@ class RunConfig(_Section):
         "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU."
     )
     channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.")
+    deterministic: bool = Field(
+        False, description="Deterministic GPU kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bit-reproducible CUDA runs, at a cost in speed. CPU runs are reproducible without it."
+    )
     compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
     dist_timeout: int = Field(

@@ -40,6 +40,13 @@ def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSett
     return ViewSettings(image_size=image_size or config.data.image_size, **config.views.model_dump())
 
 
+def use_deterministic_kernels() -> None:
+    """Make CUDA runs bit-reproducible: deterministic kernels, no cuDNN autotuning."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def default_workers(requested: int | None) -> int:
     """Workers per loader: as asked, or (None) half the CPUs left after the training process,
     at least 1 and at most 6 (batched augmentation needs few workers)."""
@@ -88,6 +95,8 @@ class Trainer:
             torch.set_num_threads(config.run.threads)
         self.device = parallel.start(config.run.device, config.run.dist_timeout)
         self.channels_last = resolve_channels_last(config.run.channels_last, self.device)
+        if config.run.deterministic:
+            use_deterministic_kernels()
         seed_everything(config.seed)
         d = config.data
         self.data: RunData = data or build_data(
