@@ -30,7 +30,8 @@ from comatch.data.datasets import TensorImages
 from comatch.data.sources import RunData
 from comatch.step import plain_outputs
 from comatch.data.datasets import gather
-from comatch.train import Trainer, view_settings
+from comatch.preprocessing import view_settings
+from comatch.train import Trainer
 
 SETTINGS: dict[str, list[str]] = {
     "digits": [],

@@ -29,7 +29,7 @@ from comatch.evaluation import predict
 from comatch.images import LabelledFolder, UnreadableImage, read_image
 from comatch.models import build_model
 from comatch.runtime import resolve_device
-from comatch.train import Normalizer
+from comatch.preprocessing import Normalizer
 
 WEIGHTS = ("ema", "raw")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from comatch.data import RunData, build_data
 from comatch.data.datasets import batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
 from comatch.data.batch_views import BatchViews
-from comatch.data.views import ViewSettings, build_views
+from comatch.data.views import build_views
 from comatch.evaluation import accuracy
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.errors import TrainingDiverged, UserError
@@ -26,6 +25,7 @@ from comatch.monitor import RunMonitor
 from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder
 from comatch.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.pretrained import load_encoder_weights
+from comatch.preprocessing import Normalizer, default_workers, use_deterministic_kernels, view_settings
 from comatch.runtime import StopSignals, atomic_write_text, seed_everything
 from comatch.schedule import cosine_lr_factor, ramped_lambda_c
 from comatch.stats import StepStats
@@ -33,43 +33,6 @@ from comatch.step import StepForward
 
 # Distinct seed streams for the two loaders and the shuffle-BN permutations, from the run's seed.
 LABELLED_STREAM, UNLABELLED_STREAM, SHUFFLE_STREAM = 1, 2, 3
-
-
-def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:
-    """The view settings of a configuration (``image_size``: the data's, when the config has none)."""
-    return ViewSettings(image_size=image_size or config.data.image_size, **config.views.model_dump())
-
-
-def use_deterministic_kernels() -> None:
-    """Make CUDA runs bit-reproducible: deterministic kernels, no cuDNN autotuning."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True)
-
-
-def default_workers(requested: int | None) -> int:
-    """Workers per loader: as asked, or (None) half the CPUs left after the training process,
-    at least 1 and at most 6 (batched augmentation needs few workers)."""
-    if requested is not None:
-        return requested
-    return max(1, min(6, ((os.cpu_count() or 2) - 1) // 2))
-
-
-class Normalizer:
-    """Moves a uint8 batch to the device, matches the channel count and normalises it."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels: int, device: torch.device) -> None:
-        if len(mean) != channels:  # grayscale statistics for an RGB network: repeat them
-            mean, std = mean * channels, std * channels
-        self.mean = torch.tensor(mean[:channels], device=device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std[:channels], device=device).view(1, -1, 1, 1) * 255
-        self.channels, self.device = channels, device
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        if images.shape[1] != self.channels:
-            images = images.expand(-1, self.channels, -1, -1)
-        return (images.float() - self.mean) / self.std
 
 
 class Trainer:

@@ -1,0 +1,48 @@
+"""Turning configuration into the pieces a run's data path needs: views, normalisation,
+worker count, deterministic kernels. Shared by training, evaluation, prediction and export."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from comatch import config as cfg
+from comatch.data.views import ViewSettings
+
+
+def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:
+    """The view settings of a configuration (``image_size``: the data's, when the config has none)."""
+    return ViewSettings(image_size=image_size or config.data.image_size, **config.views.model_dump())
+
+
+def use_deterministic_kernels() -> None:
+    """Make CUDA runs bit-reproducible: deterministic kernels, no cuDNN autotuning."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
+def default_workers(requested: int | None) -> int:
+    """Workers per loader: as asked, or (None) half the CPUs left after the training process,
+    at least 1 and at most 6 (batched augmentation needs few workers)."""
+    if requested is not None:
+        return requested
+    return max(1, min(6, ((os.cpu_count() or 2) - 1) // 2))
+
+
+class Normalizer:
+    """Moves a uint8 batch to the device, matches the channel count and normalises it."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels: int, device: torch.device) -> None:
+        if len(mean) != channels:  # grayscale statistics for an RGB network: repeat them
+            mean, std = mean * channels, std * channels
+        self.mean = torch.tensor(mean[:channels], device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std[:channels], device=device).view(1, -1, 1, 1) * 255
+        self.channels, self.device = channels, device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if images.shape[1] != self.channels:
+            images = images.expand(-1, self.channels, -1, -1)
+        return (images.float() - self.mean) / self.std
