@@ -83,34 +83,29 @@ def series(records: Sequence[dict[str, Any]], kind: str, key: str) -> Series:
     return [int(r["step"]) for r in rows], [math.nan if r[key] is None else float(r[key]) for r in rows]
 
 
-def run_panels(records: Sequence[dict[str, Any]]) -> Figures:
-    """The curve panels of one run, by figure name; curves and figures without data are left out."""
+def _figures(specs: dict[str, list], curves_of: Callable[[tuple], dict[str, Series]]) -> Figures:
+    """Panels by figure name from panel specs ``(title, ylabel, ylim, ...)``; ``curves_of(spec)``
+    gives a panel's curves. Curves, panels and figures without data are left out."""
     figures: Figures = {}
-    for name, specs in RUN_FIGURES.items():
+    for name, panel_specs in specs.items():
         panels = []
-        for title, ylabel, ylim, lines in specs:
-            curves = {label: series(records, kind, key) for kind, key, label in lines}
-            curves = {label: s for label, s in curves.items() if s[0]}
+        for spec in panel_specs:
+            curves = {label: s for label, s in curves_of(spec).items() if s[0]}
             if curves:
-                panels.append(Panel(title, ylabel, curves, ylim))
+                panels.append(Panel(spec[0], spec[1], curves, spec[2]))
         if panels:
             figures[name] = panels
     return figures
+
+
+def run_panels(records: Sequence[dict[str, Any]]) -> Figures:
+    """The curve panels of one run, by figure name."""
+    return _figures(RUN_FIGURES, lambda spec: {label: series(records, kind, key) for kind, key, label in spec[3]})
 
 
 def compare_panels(runs: dict[str, Sequence[dict[str, Any]]]) -> Figures:
     """One panel per compared field, one curve per run (by run label)."""
-    figures: Figures = {}
-    for name, specs in COMPARED.items():
-        panels = []
-        for title, ylabel, ylim, kind, key in specs:
-            curves = {label: series(records, kind, key) for label, records in runs.items()}
-            curves = {label: s for label, s in curves.items() if s[0]}
-            if curves:
-                panels.append(Panel(title, ylabel, curves, ylim))
-        if panels:
-            figures[name] = panels
-    return figures
+    return _figures(COMPARED, lambda spec: {label: series(records, spec[3], spec[4]) for label, records in runs.items()})
 
 
 def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
