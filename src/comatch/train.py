@@ -91,6 +91,7 @@ class Trainer:
         settings = view_settings(config, self.data.image_size)
         self.eval_view = build_views(settings)["eval"]
         self.batch_views = BatchViews(settings)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.images_per_step = o.batch_size * (1 + o.mu * len(self.criterion.unlabelled_views))
         self.rows_x = parallel.batch_rows(o.batch_size, "labelled")
         self.rows_u = parallel.batch_rows(o.batch_size * o.mu, "unlabelled")
@@ -164,7 +165,9 @@ class Trainer:
         names = self.criterion.unlabelled_views
         views_u = self._views(batch_u, names, self.rows_u) if batch_u is not None else []
         self._ramp_lambda_c()
-        shuffle = torch.Generator().manual_seed(batch_seed(self.config.seed * 16 + SHUFFLE_STREAM, self.step))
+        shuffle = None
+        if self.momentum is not None:  # the shuffle-BN permutation of the momentum encoder
+            shuffle = torch.Generator().manual_seed(batch_seed(self.config.seed * 16 + SHUFFLE_STREAM, self.step))
         out = self.forward(self.criterion, images_x, targets_x, views_u, shuffle)
         if self.update(out):
             truth = batch_u[-3].to(self.device, non_blocking=True) if batch_u is not None else None
@@ -201,7 +204,7 @@ class Trainer:
         """
         ok = torch.isfinite(loss)
         if not self.precision.scales_loss:
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grads = [p.grad for p in self.trainable if p.grad is not None]
             norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.new_zeros(1)
             ok = ok & torch.isfinite(norms).all()
         return not distributed.any_process(not bool(ok), self.device)
