@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from comatch import CoMatchCriterion, contrastive_graph_loss, distributed, pseudo_label_graph
 from comatch.cli import main
 from comatch.config import build_config
-from comatch.data import build_data
 from comatch.data.datasets import shard_rows
 from comatch.data.sampling import IndexStream
 from comatch.models import build_model
 from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
 from comatch.step import momentum_outputs, plain_outputs
+from comatch.preprocessing import run_data
 from comatch.train import LABELLED_STREAM, Trainer
 
 B, N, C, D, T, t = 4, 8, 3, 8, 0.2, 0.3  # global batches: B labelled, N unlabelled
@@ -149,7 +149,7 @@ def test_short_run_each_bank_holds_the_entries_of_both_processes(two_process_res
     # the labelled entries are the one-hot labels of the whole global batch, both halves, in order
     config = build_config(overrides=TINY)
     seed = config.seed
-    data = build_data(**config.data.model_dump(exclude={"num_workers", "augment_on"}), seed=seed)
+    data = run_data(config)
     stream = IndexStream(len(data.labelled), seed * 16 + LABELLED_STREAM)
     for step in range(3):
         labels = torch.tensor([data.labelled[int(i)][1] for i in stream.batch(step, 4)])

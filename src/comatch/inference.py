@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from comatch import config as cfg
 from comatch.checkpoint import load_file, load_newest
-from comatch.data import build_data
 from comatch.data.loaders import eval_loader
 from comatch.data.views import ResizeIfNeeded
 from comatch.errors import UserError
@@ -29,7 +28,7 @@ from comatch.evaluation import predict
 from comatch.images import LabelledFolder, UnreadableImage, read_image
 from comatch.models import build_model
 from comatch.runtime import resolve_device
-from comatch.preprocessing import Normalizer
+from comatch.preprocessing import Normalizer, run_data
 
 WEIGHTS = ("ema", "raw")
 
@@ -140,10 +139,7 @@ def run_test_set(config: cfg.Config, data_root: str | Path | None = None) -> Dat
     Raises:
         UserError: the data cannot be found (see ``--data-root``).
     """
-    fields = config.data.model_dump(exclude={"num_workers", "augment_on"})
-    if data_root is not None:
-        fields["root"] = str(data_root)
-    return build_data(**fields, seed=config.seed).test
+    return run_data(config, None if data_root is None else str(data_root)).test
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:

@@ -8,7 +8,19 @@ import os
 import torch
 
 from comatch import config as cfg
+from comatch.data import RunData, build_data
 from comatch.data.views import ViewSettings
+
+# DataConfig fields about loading speed, not about which data a run sees.
+LOADING_FIELDS = {"num_workers", "augment_on"}
+
+
+def run_data(config: cfg.Config, root: str | None = None) -> RunData:
+    """The datasets ``config`` describes (``root``: read the benchmark files from there instead)."""
+    fields = config.data.model_dump(exclude=LOADING_FIELDS)
+    if root is not None:
+        fields["root"] = root
+    return build_data(**fields, seed=config.seed)
 
 
 def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:

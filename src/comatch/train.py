@@ -13,7 +13,7 @@ from comatch import config as cfg
 from comatch import distributed, parallel
 from comatch.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
 from comatch.criterion import CriterionOutput, build_criterion
-from comatch.data import RunData, build_data
+from comatch.data import RunData
 from comatch.data.datasets import batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
 from comatch.data.batch_views import BatchViews
@@ -25,7 +25,7 @@ from comatch.monitor import RunMonitor
 from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder
 from comatch.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.pretrained import load_encoder_weights
-from comatch.preprocessing import Normalizer, default_workers, use_deterministic_kernels, view_settings
+from comatch.preprocessing import Normalizer, run_data, default_workers, use_deterministic_kernels, view_settings
 from comatch.runtime import StopSignals, atomic_write_text, seed_everything
 from comatch.schedule import cosine_lr_factor, ramped_lambda_c
 from comatch.stats import StepStats
@@ -61,10 +61,7 @@ class Trainer:
         if config.run.deterministic:
             use_deterministic_kernels()
         seed_everything(config.seed)
-        d = config.data
-        self.data: RunData = data or build_data(
-            **d.model_dump(exclude={"num_workers", "augment_on"}), seed=config.seed
-        )
+        self.data: RunData = data or run_data(config)
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
