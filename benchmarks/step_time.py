@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from comatch import config as cfg
 from comatch.data.datasets import TensorImages
 from comatch.data.sources import RunData
-from comatch.step import plain_outputs
+from comatch.training.step import plain_outputs
 from comatch.data.datasets import gather
-from comatch.preprocessing import view_settings
-from comatch.train import Trainer
+from comatch.data.preprocessing import view_settings
+from comatch.training.trainer import Trainer
 
 SETTINGS: dict[str, list[str]] = {
     "digits": [],

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from comatch import CoMatchCriterion, build_criterion
-from comatch.criterion import SupervisedCriterion
+from comatch.methods.criterion import SupervisedCriterion
 
 B, N, C, D = 4, 12, 3, 8
 

@@ -20,10 +20,10 @@ from comatch.config import build_config
 from comatch.data.datasets import shard_rows
 from comatch.data.sampling import IndexStream
 from comatch.models import build_model
-from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.step import momentum_outputs, plain_outputs
-from comatch.preprocessing import run_data
-from comatch.train import LABELLED_STREAM, Trainer
+from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.training.step import momentum_outputs, plain_outputs
+from comatch.data.preprocessing import run_data
+from comatch.training.trainer import LABELLED_STREAM, Trainer
 
 B, N, C, D, T, t = 4, 8, 3, 8, 0.2, 0.3  # global batches: B labelled, N unlabelled
 TINY = ["data.num_workers=0", "optim.batch_size=4", "optim.mu=2", "run.tensorboard=false", "run.threads=1"]

@@ -9,9 +9,9 @@ from comatch import CoMatchCriterion, pseudo_label_graph
 from comatch.config import build_config
 from comatch.errors import UserError
 from comatch.models import build_model
-from comatch.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.schedule import ramped_lambda_c
-from comatch.step import momentum_outputs, plain_outputs
+from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.training.schedule import ramped_lambda_c
+from comatch.training.step import momentum_outputs, plain_outputs
 
 B, N, C, D = 4, 6, 3, 8
 

@@ -9,7 +9,7 @@ from comatch import config as cfg
 from comatch.cli import main
 from comatch.data.batch_views import BatchViews
 from comatch.models import build_model
-from comatch.preprocessing import view_settings
+from comatch.data.preprocessing import view_settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "svhn": 10, "imagenet": 1000, "folder": 3}

@@ -7,7 +7,7 @@ from torchvision.models import resnet18
 from comatch.cli import main
 from comatch.errors import UserError
 from comatch.models import ResNetEncoder, build_model
-from comatch.pretrained import load_encoder_weights
+from comatch.models.pretrained import load_encoder_weights
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from comatch import CoMatchCriterion, distributed, parallel
+from comatch import CoMatchCriterion, distributed
+from comatch.training import parallel
 from comatch.cli import main
 from comatch.config import build_config
 from comatch.data.batch_views import BatchViews, WeakCropParams, sample_weak_params
@@ -14,7 +15,7 @@ from comatch.data.datasets import BatchViewDataset, TensorImages, shard_rows
 from comatch.data.views import ViewSettings, build_views
 from comatch.errors import UserError
 from comatch.models import CoMatchNet, build_model
-from comatch.momentum import MomentumCoMatchCriterion
+from comatch.methods.momentum import MomentumCoMatchCriterion
 
 IMAGENET_RECIPE = ViewSettings(image_size=16, weak="resized_crop", strong="contrastive")
 

@@ -5,7 +5,7 @@ import json
 import torch
 
 from comatch.cli import main
-from comatch.precision import resolve_amp, resolve_channels_last
+from comatch.training.precision import resolve_amp, resolve_channels_last
 
 
 def test_auto_precision_and_layout_stay_off_on_the_cpu():
@@ -34,7 +34,7 @@ def test_grayscale_data_feeds_an_rgb_network_replicated_after_augmentation(tmp_p
     import torch
 
     from comatch import config as cfg
-    from comatch.train import Trainer
+    from comatch.training.trainer import Trainer
 
     config = cfg.build_config(overrides=["model.arch=wrn10_1", "model.in_channels=3", "data.image_size=16",
                                          "data.num_workers=0", "optim.batch_size=4", "optim.mu=1"])

@@ -12,9 +12,9 @@ from PIL import Image
 
 from comatch.cli import main
 from comatch.data.digits import load_digits_split
-from comatch.inference import load_model
-from comatch.plots import embedding_2d
-from comatch.report import write_comparison, write_report
+from comatch.tools.inference import load_model
+from comatch.tools.plots import embedding_2d
+from comatch.tools.report import write_comparison, write_report
 
 TINY = ["--iterations", "4", "run.eval_every=2", "run.log_every=2", "data.num_workers=0",
         "optim.batch_size=4", "optim.mu=2"]

@@ -1,22 +1,22 @@
 """CoMatch: semi-supervised image classification with contrastive graph regularization.
 
-The five equations are pure functions (:mod:`comatch.losses`); the state they need lives in
+The five equations are pure functions (:mod:`comatch.methods.losses`); the state they need lives in
 :class:`DistributionAligner` and :class:`MemoryBank`; :class:`CoMatchCriterion` puts them
 together for one training step. The large-scale (ImageNet) variant adds
 :class:`MomentumEncoder`, :func:`shuffled_forward`, :class:`EmbeddingQueue` and
-:class:`MomentumCoMatchCriterion` (see :mod:`comatch.momentum`).
+:class:`MomentumCoMatchCriterion` (see :mod:`comatch.methods.momentum`).
 """
 
-from comatch.criterion import CoMatchCriterion, CriterionOutput, SupervisedCriterion, build_criterion
-from comatch.losses import (
+from comatch.methods.criterion import CoMatchCriterion, CriterionOutput, SupervisedCriterion, build_criterion
+from comatch.methods.losses import (
     contrastive_graph_loss,
     distribution_alignment,
     memory_smoothed_labels,
     pseudo_label_graph,
     pseudo_label_loss,
 )
-from comatch.memory import DistributionAligner, MemoryBank
-from comatch.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.methods.memory import DistributionAligner, MemoryBank
+from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from comatch import config as cfg
-from comatch.cli_tools import TOOL_COMMANDS, add_tool_parsers
+from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
 from comatch.errors import UserError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
@@ -142,8 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.show_config:
         print(cfg.to_yaml(config), end="")
         return 0
-    from comatch import distributed, parallel  # heavy imports only when training
-    from comatch.train import Trainer
+    from comatch import distributed  # heavy imports only when training
+    from comatch.training import parallel
+    from comatch.training.trainer import Trainer
 
     # under torchrun: every process trains, rank 0 chooses the directory and writes the files
     with parallel.launched(config.run.device, config.run.dist_timeout):

@@ -29,8 +29,8 @@ from torch import nn
 from comatch import distributed
 from comatch.data.datasets import shard_rows
 from comatch.errors import UserError
-from comatch.monitor import RunMonitor
-from comatch.runtime import resolve_device
+from comatch.training.monitor import RunMonitor
+from comatch.training.runtime import resolve_device
 
 T = TypeVar("T")
 

@@ -25,10 +25,10 @@ from typing import Any
 from comatch import distributed
 from comatch.data.loaders import eval_loader
 from comatch.errors import UserError
-from comatch.evaluation import predict
-from comatch.inference import classification_metrics, load_model, run_test_set
-from comatch.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
-from comatch.report_html import comparison_page, run_page
+from comatch.tools.evaluation import predict
+from comatch.tools.inference import classification_metrics, load_model, run_test_set
+from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
+from comatch.tools.report_html import comparison_page, run_page
 
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from comatch import distributed
-from comatch.criterion import CoMatchCriterion
-from comatch.losses import contrastive_graph_loss, pseudo_label_graph
-from comatch.memory import MemoryBank
+from comatch.methods.criterion import CoMatchCriterion
+from comatch.methods.losses import contrastive_graph_loss, pseudo_label_graph
+from comatch.methods.memory import MemoryBank
 
 
 class EmbeddingQueue(MemoryBank):
@@ -136,15 +136,15 @@ def shuffled_forward(
 class MomentumCoMatchCriterion(CoMatchCriterion):
     """CoMatch's loss with a queue of past embeddings extending both graphs to ``N + K`` columns.
 
-    Called exactly like :class:`~comatch.criterion.CoMatchCriterion`, but ``logits_u_w``,
+    Called exactly like :class:`~comatch.methods.criterion.CoMatchCriterion`, but ``logits_u_w``,
     ``z_x``, ``z_u_w`` and ``z_u_s1`` are the momentum encoder's outputs. After the loss,
     ``(z_u_s1, q)`` enter the queue. With an empty queue (or ``queue_size=0``) it computes
     exactly what CoMatchCriterion computes.
 
     Args:
-        num_classes, proj_dim, bank_size: see :class:`~comatch.criterion.CoMatchCriterion`.
+        num_classes, proj_dim, bank_size: see :class:`~comatch.methods.criterion.CoMatchCriterion`.
         queue_size: ``K``, entries of the global batch kept (0: no queue).
-        **settings: the keyword settings of :class:`~comatch.criterion.CoMatchCriterion`.
+        **settings: the keyword settings of :class:`~comatch.methods.criterion.CoMatchCriterion`.
     """
 
     def __init__(self, num_classes: int, proj_dim: int, bank_size: int, *, queue_size: int = 0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from comatch.errors import UserError
-from comatch.runtime import atomic_write_bytes
+from comatch.training.runtime import atomic_write_bytes
 
 LAST, PREVIOUS = "last.pt", "previous.pt"
 

@@ -10,26 +10,27 @@ from typing import Any
 import torch
 
 from comatch import config as cfg
-from comatch import distributed, parallel
-from comatch.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
-from comatch.criterion import CriterionOutput, build_criterion
+from comatch import distributed
+from comatch.training import parallel
+from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
+from comatch.methods.criterion import CriterionOutput, build_criterion
 from comatch.data import RunData
 from comatch.data.datasets import batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
 from comatch.data.batch_views import BatchViews
 from comatch.data.views import build_views
-from comatch.evaluation import accuracy
+from comatch.tools.evaluation import accuracy
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.errors import TrainingDiverged, UserError
-from comatch.monitor import RunMonitor
-from comatch.momentum import MomentumCoMatchCriterion, MomentumEncoder
-from comatch.precision import Precision, resolve_amp, resolve_channels_last
-from comatch.pretrained import load_encoder_weights
-from comatch.preprocessing import Normalizer, run_data, default_workers, use_deterministic_kernels, view_settings
-from comatch.runtime import StopSignals, atomic_write_text, seed_everything
-from comatch.schedule import cosine_lr_factor, ramped_lambda_c
-from comatch.stats import StepStats
-from comatch.step import StepForward
+from comatch.training.monitor import RunMonitor
+from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder
+from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
+from comatch.models.pretrained import load_encoder_weights
+from comatch.data.preprocessing import Normalizer, run_data, default_workers, use_deterministic_kernels, view_settings
+from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
+from comatch.training.schedule import cosine_lr_factor, ramped_lambda_c
+from comatch.training.stats import StepStats
+from comatch.training.step import StepForward
 
 # Distinct seed streams for the two loaders and the shuffle-BN permutations, from the run's seed.
 LABELLED_STREAM, UNLABELLED_STREAM, SHUFFLE_STREAM = 1, 2, 3
@@ -40,7 +41,7 @@ class Trainer:
 
     Under torchrun every process builds a Trainer: it joins the process group, trains its
     rows of every global batch with DistributedDataParallel, and only rank 0 writes files
-    (see :mod:`comatch.parallel`).
+    (see :mod:`comatch.training.parallel`).
 
     Args:
         config: the resolved configuration.
@@ -349,7 +350,7 @@ class Trainer:
         if main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             if not stopped and cfg_run.report:
-                from comatch.report import end_of_run_report  # matplotlib is imported only here
+                from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
 
                 end_of_run_report(self.out_dir, self.device, cfg_run.report_embedding, self.monitor.message)
         if stopped:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from comatch import distributed
-from comatch.criterion import CriterionOutput
+from comatch.methods.criterion import CriterionOutput
 
 
 class StepStats:

@@ -1,7 +1,7 @@
 """The training objectives: CoMatch (with its ablation switches) and the supervised baseline.
 
 A criterion holds only its settings and its persistent state (aligner, memory bank); the
-equations are the pure functions of :mod:`comatch.losses`. The training loop owns backward,
+equations are the pure functions of :mod:`comatch.methods.losses`. The training loop owns backward,
 the optimizer and the EMA.
 
 FixMatch is CoMatch with every CoMatch-specific part switched off: no alignment, no memory
@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from comatch import distributed
-from comatch.losses import (
+from comatch.methods.losses import (
     contrastive_graph_loss,
     memory_smoothed_labels,
     pseudo_label_graph,
     pseudo_label_loss,
 )
-from comatch.memory import DistributionAligner, MemoryBank
+from comatch.methods.memory import DistributionAligner, MemoryBank
 
 METHODS = ("comatch", "fixmatch", "supervised")
 
@@ -66,7 +66,7 @@ class SupervisedCriterion(nn.Module):
 class CoMatchCriterion(nn.Module):
     """CoMatch's loss ``L = L_x + lambda_u L_u + lambda_c L_c`` and its state.
 
-    Symbols as in :mod:`comatch.losses`. One call per training step: it aligns and smooths
+    Symbols as in :mod:`comatch.methods.losses`. One call per training step: it aligns and smooths
     the weak-view pseudo-labels, pushes the step's weak-view entries into the memory bank,
     and returns the loss and its parts.
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from comatch import distributed
-from comatch.losses import distribution_alignment
+from comatch.methods.losses import distribution_alignment
 
 
 class DistributionAligner(nn.Module):

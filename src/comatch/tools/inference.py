@@ -20,15 +20,15 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from comatch import config as cfg
-from comatch.checkpoint import load_file, load_newest
+from comatch.training.checkpoint import load_file, load_newest
 from comatch.data.loaders import eval_loader
 from comatch.data.views import ResizeIfNeeded
 from comatch.errors import UserError
-from comatch.evaluation import predict
-from comatch.images import LabelledFolder, UnreadableImage, read_image
+from comatch.tools.evaluation import predict
+from comatch.tools.images import LabelledFolder, UnreadableImage, read_image
 from comatch.models import build_model
-from comatch.runtime import resolve_device
-from comatch.preprocessing import Normalizer, run_data
+from comatch.training.runtime import resolve_device
+from comatch.data.preprocessing import Normalizer, run_data
 
 WEIGHTS = ("ema", "raw")
 
@@ -205,7 +205,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
 
     Args:
         loaded: the model.
-        files: image files (see :func:`comatch.images.find_images`).
+        files: image files (see :func:`comatch.tools.images.find_images`).
         batch_size: images per forward pass.
         top_k: classes kept per image (at most the number of classes).
         progress: show a tqdm bar on stderr (only when stderr is a terminal).

@@ -16,9 +16,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from comatch.criterion import CriterionOutput
-from comatch.momentum import MomentumEncoder, shuffled_forward
-from comatch.precision import Precision
+from comatch.methods.criterion import CriterionOutput
+from comatch.methods.momentum import MomentumEncoder, shuffled_forward
+from comatch.training.precision import Precision
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -34,7 +34,7 @@ def plain_outputs(
 
     Args:
         encode: the trained network.
-        criterion: a :class:`~comatch.criterion.CoMatchCriterion` (or the supervised one
+        criterion: a :class:`~comatch.methods.criterion.CoMatchCriterion` (or the supervised one
             when ``views_u`` is empty).
         images_x, targets_x: labelled weak view ``[B, ...]`` and labels ``[B]``.
         views_u: unlabelled views, each ``[N, ...]``.
@@ -68,8 +68,8 @@ def momentum_outputs(
     Args:
         encode: the trained network.
         encode_momentum: the momentum encoder (e.g. through
-            :func:`~comatch.momentum.shuffled_forward`).
-        criterion: a :class:`~comatch.momentum.MomentumCoMatchCriterion`.
+            :func:`~comatch.methods.momentum.shuffled_forward`).
+        criterion: a :class:`~comatch.methods.momentum.MomentumCoMatchCriterion`.
         images_x, targets_x, views_u: as in :func:`plain_outputs` (at least weak and strong).
     """
     u_w, u_s0, rest = views_u[0], views_u[1], list(views_u[2:])
@@ -94,7 +94,7 @@ class StepForward:
         model: the trained network, unwrapped (the momentum encoder follows it).
         net: the same network as it is called for training (DistributedDataParallel or itself).
         normalize: maps a uint8 batch to the normalised float batch on the device.
-        precision: a :class:`~comatch.precision.Precision`.
+        precision: a :class:`~comatch.training.precision.Precision`.
         channels_last: use the channels-last memory format for the images.
         momentum: the momentum encoder of the large-scale variant, or None (plain variant).
     """

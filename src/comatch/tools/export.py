@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from comatch.errors import UserError
-from comatch.inference import LoadedModel
+from comatch.tools.inference import LoadedModel
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest |probability difference| accepted between export and PyTorch

@@ -78,7 +78,7 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the evaluation of a checkpoint as JSON."""
-    from comatch.inference import evaluate, evaluation_data, load_model
+    from comatch.tools.inference import evaluate, evaluation_data, load_model
 
     loaded = load_model(args.checkpoint, args.weights, args.device)
     dataset = evaluation_data(loaded, data_root=args.data_root, test_dir=args.test)
@@ -90,8 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the predictions of image files as CSV."""
-    from comatch.images import find_images
-    from comatch.inference import load_model, predict_files, write_predictions_csv
+    from comatch.tools.images import find_images
+    from comatch.tools.inference import load_model, predict_files, write_predictions_csv
 
     files = find_images(args.paths)
     if not files:
@@ -114,8 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint and check it against PyTorch."""
-    from comatch.export import export_model
-    from comatch.inference import load_model
+    from comatch.tools.export import export_model
+    from comatch.tools.inference import load_model
 
     loaded = load_model(args.checkpoint, args.weights, "cpu")
     model_file, info = export_model(loaded, args.format, args.out)
@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a run's report, or compare runs."""
-    from comatch.report import write_comparison, write_report
+    from comatch.tools.report import write_comparison, write_report
 
     if len(args.runs) == 1:
         report = write_report(args.runs[0], args.out, args.device, args.embedding)

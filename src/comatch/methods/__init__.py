@@ -1,0 +1,1 @@
+"""The training methods: CoMatch and its baselines, their losses and their state."""

@@ -1,0 +1,1 @@
+"""What uses a finished run: evaluate, predict, export, report."""

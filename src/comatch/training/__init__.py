@@ -1,0 +1,1 @@
+"""The training runtime: the loop, checkpoints, logging, precision, processes."""
