@@ -1,8 +1,9 @@
 """Where a training step's time goes, for a named setting.
 
-Runs real training steps of the comatch Trainer and splits each into: waiting for data,
-network forward+backward, CoMatch's own arithmetic (alignment, smoothing, bank, graphs,
-losses: the criterion call), and optimizer + EMA. It also times the network alone
+Runs the comatch Trainer's own training steps (``Trainer.make_batch`` and
+``Trainer.training_step``) with the trainer's phase timer on, and splits each into: waiting
+for data, network forward+backward, the method's own arithmetic (for CoMatch: alignment,
+smoothing, graphs, losses), and optimizer + EMA + the method's state update. It also times the network alone
 (forward + backward + optimizer step on the same batch, plain cross-entropy) interleaved
 with the training steps,
 and the CPU-seconds that augmenting one step's batch costs.
@@ -16,10 +17,12 @@ Settings: digits (the default preset), wrn10-1-digits, wrn28-2-cifar, resnet50-i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -28,9 +31,9 @@ import torch.nn.functional as F
 from comatch import config as cfg
 from comatch.data.datasets import TensorImages
 from comatch.data.sources import RunData
-from comatch.training.step import plain_outputs
 from comatch.data.datasets import gather
 from comatch.data.preprocessing import view_settings
+from comatch.training.encoder import no_timer
 from comatch.training.trainer import Trainer
 
 SETTINGS: dict[str, list[str]] = {
@@ -73,58 +76,66 @@ def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
     return Trainer(config, out, data=data)
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[float]]:
-    """Run ``warmup + steps`` instrumented training steps; per-step phase times (s)."""
-    labelled, unlabelled = trainer._loaders()
-    keys = ("step", "data", "network", "comatch", "optimizer", "network_only")
-    phases: dict[str, list[float]] = {k: [] for k in keys}
-    device = trainer.device
-    trainer.model.train()
-    names = trainer.criterion.unlabelled_views
-    for i in range(warmup + steps):
+class PhaseTimer:
+    """The trainer's phase timer: synchronises the device around each phase and adds its
+    duration to the current step's record (nested phases are timed separately)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.current = device, defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        sync(self.device)
         t0 = time.perf_counter()
-        batch_x = next(labelled)
-        batch_u = next(unlabelled) if unlabelled is not None else None
-        (images_x,) = trainer._views(batch_x, ("weak",), trainer.rows_x)
-        targets_x = batch_x[-3].to(device, non_blocking=True)
-        views_u = trainer._views(batch_u, names, trainer.rows_u) if batch_u is not None else []
-        inputs = torch.cat([images_x, *views_u])
-        sync(device)
-        t1 = time.perf_counter()
-        logits, z = trainer.forward.encode(trainer.ddp_model, inputs)
-        sync(device)
-        t2 = time.perf_counter()
-        out = plain_outputs(lambda _: (logits, z), trainer.criterion, images_x, targets_x, views_u)
-        sync(device)
-        t3 = time.perf_counter()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.precision.backward(out.loss)
-        sync(device)
-        t4 = time.perf_counter()
-        trainer.precision.unscale(trainer.optimizer)
-        trainer._finite(out.loss)
-        trainer.precision.step(trainer.optimizer)
-        trainer.scheduler.step()
-        trainer.ema.update(trainer.model, trainer.step)
-        sync(device)
-        t5 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync(self.device)
+            self.current[phase] += time.perf_counter() - t0
+
+    def take(self) -> dict[str, float]:
+        record, self.current = dict(self.current), defaultdict(float)
+        return record
+
+
+def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Run ``warmup + steps`` of the trainer's own training steps with its phase timer on;
+    per-step phase times (s)."""
+    labelled, unlabelled = trainer.loaders()
+    keys = ("step", "data", "network", "method", "optimizer", "network_only")
+    phases: dict[str, list[float]] = {k: [] for k in keys}
+    timer = trainer.timer = PhaseTimer(trainer.device)
+    trainer.model.train()
+    for i in range(warmup + steps):
+        timer.take()  # drop what the network-only timing recorded
+        t0 = time.perf_counter()
+        with timer("data"):
+            batch = trainer.make_batch(next(labelled), next(unlabelled) if unlabelled is not None else None)
+        trainer.training_step(batch)
         trainer.step += 1
-        network_only = time_network_only(trainer, inputs, targets_x)
+        sync(trainer.device)
+        step = time.perf_counter() - t0
+        split = timer.take()
+        inputs = torch.cat([*batch.labelled.values(), *batch.unlabelled.values()])
+        network_only = time_network_only(trainer, inputs, batch.targets)
         if i >= warmup:
-            for key, value in (("step", t5 - t0), ("data", t1 - t0), ("network", (t2 - t1) + (t4 - t3)),
-                               ("comatch", t3 - t2), ("optimizer", t5 - t4), ("network_only", network_only)):
+            for key, value in (("step", step), ("data", split["data"]),
+                               ("network", split["network"] + split["backward"]),
+                               ("method", split["forward"] - split["network"]),
+                               ("optimizer", split["update"]), ("network_only", network_only)):
                 phases[key].append(value)
+    trainer.timer = no_timer
     return phases
 
 
 def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """One forward + backward + optimizer step of the network alone on the same batch
     (normalisation, autocast and channels-last as in training; plain cross-entropy instead of
-    the criterion). Interleaved with the training steps, so both see the same machine."""
+    the method's loss). Interleaved with the training steps, so both see the same machine."""
     optimizer, device = trainer.optimizer, trainer.device
     labels = torch.cat([targets, targets.new_zeros(inputs.shape[0] - targets.shape[0])])
     t0 = time.perf_counter()
-    logits, _ = trainer.forward.encode(trainer.ddp_model, inputs)
+    logits, _ = trainer.encode(inputs)
     loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     trainer.precision.backward(loss)
@@ -136,10 +147,10 @@ def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Ten
 def augmentation_cpu_seconds(trainer: Trainer, repeats: int = 5) -> float:
     """CPU-seconds (all threads) to augment one step's labelled and unlabelled batches."""
     o = trainer.config.optim
-    names = trainer.criterion.unlabelled_views
+    names = trainer.method.unlabelled_views
     from comatch.data.datasets import BatchViewDataset
 
-    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, ("weak",), 1)
+    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, trainer.method.labelled_views, 1)
     unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batch_views, names, 2)
     cpu = []
     for k in range(repeats):
@@ -161,14 +172,14 @@ def per_image_cpu_seconds(trainer: Trainer) -> float:
     for image in images[: o.batch_size]:
         views["weak"](image)
     for image in images:
-        for name in trainer.criterion.unlabelled_views:
-            views[name](image)
+        for kind in trainer.method.unlabelled_views.values():
+            views[kind](image)
     return time.process_time() - t0
 
 
 def summarize(name: str, phases: dict[str, list[float]], aug_cpu: float, per_image_cpu: float) -> dict:
     step = statistics.median(phases["step"])
-    share = {k: statistics.median(phases[k]) / step for k in ("data", "network", "comatch", "optimizer")}
+    share = {k: statistics.median(phases[k]) / step for k in ("data", "network", "method", "optimizer")}
     net = statistics.median(phases["network_only"])
     pair_ratios = [a / b for a, b in zip(phases["step"], phases["network_only"])]
     return {
@@ -206,7 +217,7 @@ def main() -> None:
     print(f"  step median {result['step_median_s'] * 1e3:.1f} ms (min {result['step_min_s'] * 1e3:.1f}, "
           f"max {result['step_max_s'] * 1e3:.1f})")
     print(f"  shares: data wait {s['data']:.1%}, network fwd+bwd {s['network']:.1%}, "
-          f"CoMatch arithmetic {s['comatch']:.2%}, optimizer+EMA {s['optimizer']:.1%}")
+          f"method arithmetic {s['method']:.2%}, optimizer+EMA+state update {s['optimizer']:.1%}")
     print(f"  network-only fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
           f"step / network-only = {result['step_over_network_only']:.3f} "
           f"(median of paired ratios {result['median_paired_ratio']:.3f})")

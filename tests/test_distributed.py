@@ -21,7 +21,7 @@ from comatch.data.datasets import shard_rows
 from comatch.data.sampling import IndexStream
 from comatch.models import build_model
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.training.step import momentum_outputs, plain_outputs
+from comatch.methods import Batch, CoMatch, MomentumCoMatch
 from comatch.data.preprocessing import run_data
 from comatch.training.trainer import LABELLED_STREAM, Trainer
 
@@ -49,22 +49,24 @@ def two_steps(variant: str, rank: int, world: int) -> list[dict]:
     net = distributed.wrap_ddp(model, torch.device("cpu"))
     (lo_x, hi_x), (lo_u, hi_u) = shard_rows(B, rank, world), shard_rows(N, rank, world)
     if variant == "plain":
-        crit = CoMatchCriterion(C, D, 64, **settings)
+        method = CoMatch(CoMatchCriterion(C, D, 64, defer_updates=True, **settings), lambda_c=1.0)
     else:  # momentum 0 and shuffle-BN: the momentum encoder is the network, shuffled over processes
-        crit = MomentumCoMatchCriterion(C, D, 64, queue_size=2 * N, **settings)
-        momentum = MomentumEncoder(model, momentum=0.0).eval()
+        crit = MomentumCoMatchCriterion(C, D, 64, queue_size=2 * N, defer_updates=True, **settings)
+        method = MomentumCoMatch(crit, MomentumEncoder(model, momentum=0.0).eval(), lambda_c=1.0)
+    crit = method.criterion
+
+    def encode(images, network=None):
+        return (net if network is None else network)(images)
+
     results = []
     for step in range(2):
         images_x, targets_x, views_u = global_batch(step)
-        args = (crit, images_x[lo_x:hi_x], targets_x[lo_x:hi_x], [v[lo_u:hi_u] for v in views_u])
-        if variant == "plain":
-            out = plain_outputs(net, *args)
-        else:
-            momentum.update(model)
-            out = momentum_outputs(net, lambda x: shuffled_forward(momentum, x), *args)
+        views = dict(zip(("weak", "strong", "contrastive"), [v[lo_u:hi_u] for v in views_u]))
+        out = method(Batch({"weak": images_x[lo_x:hi_x]}, targets_x[lo_x:hi_x], views, step=step, seed=step), encode)
         model.zero_grad()
         # the parts that do not depend on the split (0 * L_c: DDP expects every parameter's gradient)
         (out.loss_x + crit.lambda_u * out.loss_u + 0.0 * out.loss_c).backward()
+        method.commit(model)
         record = {"loss_x": out.loss_x.item(), "loss_u": out.loss_u.item(), "loss_c": out.loss_c.item(),
                   "q": out.pseudo_labels, "aligner": crit.aligner.history.clone(),
                   "bank": crit.bank.contents()[0].clone(), "bank_probs": crit.bank.contents()[1].clone(),
@@ -93,7 +95,7 @@ def short_training_run(out: Path, rank: int) -> dict:
                                      "run.checkpoint_every=100"])
     trainer = Trainer(config, out)
     trainer.fit()
-    return {"bank": trainer.criterion.bank.state_dict(), "rows": trainer.rows_x}
+    return {"bank": trainer.method.criterion.bank.state_dict(), "rows": trainer.rows_x}
 
 
 def worker(rank: int, world: int, port: int, folder: str) -> None:

@@ -11,7 +11,7 @@ from comatch.errors import UserError
 from comatch.models import build_model
 from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
 from comatch.training.schedule import ramped_lambda_c
-from comatch.training.step import momentum_outputs, plain_outputs
+from comatch.methods import Batch, CoMatch, MomentumCoMatch
 
 B, N, C, D = 4, 6, 3, 8
 
@@ -127,17 +127,24 @@ def test_momentum_zero_and_empty_queue_reduce_to_the_plain_variant():
     images_x, views = torch.rand(B, 1, 8, 8), [torch.rand(N, 1, 8, 8) for _ in range(3)]
     targets = torch.randint(0, C, (B,))
     settings = SETTINGS | {"threshold": 0.3}  # every max(q) >= 1/3: L_u counts every sample
-    plain = CoMatchCriterion(C, D, 64, **settings)
-    variant = MomentumCoMatchCriterion(C, D, 64, queue_size=0, **settings)
-    momentum = MomentumEncoder(build_model("digits_cnn", C, in_channels=1, proj_dim=D), momentum=0.0).eval()
-    momentum.update(model)
-    a = plain_outputs(model, plain, images_x, targets, views)
-    b = momentum_outputs(model, lambda x: shuffled_forward(momentum, x), variant, images_x, targets, views)
+    plain = CoMatch(CoMatchCriterion(C, D, 64, defer_updates=True, **settings), lambda_c=1.0)
+    variant = MomentumCoMatch(MomentumCoMatchCriterion(C, D, 64, queue_size=0, defer_updates=True, **settings),
+                              MomentumEncoder(build_model("digits_cnn", C, in_channels=1, proj_dim=D), 0.0).eval(),
+                              lambda_c=1.0)
+    variant.momentum_encoder.update(model)  # m = 0: the momentum encoder is the network
+
+    def encode(images, network=None):
+        return (model if network is None else network)(images)
+
+    batch = Batch({"weak": images_x}, targets, dict(zip(("weak", "strong", "contrastive"), views)))
+    a, b = plain(batch, encode), variant(batch, encode)
+    plain.commit(model)
+    variant.commit(model)
     assert a.loss_u.item() > 0 and a.loss_c.item() > 0
     for part in ("loss", "loss_x", "loss_u", "loss_c"):
         assert getattr(a, part).item() == pytest.approx(getattr(b, part).item(), rel=1e-5), part
     assert torch.allclose(a.pseudo_labels, b.pseudo_labels, atol=1e-6)
-    assert torch.allclose(plain.bank.feats, variant.bank.feats, atol=1e-6)
+    assert torch.allclose(plain.criterion.bank.feats, variant.criterion.bank.feats, atol=1e-6)
 
 
 def test_config_of_the_variant_is_validated():

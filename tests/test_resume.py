@@ -72,7 +72,7 @@ def test_sigkill_twice_then_resume_is_bit_identical(tmp_path):
 
     a, b = final_state(reference), final_state(killed)
     assert a["step"] == b["step"] == total
-    for part in ("model", "ema", "criterion"):
+    for part in ("model", "ema", "method"):
         for key, tensor in a[part].items():
             assert torch.equal(tensor, b[part][key]), f"{part}.{key} differs"
     assert comparable_metrics(reference) == comparable_metrics(killed)

@@ -14,15 +14,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from comatch.errors import UserError
+from comatch.methods import METHODS, MethodSettings
 
-Method = Literal["comatch", "fixmatch", "supervised"]
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+"""The training methods, by name: the keys of :data:`comatch.methods.METHODS`."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+RESUMABLE = {"resumable": True}
+"""Marks a field that ``--resume`` may change: where files are, how fast or how verbosely
+the run goes, or how long it is; never what a step computes from what it sees."""
+
+
+class _Section(MethodSettings):
+    """A configuration section: unknown keys are errors, assignments are validated."""
 
 
 DatasetName = Literal["digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder"]
@@ -33,7 +40,7 @@ class DataConfig(_Section):
         "digits", description="digits (bundled with scikit-learn); cifar10, cifar100, stl10, svhn, imagenet "
         "(publisher files under data.root); folder (your own images: data.labeled and friends).",
     )
-    root: str = Field("data", description="Folder holding the benchmark files in their publishers' layouts (--data-root).")
+    root: str = Field("data", description="Folder holding the benchmark files in their publishers' layouts (--data-root).", json_schema_extra=RESUMABLE)
     labeled: str | None = Field(None, description="Your labelled images, one sub-folder per class (--labeled); dataset folder.")
     unlabeled: str | None = Field(None, description="Your unlabelled images, any depth; class sub-folders are ignored (--unlabeled).")
     val: str | None = Field(None, description="Validation images, one sub-folder per class (--val); for tuning only.")
@@ -57,11 +64,10 @@ class DataConfig(_Section):
         10, ge=0, description="Training images per class held out for tuning (digits); never trained on."
     )
     extra_unlabeled: bool = Field(False, description="SVHN: add the 531,131 images of extra_32x32.mat to the unlabelled data.")
-    strict: bool = Field(False, description="Stop at the first unreadable image instead of skipping (and counting) it.")
+    strict: bool = Field(False, description="Stop at the first unreadable image instead of skipping (and counting) it.", json_schema_extra=RESUMABLE)
     check_images: bool = Field(
         True, description="Decode every image file once before training, so unreadable ones are skipped up front "
-        "(turn off for very large, trusted folders such as ImageNet).",
-    )
+        "(turn off for very large, trusted folders such as ImageNet).", json_schema_extra=RESUMABLE)
     image_size: int | None = Field(
         None, ge=4, description="Side length the network sees, pixels; None: the benchmark's own, or computed from a sample of the files."
     )
@@ -71,11 +77,9 @@ class DataConfig(_Section):
     mean: list[float] | None = Field(None, description="Per-channel normalisation mean in [0, 1]; None: computed from a sample of the data.")
     std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from a sample of the data.")
     num_workers: int | None = Field(
-        None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count)."
-    )
+        None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count).", json_schema_extra=RESUMABLE)
     augment_on: Literal["cpu", "gpu"] = Field(
-        "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches)."
-    )
+        "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches).", json_schema_extra=RESUMABLE)
 
 
 class ViewConfig(_Section):
@@ -109,36 +113,10 @@ class ModelConfig(_Section):
     )
 
 
-class CoMatchConfig(_Section):
-    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the model's own prediction in the memory-smoothed label.")
-    temperature: float = Field(0.2, gt=0, description="T: temperature of embedding similarities (0.2 CIFAR/STL, 0.1 ImageNet).")
-    threshold: float = Field(0.95, ge=0, le=1, description="tau: confidence a pseudo-label needs to count in L_u.")
-    graph_threshold: float = Field(0.8, ge=0, le=1, description="t: pseudo-label similarity needed for a graph edge.")
-    lambda_u: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss L_u.")
-    lambda_c: float = Field(1.0, ge=0, description="Weight of the graph contrastive loss L_c (1 CIFAR-10, 5 STL-10).")
-    da_window: int = Field(32, ge=1, description="Steps averaged by distribution alignment (32 CIFAR/STL, 128 ImageNet).")
-    queue_batches: int = Field(5, ge=1, description="Memory bank size in steps: bank = queue_batches * (1 + mu) * batch_size (global batch: the bank holds every process's entries).")
-    bank_size: int | None = Field(None, ge=1, description="Memory bank entries, global (the bank holds every process's entries); overrides queue_batches (30000 on ImageNet).")
-    alignment: bool = Field(True, description="Ablation: distribution alignment on/off.")
-    smoothing: bool = Field(True, description="Ablation: memory-smoothed pseudo-labels on/off.")
-    contrastive: bool = Field(True, description="Ablation: graph contrastive loss on/off.")
-    self_loop_only: bool = Field(False, description="Ablation: pseudo-label graph of self-loops only (instance contrast).")
-    hard_labels: bool = Field(False, description="Ablation: one-hot instead of soft pseudo-labels in L_u and the graph.")
-    momentum: float | None = Field(
-        None, ge=0, lt=1, description="Large-scale variant: decay of the momentum encoder that makes the pseudo-labels and s1 embeddings (0.996 on ImageNet); None: the plain variant. Method comatch only."
-    )
-    queue_size: int = Field(
-        0, ge=0, description="Large-scale variant: past s1 embeddings (global) that extend both graphs to mu*B + K columns (30000 on ImageNet); needs comatch.momentum."
-    )
-    lambda_c_ramp: bool = Field(
-        False, description="Ramp lambda_c as min(epoch + 1, lambda_c), an epoch being one pass over the unlabelled set at the global unlabelled batch size (ImageNet)."
-    )
-
-
 class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
-    iterations: int = Field(2000, ge=1, description="Total training steps K.")
+    iterations: int = Field(2000, ge=1, description="Total training steps K.", json_schema_extra=RESUMABLE)
     lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum.")
@@ -148,59 +126,48 @@ class OptimConfig(_Section):
 
 
 class RunConfig(_Section):
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
-    log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.")
-    eval_every: int = Field(250, ge=1, description="Steps between evaluations of the raw and EMA models.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the training process; None: PyTorch's default.")
-    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (also written at the end and on SIGTERM/SIGINT).")
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.")
-    nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.")
-    max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.", json_schema_extra=RESUMABLE)
+    log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.", json_schema_extra=RESUMABLE)
+    eval_every: int = Field(250, ge=1, description="Steps between evaluations of the raw and EMA models.", json_schema_extra=RESUMABLE)
+    threads: int | None = Field(None, ge=1, description="CPU threads for the training process; None: PyTorch's default.", json_schema_extra=RESUMABLE)
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (also written at the end and on SIGTERM/SIGINT).", json_schema_extra=RESUMABLE)
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.", json_schema_extra=RESUMABLE)
+    nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.", json_schema_extra=RESUMABLE)
+    max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.", json_schema_extra=RESUMABLE)
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(
-        "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU."
-    )
-    channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.")
+        "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU.", json_schema_extra=RESUMABLE)
+    channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.", json_schema_extra=RESUMABLE)
     deterministic: bool = Field(
-        False, description="Deterministic GPU kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bit-reproducible CUDA runs, at a cost in speed. CPU runs are reproducible without it."
-    )
-    compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).")
+        False, description="Deterministic GPU kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bit-reproducible CUDA runs, at a cost in speed. CPU runs are reproducible without it.", json_schema_extra=RESUMABLE)
+    compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).", json_schema_extra=RESUMABLE)
     sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
     dist_timeout: int = Field(
-        1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever)."
-    )
-    report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).")
-    report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).")
+        1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever).", json_schema_extra=RESUMABLE)
+    report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).", json_schema_extra=RESUMABLE)
+    report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).", json_schema_extra=RESUMABLE)
 
 
-class Config(_Section):
+def _method_sections() -> dict[str, Any]:
+    """One section per method that declares settings (methods may share one), as pydantic fields."""
+    sections: dict[str, Any] = {}
+    for cls in METHODS.values():
+        if cls.section is not None and cls.Settings is not None:
+            sections.setdefault(cls.section, (cls.Settings, Field(default_factory=cls.Settings)))
+    return sections
+
+
+class _ConfigBase(_Section):
     preset: str = Field("digits", description="Name of the preset this configuration started from.")
-    description: str = Field("", description="One line about the preset (shown by `comatch presets`).")
-    method: Method = Field("comatch", description="comatch, fixmatch or supervised.")
+    description: str = Field("", description="One line about the preset (shown by `comatch presets`).", json_schema_extra=RESUMABLE)
+    method: Method = Field("comatch", description=f"Training method: {', '.join(METHODS)}.")
     seed: int = Field(0, ge=0, description="Seed of the labelled subset, initialisation, sampling and augmentation.")
     data: DataConfig = DataConfig()
     views: ViewConfig = ViewConfig()
     model: ModelConfig = ModelConfig()
-    comatch: CoMatchConfig = CoMatchConfig()
-    optim: OptimConfig = OptimConfig()
-    run: RunConfig = RunConfig()
-
-    @property
-    def bank_size(self) -> int:
-        """Memory bank entries K (global)."""
-        if self.comatch.bank_size is not None:
-            return self.comatch.bank_size
-        return self.comatch.queue_batches * (1 + self.optim.mu) * self.optim.batch_size
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Config":
-        step_entries = (1 + self.optim.mu) * self.optim.batch_size
-        if self.method == "comatch" and self.comatch.smoothing and self.bank_size < step_entries:
-            raise ValueError(
-                f"comatch.bank_size ({self.bank_size}) is smaller than one step's entries "
-                f"({step_entries} = (1 + mu) * batch_size); raise comatch.bank_size or queue_batches"
-            )
-        if self.comatch.queue_size > 0 and self.comatch.momentum is None:
-            raise ValueError("comatch.queue_size needs the momentum encoder; set comatch.momentum (0.996 on ImageNet) or queue_size=0")
+        METHODS[self.method].check_config(self)  # type: ignore[arg-type]
         d = self.data
         if d.channels not in (None, 1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {d.channels}")
@@ -214,7 +181,29 @@ class Config(_Section):
         if d.dataset != "folder" and folders:
             raise ValueError(f"{folders[0]} is for your own images (dataset 'folder'), not {d.dataset!r}; "
                              f"drop it or set data.dataset=folder")
-        return self
+        return self  # type: ignore[return-value]
+
+
+Config = create_model(  # type: ignore[call-overload]
+    "Config",
+    __base__=_ConfigBase,
+    __doc__="A run's whole configuration: data, views, model, each method's section, optimiser, run.",
+    **_method_sections(),
+    optim=(OptimConfig, Field(default_factory=OptimConfig)),
+    run=(RunConfig, Field(default_factory=RunConfig)),
+)
+
+
+def resumable_fields(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
+    """Dotted names of the fields marked :data:`RESUMABLE`, found by walking the sections."""
+    model = model or Config
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("resumable"):
+            names.add(prefix + name)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names |= resumable_fields(info.annotation, f"{prefix}{name}.")
+    return names
 
 
 def preset_names() -> list[str]:

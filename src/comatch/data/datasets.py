@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -14,6 +14,26 @@ from comatch.data.sampling import IndexStream
 class BatchViewFn(Protocol):
     def __call__(self, name: str, images: torch.Tensor, generator: torch.Generator, *,
                  start: int = 0, total: int | None = None) -> torch.Tensor: ...
+
+
+class ViewBatch(NamedTuple):
+    """One loader batch (this process's rows of a global batch).
+
+    Attributes:
+        views: the augmented views by view key, uint8 ``[n, C, S, S]`` each; empty when the
+            loader leaves augmentation to the training device.
+        images: the images before augmentation (uint8 ``[n, C, H, W]``) when ``views`` is
+            empty, else None.
+        labels: class indices ``[n]`` (-1 where unknown).
+        indices: the samples' indices in the dataset ``[n]``.
+        seed: seed of the batch's augmentation (see :func:`batch_seed`).
+    """
+
+    views: dict[str, torch.Tensor]
+    images: torch.Tensor | None
+    labels: torch.Tensor
+    indices: torch.Tensor
+    seed: int
 
 
 def batch_seed(stream_seed: int, batch: int) -> int:
@@ -80,22 +100,23 @@ class BatchViewDataset(Dataset):
     Args:
         base: dataset of ``(uint8 image, label)``.
         batch_size: samples per batch.
-        views: batched view function ``views(name, images, generator)``, or None to return
+        views: batched view function ``views(kind, images, generator)``, or None to return
             the raw images (the trainer then augments on its device).
-        names: the view names to return, in order.
+        names: view key -> view kind (``weak``, ``strong``, ``contrastive``) of the views to
+            return, drawn in this order from the batch's generator.
         seed: stream seed (sample order and augmentation).
         shard: ``(index, count)``: this process's share of every batch, rows
             ``[index * b / count, (index + 1) * b / count)`` (see :func:`shard_rows`), augmented
             exactly as in the whole batch; ``(0, 1)`` is the whole batch.
 
-    Returns (per item): ``[view_1, ..., view_k, labels, indices, batch_seed]`` of the shard.
+    Returns (per item): a :class:`ViewBatch` of the shard.
     """
 
     def __init__(
-        self, base: Dataset, batch_size: int, views: BatchViewFn | None, names: Sequence[str], seed: int,
+        self, base: Dataset, batch_size: int, views: BatchViewFn | None, names: Mapping[str, str], seed: int,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
-        self.base, self.batch_size, self.views, self.names = base, batch_size, views, list(names)
+        self.base, self.batch_size, self.views, self.names = base, batch_size, views, dict(names)
         self.seed = seed
         self.rows = shard_rows(batch_size, *shard)
         self.stream = IndexStream(len(base), seed)  # type: ignore[arg-type]
@@ -103,16 +124,17 @@ class BatchViewDataset(Dataset):
     def __len__(self) -> int:  # the stream is endless; DataLoader samples batch numbers itself
         raise TypeError("BatchViewDataset is endless")
 
-    def __getitem__(self, batch: int) -> list:
+    def __getitem__(self, batch: int) -> ViewBatch:
         start, stop = self.rows
         indices = self.stream.batch(batch, self.batch_size)[start:stop]
         images, labels = gather(self.base, indices)
         seed = batch_seed(self.seed, batch)
         if self.views is None:
-            return [images, labels, indices, seed]
+            return ViewBatch({}, images, labels, indices, seed)
         generator = torch.Generator().manual_seed(seed)
-        views = (self.views(n, images, generator, start=start, total=self.batch_size) for n in self.names)
-        return [*views, labels, indices, seed]
+        views = {key: self.views(kind, images, generator, start=start, total=self.batch_size)
+                 for key, kind in self.names.items()}
+        return ViewBatch(views, None, labels, indices, seed)
 
 
 class EvalDataset(Dataset):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 
 from torch.utils.data import DataLoader, Dataset
 
-from comatch.data.datasets import BatchViewDataset, BatchViewFn, EvalDataset
+from comatch.data.datasets import BatchViewDataset, BatchViewFn, EvalDataset, ViewBatch
 
 
 def endless_batches(
     base: Dataset,
     views: BatchViewFn | None,
-    names: Sequence[str],
+    names: Mapping[str, str],
     batch_size: int,
     seed: int,
     *,
@@ -21,8 +21,9 @@ def endless_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
     shard: tuple[int, int] = (0, 1),
-) -> Iterator[list]:
-    """An endless iterator of batches ``[view_1, ..., view_k, labels, indices, batch_seed]``.
+) -> Iterator[ViewBatch]:
+    """An endless iterator of :class:`~comatch.data.datasets.ViewBatch` es, with the views
+    ``names`` (view key -> view kind) of every batch.
 
     The stream of samples and of their augmentations is a pure function of ``seed``;
     ``start_batch`` skips ahead to where a previous run stopped; ``shard = (rank, world)``

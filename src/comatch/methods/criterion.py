@@ -10,7 +10,8 @@ smoothing, no graph loss, hard pseudo-labels (see :func:`build_criterion`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,32 +24,14 @@ from comatch.methods.losses import (
     pseudo_label_graph,
     pseudo_label_loss,
 )
+from comatch.methods.base import MethodOutput
 from comatch.methods.memory import DistributionAligner, MemoryBank
 
 METHODS = ("comatch", "fixmatch", "supervised")
 
 
-@dataclass
-class CriterionOutput:
-    """What a criterion returns for one step.
-
-    Attributes:
-        loss: total loss ``L_x + lambda_u L_u + lambda_c L_c`` (scalar, differentiable).
-        loss_x, loss_u, loss_c: its three parts (scalars; zero where a method has none).
-        stats: detached scalar tensors for logging: ``mask_rate`` (share of unlabelled
-            samples whose pseudo-label reaches ``tau``) and ``graph_edges`` (mean number of
-            pseudo-label graph neighbours per sample, self-loop excluded).
-        pseudo_labels: the pseudo-label targets ``q`` ``[N, C]`` (detached), or None.
-        mask: which unlabelled samples reached ``tau`` ``[N]`` (bool), or None.
-    """
-
-    loss: torch.Tensor
-    loss_x: torch.Tensor
-    loss_u: torch.Tensor
-    loss_c: torch.Tensor
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
-    pseudo_labels: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+CriterionOutput = MethodOutput
+"""What a criterion returns for one step (the same record a method returns)."""
 
 
 class SupervisedCriterion(nn.Module):
@@ -87,6 +70,14 @@ class CoMatchCriterion(nn.Module):
         self_loop_only: ablation switch: ``W^q`` keeps only self-loops (instance contrast).
         hard_labels: ablation switch: one-hot ``argmax(q)`` instead of the soft ``q`` in both
             ``L_u`` and ``W^q``.
+        smoothing_from: when memory smoothing starts: ``"start"`` (as soon as the bank holds
+            one step's entries, i.e. from the second step) or ``"full_bank"`` (once the bank
+            is full, as the released CIFAR code does). Setting :attr:`smoothing_paused`
+            holds it back further (the ImageNet recipe smooths only after the first epoch).
+        defer_updates: False (for your own loop): the aligner, bank (and queue) are updated
+            at the end of each call, unless an input was not finite, in which case nothing
+            is recorded. True (the trainer): the updates wait for :meth:`commit`, which the
+            loop calls only for a step it applied; :meth:`discard` drops them.
     """
 
     def __init__(
@@ -107,8 +98,16 @@ class CoMatchCriterion(nn.Module):
         contrastive: bool = True,
         self_loop_only: bool = False,
         hard_labels: bool = False,
+        smoothing_from: Literal["start", "full_bank"] = "start",
+        defer_updates: bool = False,
     ) -> None:
         super().__init__()
+        if smoothing_from not in ("start", "full_bank"):
+            raise ValueError(f"smoothing_from must be 'start' or 'full_bank', got {smoothing_from!r}")
+        self.smoothing_from, self.defer_updates = smoothing_from, defer_updates
+        self.smoothing_paused = False
+        self._pending: list[Callable[[], None]] = []
+        self._checked: list[torch.Tensor] = []
         self.num_classes = num_classes
         self.alpha, self.temperature = alpha, temperature
         self.threshold, self.graph_threshold = threshold, graph_threshold
@@ -159,7 +158,38 @@ class CoMatchCriterion(nn.Module):
         else:
             loss_c = loss_x.new_zeros(())
         loss = loss_x + self.lambda_u * loss_u + self.lambda_c * loss_c
+        if not self.defer_updates:
+            self._commit_if_finite()
         return CriterionOutput(loss, loss_x, loss_u, loss_c, stats, probs_u, confident)
+
+    # ------------------------------------------------------------- deferred state updates
+    def _defer(self, update: Callable[[], None], *inputs: torch.Tensor) -> None:
+        """Queue a state update of this call; ``inputs`` are what it records."""
+        self._pending.append(update)
+        self._checked.extend(inputs)
+
+    def commit(self) -> None:
+        """Apply the state updates of the last call (aligner history, bank, queue).
+
+        Under torch.distributed every process must call it at the same point.
+        """
+        pending, self._pending, self._checked = self._pending, [], []
+        for update in pending:
+            update()
+
+    def discard(self) -> None:
+        """Drop the state updates of the last call: the state stays as it was before it."""
+        self._pending, self._checked = [], []
+
+    def _commit_if_finite(self) -> None:
+        """Commit unless a recorded value is not finite (on any process): one host sync."""
+        if not self._pending:
+            return
+        finite = torch.stack([t.detach().isfinite().all() for t in self._checked]).all()
+        if distributed.any_process(not bool(finite), finite.device):
+            self.discard()
+        else:
+            self.commit()
 
     @property
     def _edge_threshold(self) -> float:
@@ -189,24 +219,35 @@ class CoMatchCriterion(nn.Module):
         z_x: torch.Tensor | None,
         z_u_w: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Weak-view probabilities, aligned and memory-smoothed; pushes the bank. ``[N, C]``."""
+        """Weak-view probabilities, aligned and memory-smoothed ``[N, C]``; the aligner's
+        history and the bank receive this step's entries when the step is committed."""
         probs = torch.softmax(logits_u_w.detach().float(), dim=1)  # [N, C]
         if self.aligner is not None:
-            probs = self.aligner(probs)
+            aligner = self.aligner
+            probs, batch_mean = aligner.align(probs)
+            self._defer(lambda: aligner.record(batch_mean), batch_mean)
         if self.bank is None:
             return probs
         if z_x is None or z_u_w is None:
             raise ValueError("memory smoothing needs the weak-view embeddings z_x and z_u_w")
-        step_entries = (z_x.shape[0] + z_u_w.shape[0]) * distributed.world_size()
         smoothed = probs
-        if len(self.bank) >= step_entries:
+        if self._smoothing_ready(z_x.shape[0] + z_u_w.shape[0]):
             bank_feats, bank_probs = self.bank.contents()
             smoothed = memory_smoothed_labels(
                 probs, z_u_w.float(), bank_feats, bank_probs, self.alpha, self.temperature
             )
         onehot_x = F.one_hot(targets_x, self.num_classes).to(probs)  # [B, C]
-        self.bank.push([z_x, z_u_w], [onehot_x, probs])  # gathered labelled, then unlabelled
+        bank, feats, labels = self.bank, [z_x.detach(), z_u_w.detach()], [onehot_x, probs]
+        self._defer(lambda: bank.push(feats, labels), *feats, probs)  # labelled, then unlabelled
         return smoothed
+
+    def _smoothing_ready(self, entries_per_process: int) -> bool:
+        """Whether this step smooths: the bank holds enough entries and smoothing is not paused."""
+        if self.smoothing_paused or self.bank is None:
+            return False
+        if self.smoothing_from == "full_bank":
+            return len(self.bank) >= self.bank.size
+        return len(self.bank) >= entries_per_process * distributed.world_size()
 
 
 def build_criterion(

@@ -50,12 +50,31 @@ class DistributionAligner(nn.Module):
         return self.history[:filled].mean(dim=0)
 
     @torch.no_grad()
-    def update(self, probs: torch.Tensor) -> None:
-        """Record the batch mean of ``probs [N, C]`` (averaged over all processes)."""
+    def align(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``probs [N, C]`` aligned with the history as :meth:`record` would leave it after
+        this batch, and the batch mean to record; the history itself is not changed.
+
+        Returns:
+            ``(aligned [N, C], batch_mean [C])``; the mean is averaged over all processes.
+        """
         batch_mean = distributed.all_reduce_mean(probs.detach().float().mean(dim=0))  # [C]
+        history = self.history.clone()  # [window, C]
+        history[self._num_updates % self.window] = batch_mean.to(history)
+        filled = min(self._num_updates + 1, self.window)
+        mean_probs = history[:filled].mean(dim=0)  # [C]
+        return distribution_alignment(probs, mean_probs.to(probs.dtype)), batch_mean
+
+    @torch.no_grad()
+    def record(self, batch_mean: torch.Tensor) -> None:
+        """Append one step's (already all-reduced) batch mean ``[C]`` to the history."""
         self.history[self._num_updates % self.window] = batch_mean.to(self.history)
         self._num_updates += 1
         self.num_updates.fill_(self._num_updates)
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor) -> None:
+        """Record the batch mean of ``probs [N, C]`` (averaged over all processes)."""
+        self.record(distributed.all_reduce_mean(probs.detach().float().mean(dim=0)))
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         """Update the history with ``probs [N, C]`` and return them aligned ``[N, C]``."""

@@ -55,6 +55,16 @@ class EmbeddingQueue(MemoryBank):
         num_classes: ``C``.
     """
 
+    @torch.no_grad()
+    def fill_random(self) -> None:
+        """Fill every slot with a random unit embedding and an all-zero pseudo-label (from
+        torch's global generator); the pointer stays at slot 0."""
+        feats = torch.randn(self.feats.shape)  # [K, D]
+        self.feats.copy_(torch.nn.functional.normalize(feats, dim=1))
+        self.probs.zero_()
+        self._num_filled = self.size
+        self.num_filled.fill_(self.size)
+
 
 class MomentumEncoder(nn.Module):
     """An exponential moving average of a network, updated every step: ``f_m <- m f_m + (1-m) f``.
@@ -78,8 +88,10 @@ class MomentumEncoder(nn.Module):
         self.module.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move towards ``model`` (same architecture, unwrapped)."""
+    def update(self, model: nn.Module, momentum: float | None = None) -> None:
+        """Move towards ``model`` (same architecture, unwrapped), with ``momentum`` instead
+        of the encoder's own ``m`` when given (e.g. a first-epoch value)."""
+        m = self.momentum if momentum is None else momentum
         own = list(self.module.parameters()) + list(self.module.buffers())
         new = list(model.parameters()) + list(model.buffers())
         floats = [(a, b.detach()) for a, b in zip(own, new) if a.is_floating_point()]
@@ -88,7 +100,7 @@ class MomentumEncoder(nn.Module):
                 a.copy_(b)
         if floats:
             # lerp(f_m, f, 1 - m) = m * f_m + (1 - m) * f
-            torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.momentum)
+            torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - m)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the averaged network (call it under ``torch.no_grad()``)."""
@@ -144,16 +156,23 @@ class MomentumCoMatchCriterion(CoMatchCriterion):
     Args:
         num_classes, proj_dim, bank_size: see :class:`~comatch.methods.criterion.CoMatchCriterion`.
         queue_size: ``K``, entries of the global batch kept (0: no queue).
+        queue_init: ``"empty"`` (the queue fills as training goes) or ``"random"`` (it starts
+            full of random unit embeddings with all-zero pseudo-labels, as in the released
+            ImageNet code: they add no graph edges, only negatives of ``W^z``).
         **settings: the keyword settings of :class:`~comatch.methods.criterion.CoMatchCriterion`.
     """
 
     def __init__(self, num_classes: int, proj_dim: int, bank_size: int, *, queue_size: int = 0,
-                 **settings: Any) -> None:
+                 queue_init: str = "empty", **settings: Any) -> None:
         super().__init__(num_classes, proj_dim, bank_size, **settings)
         if queue_size < 0:
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+        if queue_init not in ("empty", "random"):
+            raise ValueError(f"queue_init must be 'empty' or 'random', got {queue_init!r}")
         use_queue = queue_size > 0 and self.contrastive
         self.queue = EmbeddingQueue(queue_size, proj_dim, num_classes) if use_queue else None
+        if self.queue is not None and queue_init == "random":
+            self.queue.fill_random()
 
     def _graph_loss(
         self, graph_probs: torch.Tensor, z_u_s0: torch.Tensor | None, z_u_s1: torch.Tensor | None
@@ -167,7 +186,8 @@ class MomentumCoMatchCriterion(CoMatchCriterion):
         columns = torch.cat([z_u_s1, queue_feats.to(z_u_s1)])  # [N + K, D]
         loss_c = contrastive_graph_loss(z_u_s0.float(), columns, graph, self.temperature)
         if self.queue is not None:
-            self.queue.push(z_u_s1, graph_probs)
+            queue, probs = self.queue, graph_probs.detach()
+            self._defer(lambda: queue.push(z_u_s1, probs), z_u_s1, probs)
         return loss_c, ((graph > 0).sum(dim=1) - 1).float().mean()
 
     def _queued(self, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,22 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from comatch.config import resumable_fields
 from comatch.errors import UserError
 from comatch.training.runtime import atomic_write_bytes
 
 LAST, PREVIOUS = "last.pt", "previous.pt"
-
-# Config fields a resume may change without changing what the run computes.
-HARMLESS_FIELDS = {
-    "description", "optim.iterations", "data.num_workers", "data.augment_on",
-    "data.root", "data.strict", "data.check_images",  # where the files are, how unreadable ones are met
-    "run.device", "run.log_every", "run.eval_every", "run.checkpoint_every", "run.threads",
-    "run.progress", "run.nonfinite", "run.max_bad_steps",
-    "run.amp", "run.channels_last", "run.dist_timeout", "run.compile", "run.deterministic",
-    "run.progress", "run.nonfinite", "run.max_bad_steps", "run.tensorboard", "run.report",
-    "run.report_embedding",
-}
-
 
 def rng_state() -> dict[str, Any]:
     """Every random-number state the process has (Python, NumPy, torch CPU and CUDA)."""
@@ -130,7 +119,7 @@ def check_resume_compatible(old: dict[str, Any], new: dict[str, Any]) -> dict[st
         UserError: naming every field whose change would make it a different run.
     """
     changes = changed_fields(old, new)
-    harmful = [k for k in changes if k not in HARMLESS_FIELDS]
+    harmful = [k for k in changes if k not in resumable_fields()]
     if harmful:
         listed = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in harmful)
         raise UserError(f"cannot resume with a different {listed}; start a new run with --out instead")

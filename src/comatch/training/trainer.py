@@ -13,27 +13,27 @@ from comatch import config as cfg
 from comatch import distributed
 from comatch.training import parallel
 from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
-from comatch.methods.criterion import CriterionOutput, build_criterion
 from comatch.data import RunData
-from comatch.data.datasets import batch_seed
-from comatch.data.loaders import endless_batches, eval_loader
 from comatch.data.batch_views import BatchViews
+from comatch.data.datasets import ViewBatch, batch_seed
+from comatch.data.loaders import endless_batches, eval_loader
+from comatch.data.preprocessing import Normalizer, default_workers, run_data, use_deterministic_kernels, view_settings
 from comatch.data.views import build_views
-from comatch.tools.evaluation import accuracy
-from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.errors import TrainingDiverged, UserError
-from comatch.training.monitor import RunMonitor
-from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder
-from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
+from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
+from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.models.pretrained import load_encoder_weights
-from comatch.data.preprocessing import Normalizer, run_data, default_workers, use_deterministic_kernels, view_settings
+from comatch.tools.evaluation import accuracy
+from comatch.training.encoder import Encoder, Timer, no_timer
+from comatch.training.monitor import RunMonitor
+from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
-from comatch.training.schedule import cosine_lr_factor, ramped_lambda_c
+from comatch.training.schedule import cosine_lr_factor
 from comatch.training.stats import StepStats
-from comatch.training.step import StepForward
+from comatch.training.state import NormBuffers
 
-# Distinct seed streams for the two loaders and the shuffle-BN permutations, from the run's seed.
-LABELLED_STREAM, UNLABELLED_STREAM, SHUFFLE_STREAM = 1, 2, 3
+# Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
+LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
 
 
 class Trainer:
@@ -66,12 +66,10 @@ class Trainer:
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
-        c = config.comatch
-        uses_momentum = config.method == "comatch" and c.momentum is not None
-        self.momentum = MomentumEncoder(self.model, c.momentum) if uses_momentum else None
-        self.criterion = self._build_criterion().to(self.device)
-        every_parameter_used = config.method == "comatch" and c.contrastive
-        self.ddp_model = distributed.wrap_ddp(self.model, self.device, not every_parameter_used)
+        unlabelled = len(self.data.unlabelled) if self.data.unlabelled is not None else 0  # type: ignore[arg-type]
+        context = MethodContext(self.data.num_classes, config.model.proj_dim, self.model, unlabelled)
+        self.method = METHODS[config.method].from_config(config, context).to(self.device)
+        self.ddp_model = distributed.wrap_ddp(self.model, self.device, not self.method.uses_every_parameter)
         if config.run.compile:
             self.ddp_model = torch.compile(self.ddp_model)
         self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
@@ -84,13 +82,16 @@ class Trainer:
             self.optimizer, lambda k: cosine_lr_factor(k, o.iterations)
         )
         self.normalize = Normalizer(self.data.mean, self.data.std, self.in_channels, self.device)
-        self.forward = StepForward(self.model, self.ddp_model, self.normalize, self.precision,
-                                   self.channels_last, self.momentum)
+        self.timer: Timer = no_timer  # a benchmark may time the step's phases through it
+        self.encode = Encoder(self.ddp_model, self.normalize, self.precision, self.channels_last,
+                              timer=lambda phase: self.timer(phase))
+        self.norm_buffers = NormBuffers([self.model, self.method])
         settings = view_settings(config, self.data.image_size)
         self.eval_view = build_views(settings)["eval"]
         self.batch_views = BatchViews(settings)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.images_per_step = o.batch_size * (1 + o.mu * len(self.criterion.unlabelled_views))
+        views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)
+        self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
         self.rows_x = parallel.batch_rows(o.batch_size, "labelled")
         self.rows_u = parallel.batch_rows(o.batch_size * o.mu, "unlabelled")
         self.stats = StepStats(self.device)
@@ -109,102 +110,104 @@ class Trainer:
                 print(report.summary(Path(m.init)), flush=True)
         return parallel.prepare_network(model, self.device, sync_bn=run.sync_bn, channels_last=self.channels_last)
 
-    def _build_criterion(self) -> torch.nn.Module:
-        """The method's criterion; the momentum variant's when a momentum encoder is used."""
-        c, num_classes = self.config.comatch, self.data.num_classes
-        settings = dict(
-            alpha=c.alpha, temperature=c.temperature, threshold=c.threshold,
-            graph_threshold=c.graph_threshold, lambda_u=c.lambda_u, lambda_c=c.lambda_c,
-            da_window=c.da_window, alignment=c.alignment, smoothing=c.smoothing,
-            contrastive=c.contrastive, self_loop_only=c.self_loop_only, hard_labels=c.hard_labels,
-        )
-        proj_dim, bank_size = self.config.model.proj_dim, self.config.bank_size
-        if self.momentum is not None:
-            return MomentumCoMatchCriterion(num_classes, proj_dim, bank_size, queue_size=c.queue_size, **settings)
-        return build_criterion(self.config.method, num_classes, proj_dim, bank_size, **settings)
-
     # ----------------------------------------------------------------- data
-    def _loaders(self) -> tuple[Any, Any | None]:
+    def loaders(self) -> tuple[Any, Any | None]:
+        """The endless labelled and (if the method uses unlabelled data) unlabelled loaders."""
         o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers)
         on_device = self.config.data.augment_on == "gpu"
         common = dict(start_batch=self.step, num_workers=workers, pin_memory=self.device.type == "cuda",
                       shard=(distributed.rank(), distributed.world_size()))
         views = None if on_device else self.batch_views
         labelled = endless_batches(
-            self.data.labelled, views, ["weak"], o.batch_size, seed * 16 + LABELLED_STREAM, **common
+            self.data.labelled, views, self.method.labelled_views, o.batch_size,
+            seed * 16 + LABELLED_STREAM, **common,
         )
-        names = self.criterion.unlabelled_views
         unlabelled = None
-        if names:
+        if self.method.unlabelled_views:
             unlabelled = endless_batches(
-                self.data.unlabelled, views, names, o.batch_size * o.mu,
+                self.data.unlabelled, views, self.method.unlabelled_views, o.batch_size * o.mu,
                 seed * 16 + UNLABELLED_STREAM, **common,
             )
         return labelled, unlabelled
 
-    def _views(self, batch: list, names: tuple[str, ...], rows: tuple[int, int]) -> list[torch.Tensor]:
-        """The augmented views of a loader batch (this process's ``rows`` of the global batch);
-        augments here when the loader did not."""
-        if self.config.data.augment_on != "gpu":
-            return batch[:-3]
-        images = batch[0].to(self.device, non_blocking=True)
-        generator = torch.Generator().manual_seed(batch[-1])
+    def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The views ``names`` (key -> kind) of a loader batch on the device (this process's
+        ``rows`` of the global batch); augments here when the loader did not."""
+        if loaded.images is None:
+            return {key: loaded.views[key].to(self.device, non_blocking=True) for key in names}
+        images = loaded.images.to(self.device, non_blocking=True)
+        generator = torch.Generator().manual_seed(loaded.seed)
         total = (rows[1] - rows[0]) * distributed.world_size()
-        return [self.batch_views(name, images, generator, start=rows[0], total=total) for name in names]
+        return {key: self.batch_views(kind, images, generator, start=rows[0], total=total)
+                for key, kind in names.items()}
+
+    def make_batch(self, loaded_x: ViewBatch, loaded_u: ViewBatch | None) -> Batch:
+        """The method's :class:`~comatch.methods.base.Batch` for this step from the loaders' batches."""
+        unlabelled, truth = {}, None
+        if loaded_u is not None:
+            unlabelled = self._views(loaded_u, self.method.unlabelled_views, self.rows_u)
+            truth = loaded_u.labels.to(self.device, non_blocking=True)
+        return Batch(
+            labelled=self._views(loaded_x, self.method.labelled_views, self.rows_x),
+            targets=loaded_x.labels.to(self.device, non_blocking=True),
+            unlabelled=unlabelled, truth=truth, step=self.step,
+            seed=batch_seed(self.config.seed * 16 + STEP_STREAM, self.step),
+        )
 
     # ----------------------------------------------------------------- step
-    def training_step(self, batch_x: list, batch_u: list | None) -> CriterionOutput:
-        """One optimisation step on a labelled and an unlabelled batch.
+    def training_step(self, batch: Batch) -> MethodOutput:
+        """One optimisation step.
 
-        A step whose loss or gradients are not finite is not applied (see ``run.nonfinite``).
+        A step whose loss or gradients are not finite is not applied (see ``run.nonfinite``),
+        and leaves no trace: the network's normalisation statistics and the method's state
+        are as they were before it.
         """
-        (images_x,) = self._views(batch_x, ("weak",), self.rows_x)
-        targets_x = batch_x[-3].to(self.device, non_blocking=True)
-        names = self.criterion.unlabelled_views
-        views_u = self._views(batch_u, names, self.rows_u) if batch_u is not None else []
-        self._ramp_lambda_c()
-        shuffle = None
-        if self.momentum is not None:  # the shuffle-BN permutation of the momentum encoder
-            shuffle = torch.Generator().manual_seed(batch_seed(self.config.seed * 16 + SHUFFLE_STREAM, self.step))
-        out = self.forward(self.criterion, images_x, targets_x, views_u, shuffle)
-        if self.update(out):
-            truth = batch_u[-3].to(self.device, non_blocking=True) if batch_u is not None else None
-            self.stats.add(out, truth)
+        self.norm_buffers.save()
+        accepted = False
+        try:
+            with self.timer("forward"):
+                out = self.method(batch, self.encode)
+            accepted = self.update(out)
+        finally:  # also when the rejection stops the run: nothing of the step may remain
+            if not accepted:
+                self.method.discard()
+                self.norm_buffers.restore()
+        if accepted:
+            with self.timer("update"):
+                self.method.commit(self.model)
+            self.stats.add(out, batch.truth)
         return out
 
-    def update(self, out: CriterionOutput) -> bool:
+    def update(self, out: MethodOutput) -> bool:
         """Backward, then optimizer, schedule and EMA steps; False if the step was rejected."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward(out.loss)
-        self.precision.unscale(self.optimizer)
-        if not self._finite(out.loss):
-            self.precision.skip()
-            self._reject_step()
-            return False
-        self.bad_steps = 0
-        self.precision.step(self.optimizer)
-        self.scheduler.step()
-        self.ema.update(self.model, self.step)
+        with self.timer("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.precision.backward(out.loss)
+        with self.timer("update"):
+            self.precision.unscale(self.optimizer)
+            if not self._finite(out.loss):
+                self.precision.skip()
+                self._reject_step()
+                return False
+            self.bad_steps = 0
+            self.precision.step(self.optimizer)
+            self.scheduler.step()
+            self.ema.update(self.model, self.step)
         return True
 
-    def _ramp_lambda_c(self) -> None:
-        """``lambda_c = min(epoch + 1, lambda_c)`` when ``comatch.lambda_c_ramp`` is on."""
-        c, o = self.config.comatch, self.config.optim
-        if c.lambda_c_ramp and hasattr(self.criterion, "lambda_c"):
-            unlabelled = len(self.data.unlabelled)  # type: ignore[arg-type]
-            self.criterion.lambda_c = ramped_lambda_c(c.lambda_c, self.step, o.batch_size * o.mu, unlabelled)
-
     def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss and every gradient are finite on every process (one host sync).
+        """Whether the loss, every gradient and the normalisation statistics the forward pass
+        just updated are finite on every process (one host sync).
 
-        With fp16 only the loss is checked: overflowing gradients are the loss scaler's
+        With fp16 the gradients are not checked: overflowing gradients are the loss scaler's
         business (it skips the step and lowers the scale).
         """
         ok = torch.isfinite(loss)
+        tensors = [b for b in self.norm_buffers.live if b.is_floating_point()]
         if not self.precision.scales_loss:
-            grads = [p.grad for p in self.trainable if p.grad is not None]
-            norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.new_zeros(1)
-            ok = ok & torch.isfinite(norms).all()
+            tensors += [p.grad for p in self.trainable if p.grad is not None]
+        if tensors:
+            ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()
         return not distributed.any_process(not bool(ok), self.device)
 
     def _reject_step(self) -> None:
@@ -230,7 +233,7 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
-            "criterion": self.criterion.state_dict(),
+            "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "stats": self.stats.state_dict(),
@@ -242,7 +245,6 @@ class Trainer:
             "class_names": self.data.class_names,
             "normalization": {"mean": list(self.data.mean), "std": list(self.data.std)},
             "input": {"image_size": self.data.image_size, "channels": self.in_channels},
-            "momentum_encoder": self.momentum.state_dict() if self.momentum is not None else None,
             "precision": self.precision.state_dict(),
             "world_size": distributed.world_size(),
         }
@@ -252,13 +254,11 @@ class Trainer:
         self.step = state["step"]
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.criterion.load_state_dict(state["criterion"])
+        self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if distributed.is_main_process():  # the saved sums are global: rank 0 carries them
             self.stats.load_state_dict(state["stats"])
-        if self.momentum is not None:
-            self.momentum.load_state_dict(state["momentum_encoder"])
         self.precision.load_state_dict(state.get("precision") or {})
         self.bad_steps, self.skipped_steps = state["bad_steps"], state["skipped_steps"]
         self.wall_before = state["wall_seconds"]
@@ -322,15 +322,15 @@ class Trainer:
                                             cfg_run.tensorboard)
         for note in self.data.notes:
             self.monitor.message(f"data: {note}")
-        labelled, unlabelled = self._loaders()
+        labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
         tick, tick_step = start, self.step
         self.model.train()
         with StopSignals() as stop:
             while self.step < total and not distributed.any_process(stop.requested, self.device):
-                batch_x = next(labelled)
-                batch_u = next(unlabelled) if unlabelled is not None else None
-                self.training_step(batch_x, batch_u)
+                with self.timer("data"):
+                    batch = self.make_batch(next(labelled), next(unlabelled) if unlabelled is not None else None)
+                self.training_step(batch)
                 self.step += 1
                 self.monitor.advance()
                 if self.step % cfg_run.log_every == 0 or self.step == total:

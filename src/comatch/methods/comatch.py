@@ -1,0 +1,245 @@
+"""CoMatch as a training method: its settings, its views, and which network sees which view.
+
+The loss and its state are :class:`~comatch.methods.criterion.CoMatchCriterion` (plain
+variant) and :class:`~comatch.methods.momentum.MomentumCoMatchCriterion` (large-scale
+variant); this module routes a step's views through the networks into them. The equations
+are in docs/method.md.
+
+Views of an unlabelled image: ``weak`` (pseudo-labels, memory-bank embeddings), ``strong``
+(``s0``: the view that must predict the pseudo-label, and the rows of the embedding graph)
+and, with the graph loss, ``contrastive`` (``s1``: the columns of the embedding graph).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOutput, MethodSettings
+from comatch.methods.criterion import CoMatchCriterion
+from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.training.schedule import ramped_lambda_c
+
+if TYPE_CHECKING:
+    from comatch.config import Config
+
+
+class CoMatchSettings(MethodSettings):
+    """The ``comatch`` section of the configuration (FixMatch reads ``threshold`` and ``lambda_u``)."""
+
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the model's own prediction in the memory-smoothed label.")
+    temperature: float = Field(0.2, gt=0, description="T: temperature of embedding similarities (0.2 CIFAR/STL, 0.1 ImageNet).")
+    threshold: float = Field(0.95, ge=0, le=1, description="tau: confidence a pseudo-label needs to count in L_u.")
+    graph_threshold: float = Field(0.8, ge=0, le=1, description="t: pseudo-label similarity needed for a graph edge.")
+    lambda_u: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss L_u.")
+    lambda_c: float = Field(1.0, ge=0, description="Weight of the graph contrastive loss L_c (1 CIFAR-10, 5 STL-10).")
+    da_window: int = Field(32, ge=1, description="Steps averaged by distribution alignment (32 CIFAR/STL, 128 ImageNet).")
+    queue_batches: int = Field(5, ge=1, description="Memory bank size in steps: bank = queue_batches * (1 + mu) * batch_size (global batch: the bank holds every process's entries).")
+    bank_size: int | None = Field(None, ge=1, description="Memory bank entries, global (the bank holds every process's entries); overrides queue_batches (30000 on ImageNet).")
+    alignment: bool = Field(True, description="Ablation: distribution alignment on/off.")
+    smoothing: bool = Field(True, description="Ablation: memory-smoothed pseudo-labels on/off.")
+    contrastive: bool = Field(True, description="Ablation: graph contrastive loss on/off.")
+    self_loop_only: bool = Field(False, description="Ablation: pseudo-label graph of self-loops only (instance contrast).")
+    hard_labels: bool = Field(False, description="Ablation: one-hot instead of soft pseudo-labels in L_u and the graph.")
+    smoothing_from: Literal["start", "full_bank", "first_epoch"] = Field(
+        "start", description="When memory smoothing starts: 'start' (from the second step, with a partly filled bank: useful in short runs), "
+        "'full_bank' (once the bank is full, as the released CIFAR code) or 'first_epoch' (after one pass over the unlabelled set, as the released ImageNet code)."
+    )
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="Large-scale variant: decay of the momentum encoder that makes the pseudo-labels and s1 embeddings (0.996 on ImageNet); None: the plain variant. Method comatch only."
+    )
+    momentum_first_epoch: float | None = Field(
+        None, ge=0, lt=1, description="Large-scale variant: the momentum encoder's decay during the first epoch (0.99 in the released ImageNet code, so it follows the fast-changing network early); None: comatch.momentum throughout."
+    )
+    queue_size: int = Field(
+        0, ge=0, description="Large-scale variant: past s1 embeddings (global) that extend both graphs to mu*B + K columns (30000 on ImageNet); needs comatch.momentum."
+    )
+    queue_init: Literal["empty", "random"] = Field(
+        "empty", description="Large-scale variant: the queue starts empty, or full of random unit embeddings with zero pseudo-labels (negatives only; the released ImageNet code)."
+    )
+    lambda_c_ramp: bool = Field(
+        False, description="Ramp lambda_c as min(epoch + 1, lambda_c), an epoch being one pass over the unlabelled set at the global unlabelled batch size (ImageNet)."
+    )
+
+
+def bank_size(settings: CoMatchSettings, batch_size: int, mu: int) -> int:
+    """Memory bank entries ``K`` (global): ``comatch.bank_size``, else ``queue_batches`` steps."""
+    if settings.bank_size is not None:
+        return settings.bank_size
+    return settings.queue_batches * (1 + mu) * batch_size
+
+
+def epoch_of(step: int, unlabelled_batch: int, unlabelled_size: int) -> int:
+    """The epoch step ``k`` falls in: ``floor(k * mu * B / |U|)`` (one pass over ``U``)."""
+    return step * unlabelled_batch // max(unlabelled_size, 1)
+
+
+class CoMatch(Method):
+    """CoMatch, plain variant: one network sees ``cat([x_w, u_w, u_s0, u_s1])``.
+
+    Args:
+        criterion: the loss and its state, built with ``defer_updates=True``.
+        lambda_c: the final graph-loss weight.
+        lambda_c_ramp: ramp it as ``min(epoch + 1, lambda_c)``.
+        smoothing_from: ``"first_epoch"`` holds memory smoothing back for the first epoch.
+        unlabelled_batch, unlabelled_size: global unlabelled images per step and in the pool
+            (an epoch's length).
+    """
+
+    section: ClassVar[str | None] = "comatch"
+    Settings: ClassVar[type[MethodSettings] | None] = CoMatchSettings
+
+    def __init__(self, criterion: CoMatchCriterion, *, lambda_c: float, lambda_c_ramp: bool = False,
+                 smoothing_from: str = "start", unlabelled_batch: int = 1, unlabelled_size: int = 0) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.lambda_c, self.lambda_c_ramp = lambda_c, lambda_c_ramp
+        self.smooth_after_first_epoch = smoothing_from == "first_epoch"
+        self.unlabelled_batch, self.unlabelled_size = unlabelled_batch, unlabelled_size
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def criterion_settings(c: CoMatchSettings) -> dict[str, object]:
+        """The keyword settings of :class:`CoMatchCriterion` in the ``comatch`` section."""
+        return dict(
+            alpha=c.alpha, temperature=c.temperature, threshold=c.threshold,
+            graph_threshold=c.graph_threshold, lambda_u=c.lambda_u, lambda_c=c.lambda_c,
+            da_window=c.da_window, alignment=c.alignment, smoothing=c.smoothing,
+            contrastive=c.contrastive, self_loop_only=c.self_loop_only, hard_labels=c.hard_labels,
+            smoothing_from="full_bank" if c.smoothing_from == "full_bank" else "start",
+        )
+
+    @classmethod
+    def from_config(cls, config: Config, context: MethodContext) -> "CoMatch":
+        c, o = config.comatch, config.optim
+        if c.momentum is not None:
+            return MomentumCoMatch.from_config(config, context)
+        criterion = CoMatchCriterion(context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu),
+                                     defer_updates=True, **cls.criterion_settings(c))  # type: ignore[arg-type]
+        return cls(criterion, **cls._schedule_settings(config, context))
+
+    @staticmethod
+    def _schedule_settings(config: Config, context: MethodContext) -> dict[str, object]:
+        c, o = config.comatch, config.optim
+        return dict(lambda_c=c.lambda_c, lambda_c_ramp=c.lambda_c_ramp, smoothing_from=c.smoothing_from,
+                    unlabelled_batch=o.batch_size * o.mu, unlabelled_size=context.unlabelled_size)
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        c, o = config.comatch, config.optim
+        step_entries = (1 + o.mu) * o.batch_size
+        if c.smoothing and bank_size(c, o.batch_size, o.mu) < step_entries:
+            raise ValueError(
+                f"comatch.bank_size ({bank_size(c, o.batch_size, o.mu)}) is smaller than one step's entries "
+                f"({step_entries} = (1 + mu) * batch_size); raise comatch.bank_size or queue_batches"
+            )
+        if c.queue_size > 0 and c.momentum is None:
+            raise ValueError("comatch.queue_size needs the momentum encoder; set comatch.momentum (0.996 on ImageNet) or queue_size=0")
+
+    # ------------------------------------------------------------------ what the loop asks
+    @property
+    def unlabelled_views(self) -> dict[str, str]:
+        views = {"weak": "weak", "strong": "strong"}
+        if self.criterion.contrastive:
+            views["contrastive"] = "contrastive"
+        return views
+
+    @property
+    def uses_every_parameter(self) -> bool:
+        return self.criterion.contrastive  # without L_c the projection head gets no gradient
+
+    def lambda_c_at(self, step: int) -> float:
+        """``lambda_c`` at step ``k``: constant, or ``min(epoch + 1, lambda_c)`` when ramped."""
+        if not self.lambda_c_ramp:
+            return self.lambda_c
+        return ramped_lambda_c(self.lambda_c, step, self.unlabelled_batch, self.unlabelled_size)
+
+    def epoch(self, step: int) -> int:
+        """The epoch of step ``k`` (one pass over the unlabelled pool)."""
+        return epoch_of(step, self.unlabelled_batch, self.unlabelled_size)
+
+    def _prepare(self, step: int) -> None:
+        """Set the criterion's step-dependent settings."""
+        self.criterion.lambda_c = self.lambda_c_at(step)
+        self.criterion.smoothing_paused = self.smooth_after_first_epoch and self.epoch(step) < 1
+
+    def forward(self, batch: Batch, encode: Encode) -> MethodOutput:  # type: ignore[override]
+        self._prepare(batch.step)
+        x_w, keys = batch.labelled["weak"], list(self.unlabelled_views)  # weak, strong[, contrastive]
+        logits, z = encode(torch.cat([x_w, *(batch.unlabelled[k] for k in keys)]))  # [B + k*N, C], [B + k*N, D]
+        n_x = x_w.shape[0]
+        logits_u = dict(zip(keys, logits[n_x:].chunk(len(keys))))  # view -> [N, C]
+        z_u = dict(zip(keys, z[n_x:].chunk(len(keys))))  # view -> [N, D]
+        extra = {"z_u_s1": z_u["contrastive"]} if self.criterion.contrastive else {}
+        return self.criterion(
+            logits[:n_x], batch.targets, logits_u["weak"], logits_u["strong"],
+            z_x=z[:n_x].detach(), z_u_w=z_u["weak"].detach(), z_u_s0=z_u["strong"], **extra,
+        )
+
+    def commit(self, model: nn.Module) -> None:
+        self.criterion.commit()
+
+    def discard(self) -> None:
+        self.criterion.discard()
+
+
+class MomentumCoMatch(CoMatch):
+    """CoMatch, large-scale variant: targets from a momentum encoder, a queue extends the graphs.
+
+    The momentum encoder sees ``cat([x_w, u_w, u_s1])`` without gradient (pseudo-labels,
+    bank embeddings, ``z_u_s1``), with its batch shuffled across processes (shuffle-BN); the
+    trained network sees ``cat([x_w, u_s0])``. After each applied step the encoder moves
+    towards the network: ``f_m <- m f_m + (1 - m) f`` (``m`` = ``momentum_first_epoch`` during
+    the first epoch when given).
+    """
+
+    def __init__(self, criterion: MomentumCoMatchCriterion, encoder: MomentumEncoder, *,
+                 momentum_first_epoch: float | None = None, **schedule: object) -> None:
+        super().__init__(criterion, **schedule)  # type: ignore[arg-type]
+        self.momentum_encoder = encoder
+        self.momentum_first_epoch = momentum_first_epoch
+        self._step = 0
+
+    @classmethod
+    def from_config(cls, config: Config, context: MethodContext) -> "MomentumCoMatch":
+        c, o = config.comatch, config.optim
+        if context.model is None:
+            raise ValueError("the momentum variant needs the trained network to copy")
+        criterion = MomentumCoMatchCriterion(
+            context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu), queue_size=c.queue_size,
+            queue_init=c.queue_init, defer_updates=True, **cls.criterion_settings(c),  # type: ignore[arg-type]
+        )
+        encoder = MomentumEncoder(context.model, c.momentum)  # type: ignore[arg-type]
+        return cls(criterion, encoder, momentum_first_epoch=c.momentum_first_epoch,
+                   **cls._schedule_settings(config, context))
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum encoder's ``m`` for the update that follows step ``k``."""
+        if self.momentum_first_epoch is not None and self.epoch(step) < 1:
+            return self.momentum_first_epoch
+        return self.momentum_encoder.momentum
+
+    def forward(self, batch: Batch, encode: Encode) -> MethodOutput:  # type: ignore[override]
+        self._prepare(batch.step)
+        self._step = batch.step
+        x_w, u_w, u_s0 = batch.labelled["weak"], batch.unlabelled["weak"], batch.unlabelled["strong"]
+        rest = [batch.unlabelled["contrastive"]] if self.criterion.contrastive else []
+        n_x, n_u = x_w.shape[0], u_w.shape[0]
+        encode_momentum = partial(encode, network=self.momentum_encoder)
+        with torch.no_grad():
+            logits_m, z_m = shuffled_forward(encode_momentum, torch.cat([x_w, u_w, *rest]),
+                                             generator=batch.generator())  # [B + (1|2)N, .]
+        logits, z = encode(torch.cat([x_w, u_s0]))  # [B + N, C], [B + N, D]
+        extra = {"z_u_s1": z_m[n_x + n_u :]} if rest else {}
+        return self.criterion(
+            logits[:n_x], batch.targets, logits_m[n_x : n_x + n_u], logits[n_x:],
+            z_x=z_m[:n_x], z_u_w=z_m[n_x : n_x + n_u], z_u_s0=z[n_x:], **extra,
+        )
+
+    def commit(self, model: nn.Module) -> None:
+        super().commit(model)
+        self.momentum_encoder.update(model, self.momentum_at(self._step + 1))
