@@ -35,6 +35,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--method", choices=cfg.Method.__args__, help="training method; default: comatch")
     train.add_argument("--seed", type=int, help="seed of the labelled subset, init and augmentation")
     train.add_argument("--iterations", type=int, help="total training steps")
+    train.add_argument("--budget", metavar="TIME", help="wall-clock budget of the whole run, e.g. 15m or 2h: "
+                       "the number of steps is set from the first steps' speed (run.budget)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
     train.add_argument("--out", type=Path, help="run directory; default: runs/PRESET-METHOD-seedN")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -105,6 +107,8 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         overrides.append(f"optim.iterations={args.iterations}")
     if args.device is not None:
         overrides.append(f"run.device={args.device}")
+    if args.budget is not None:
+        overrides.append(f"run.budget={args.budget}")
     if args.resume is not None:
         if args.preset or args.config or args.out:
             raise UserError("--resume continues a run with its own config and directory; drop --preset/--config/--out")

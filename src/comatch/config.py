@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, field_validator, ValidationError, create_model, model_validator
 
 from comatch.errors import UserError
 from comatch.methods import METHODS, MethodSettings
@@ -125,6 +125,21 @@ class OptimConfig(_Section):
     ema_warmup: bool = Field(True, description="EMA decay warm-up min(decay, (1+k)/(10+k)), so short runs get a useful EMA.")
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``15m``, ``2h``, ``1h30m`` or ``1d``.
+
+    Raises:
+        ValueError: not such a duration, or not positive.
+    """
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise ValueError(f"cannot read the duration {text!r}; write it like 90s, 15m, 2h or 1h30m")
+    seconds = sum(float(v) * unit for v, unit in zip(parts.groups(), (86400, 3600, 60, 1)) if v)
+    if seconds <= 0:
+        raise ValueError(f"the duration {text!r} must be positive")
+    return seconds
+
+
 class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.", json_schema_extra=RESUMABLE)
     log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.", json_schema_extra=RESUMABLE)
@@ -143,6 +158,19 @@ class RunConfig(_Section):
     sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
     dist_timeout: int = Field(
         1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever).", json_schema_extra=RESUMABLE)
+    budget: str | None = Field(
+        None, description="Wall-clock budget of the whole run, e.g. 15m, 2h or 1h30m (--budget): the number of steps is set from the "
+        "step time measured over the first steps, so that training, its learning-rate schedule, evaluations and the report end within it; "
+        "a resume keeps that number.", json_schema_extra=RESUMABLE,
+    )
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _check_budget(cls, value: Any) -> Any:
+        if value is not None:
+            parse_duration(str(value))
+        return value
+
     report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).", json_schema_extra=RESUMABLE)
     report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).", json_schema_extra=RESUMABLE)
 

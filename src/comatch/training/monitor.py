@@ -106,6 +106,13 @@ class RunMonitor:
         text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("kind", "step"))
         print(f"[{record['kind']}] {where} {text}", file=self.stream, flush=True)
 
+    def set_total(self, total: int) -> None:
+        """The run's length changed (a time budget set it): ETA and bar follow."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar (no-op without a terminal)."""
         if self.bar is not None:

@@ -119,6 +119,9 @@ class NullMonitor:
     def advance(self, steps: int = 1) -> None:
         """Ignore progress."""
 
+    def set_total(self, total: int) -> None:
+        """Nothing to show."""
+
     def message(self, text: str) -> None:
         """Ignore a message."""
 

@@ -16,7 +16,7 @@ class StepStats:
     """
 
     FIELDS = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "graph_edges",
-              "pseudo_label_acc", "pseudo_label_acc_confident")
+              "pseudo_label_acc", "pseudo_label_acc_confident", "pseudo_label_known")
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -46,6 +46,7 @@ class StepStats:
         confident = out.mask & known
         self._accumulate("pseudo_label_acc", correct.sum(), known.sum())
         self._accumulate("pseudo_label_acc_confident", (correct & confident).sum(), confident.sum())
+        self._accumulate("pseudo_label_known", known.sum(), float(known.numel()))
 
     def reduce_to_main(self) -> None:
         """Sum every process's running sums into rank 0 (one collective; all processes call it).
@@ -78,7 +79,20 @@ class StepStats:
         self._counts = {k: v.to(self.device) for k, v in state["counts"].items()}
 
     def read(self) -> dict[str, float]:
-        """Averages since the last read (one host sync), then reset."""
+        """Averages since the last read (one host sync), then reset.
+
+        The pseudo-label accuracies are reported only when the true class of every
+        unlabelled image of the period was known (benchmarks, or unlabelled images split off
+        a labelled folder): over a subset (say, the few labelled images that also sit in an
+        unlabelled folder) they would not measure what their name says.
+        """
+        averages = self._read()
+        if averages.pop("pseudo_label_known", 1.0) < 1.0:
+            averages.pop("pseudo_label_acc", None)
+            averages.pop("pseudo_label_acc_confident", None)
+        return averages
+
+    def _read(self) -> dict[str, float]:
         names = [n for n in self.FIELDS if n in self._sums]
         if not names:
             return {}
@@ -86,4 +100,4 @@ class StepStats:
         counts = torch.stack([self._counts[n] for n in names]).cpu()
         self._sums.clear()
         self._counts.clear()
-        return {n: (s / c).item() if c > 0 else float("nan") for n, s, c in zip(names, sums, counts)}
+        return {n: (s / c).item() for n, s, c in zip(names, sums, counts) if c > 0}  # no samples: no number

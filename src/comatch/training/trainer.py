@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from comatch import config as cfg
+from comatch.config import parse_duration
 from comatch import distributed
 from comatch.training import parallel
 from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
@@ -28,6 +29,7 @@ from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
+from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
 from comatch.training.schedule import cosine_lr_factor
 from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
@@ -54,6 +56,7 @@ class Trainer:
     def __init__(
         self, config: cfg.Config, out_dir: Path, data: RunData | None = None, *, load_init: bool = True
     ) -> None:
+        self._created = time.perf_counter()
         self.config, self.out_dir = config, Path(out_dir)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
@@ -98,6 +101,7 @@ class Trainer:
         self.monitor: RunMonitor | parallel.NullMonitor | None = None
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
         self.wall_before = 0.0
+        self.setup_seconds = time.perf_counter() - self._created  # data loading, network, method
 
     def _build_network(self, load_init: bool) -> torch.nn.Module:
         """The network on its device, from ``model.init`` when given."""
@@ -306,33 +310,36 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
-        """Train to ``optim.iterations`` steps; returns the summary.
+        """Train to ``optim.iterations`` steps (or as many as ``run.budget`` allows); returns
+        the summary.
 
         SIGTERM or SIGINT finishes the current step, checkpoints and returns early with
         ``summary["stopped"] = True``.
         """
-        cfg_run, total = self.config.run, self.config.optim.iterations
+        cfg_run = self.config.run
         main = distributed.is_main_process()
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(self.config))
-            atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
-            atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
-        self.monitor = parallel.run_monitor(self.out_dir, total, self.step, self.metrics_offset,
-                                            cfg_run.tensorboard)
-        for note in self.data.notes:
-            self.monitor.message(f"data: {note}")
+            self._write_run_files()
+        self.monitor = parallel.run_monitor(self.out_dir, self.config.optim.iterations, self.step,
+                                            self.metrics_offset, cfg_run.tensorboard)
+        self._start_block()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
-        tick, tick_step = start, self.step
+        tick, tick_step, first_step, probe_from = start, self.step, self.step, None
         self.model.train()
         with StopSignals() as stop:
-            while self.step < total and not distributed.any_process(stop.requested, self.device):
+            while self.step < self.config.optim.iterations and not distributed.any_process(stop.requested, self.device):
                 with self.timer("data"):
                     batch = self.make_batch(next(labelled), next(unlabelled) if unlabelled is not None else None)
                 self.training_step(batch)
                 self.step += 1
                 self.monitor.advance()
+                total = self.config.optim.iterations
+                if self.step == first_step + 1:
+                    probe_from = time.perf_counter()  # the first step (warm-up) is not timed
+                elif self.step == first_step + PROBE_STEPS and probe_from is not None:
+                    self._pace((time.perf_counter() - probe_from) / (PROBE_STEPS - 1), first_step == 0)
+                    total = self.config.optim.iterations
                 if self.step % cfg_run.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
                     now = time.perf_counter()
@@ -345,9 +352,79 @@ class Trainer:
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
             self.save_checkpoint()
+        return self._finish(time.perf_counter() - start)
+
+    def _write_run_files(self) -> None:
+        """config.yaml, labelled.json and data.json of the run directory."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(self.config))
+        atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
+        atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+
+    def _start_block(self) -> None:
+        """What is about to be trained, in a few lines (also when the output is piped)."""
+        c, o, d = self.config, self.config.optim, self.data
+        size = lambda part: "none" if part is None else f"{len(part):,}"  # noqa: E731
+        parameters = sum(p.numel() for p in self.model.parameters())
+        views_u = len(self.method.unlabelled_views)
+        unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
+        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        workers = default_workers(c.data.num_workers)
+        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps" if c.run.budget and self.step == 0 else ""
+        lines = [
+            f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
+            f"  data     labelled {size(d.labelled)}, unlabelled {size(d.unlabelled)}, val {size(d.val)}, "
+            f"test {size(d.test)}; {d.num_classes} classes; {d.image_size}x{d.image_size} px, {d.channels} channel(s)",
+            f"  network  {c.model.arch}, {parameters / 1e6:.2f}M parameters, {self.in_channels}-channel input",
+            f"  device   {self.device.type}{threads}, {workers} loader worker(s) per loader, {distributed.world_size()} process(es)",
+            f"  batch    {o.batch_size} labelled{unlabelled}: {self.images_per_step} images per step",
+            f"  steps    {o.iterations}{budget}; evaluation every {c.run.eval_every}, checkpoint every {c.run.checkpoint_every}",
+            f"  run dir  {self.out_dir}",
+        ]
+        lines += [f"data: {note}" for note in d.notes]
+        for line in lines:
+            self.monitor.message(line)
+
+    def _pace(self, step_seconds: float, fresh: bool) -> None:
+        """After the probe steps: fit ``run.budget`` (fresh runs only), then say how long the run takes."""
+        c = self.config
+        evaluation_seconds = 0.0
+        if c.run.budget and fresh:
+            evaluation_seconds = self._time_evaluation()
+            finish = 2.0 + (15.0 if c.run.report and self.device.type == "cpu" else 5.0 if c.run.report else 0.0)
+            costs = Costs(step_seconds, evaluation_seconds, finish)
+            elapsed = time.perf_counter() - self._started + self.wall_before + self.setup_seconds
+            total = steps_within(parse_duration(c.run.budget), elapsed, self.step, costs, c.run.eval_every)
+            c.optim.iterations = max(total, self.step)
+            self.monitor.set_total(c.optim.iterations)
+            if distributed.is_main_process():
+                atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
+            self.monitor.message(f"budget {c.run.budget}: {c.optim.iterations} steps fit "
+                                 f"(setup and {self.step} steps took {duration(elapsed)}, one evaluation "
+                                 f"{evaluation_seconds:.1f} s)")
+        left = Costs(step_seconds, evaluation_seconds).remaining(self.step, c.optim.iterations, c.run.eval_every)
+        self.monitor.message(f"timing: {step_seconds:.3g} s per step (steps {self.step - PROBE_STEPS + 2}-{self.step}); "
+                             f"about {duration(left)} for the {c.optim.iterations - self.step} steps left")
+        advice = too_long_advice(left, c.optim.iterations, step_seconds, self.device.type)
+        if advice:
+            self.monitor.message(advice)
+
+    def _time_evaluation(self) -> float:
+        """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
+        seconds = 0.0
+        if distributed.is_main_process():
+            t0 = time.perf_counter()
+            self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
+            seconds = time.perf_counter() - t0
+        return float(distributed.broadcast(torch.tensor([seconds], device=self.device), src=0)[0]) \
+            if distributed.world_size() > 1 else seconds
+
+    def _finish(self, seconds: float) -> dict[str, Any]:
+        """Summary, report and the closing lines of a run that ended or was stopped."""
+        total, cfg_run = self.config.optim.iterations, self.config.run
         stopped = self.step < total
-        summary = self._summary(time.perf_counter() - start + self.wall_before, stopped)
-        if main:
+        summary = self._summary(seconds + self.wall_before, stopped)
+        if distributed.is_main_process():
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             if not stopped and cfg_run.report:
                 from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
