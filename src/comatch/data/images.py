@@ -13,8 +13,9 @@ becomes a uint8 tensor ``[C, S, S]``:
    ``max(S, round(L * S / shorter))``;
 3. the centre ``S x S`` is cut out (offset ``round((H - S) / 2)``, Python rounding).
 
-JPEG files are decoded at a reduced scale first (DCT scaling to the smallest of 1/1 ... 1/8 that
-keeps both sides at least ``S``), fast for ImageNet-sized photos.
+JPEG files are decoded at a reduced scale first (DCT scaling by 1/2, 1/4 or 1/8 while both
+sides stay at least ``S``), fast for ImageNet-sized photos; for ``C = 1`` libjpeg decodes a
+colour JPEG straight to its luma.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def pipeline_description(size: int, channels: int) -> dict[str, Any]:
     mode = "grayscale (Pillow mode L)" if channels == 1 else "RGB"
     return {
         "steps": [
-            "JPEG only: decode with DCT scaling at the smallest of 1/1, 1/2, 1/4, 1/8 that keeps "
-            f"both sides >= {size} (Pillow Image.draft)",
+            "JPEG only: decode at scale 1/a, a the largest of 8, 4, 2, 1 not above "
+            f"min(W // {size}, H // {size}) (libjpeg DCT scaling, Pillow Image.draft)"
+            + ("; colour JPEGs are decoded straight to libjpeg's luma" if channels == 1 else ""),
             "palette images: expand to RGBA (palette transparency included)",
             "RGBA, LA, PA: composite over opaque black: out = round(value * alpha / 255)",
             "16-bit grayscale: value // 257",
