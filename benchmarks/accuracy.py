@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-# Each method is the comatch CLI's --method plus config overrides (ablations of DESIGN.md).
+# Each method is the comatch CLI's --method plus config overrides (the ablation switches of docs/method.md).
 METHODS: dict[str, list[str]] = {
     "supervised": ["--method", "supervised"],
     "fixmatch": ["--method", "fixmatch"],

@@ -27,7 +27,7 @@ def step_outputs(seed: int, requires_grad: bool = True) -> dict:
 
 
 def expected_comatch_loss(o, bank_feats, bank_probs, mean_probs, *, alpha=0.9, T=0.2, tau=0.6, t=0.5):
-    """CoMatch written out from DESIGN.md section 1, independently of comatch.losses."""
+    """CoMatch written out from the equations of docs/method.md, independently of comatch.losses."""
     p = torch.softmax(o["logits_u_w"].detach(), 1)
     p = p / mean_probs
     p = p / p.sum(1, keepdim=True)

@@ -1,9 +1,21 @@
-"""Image files: decoding to uint8 tensors, checking them up front, and a dataset of files.
+"""Image files: the one decoding pipeline, checking files up front, and a dataset of files.
 
-Every decoded image becomes a uint8 tensor ``[C, S, S]``: converted to ``C`` channels (1 or
-3; palette, RGBA, CMYK, 16-bit and grayscale files included, transparency composited over
-black), its shorter side resized to ``S`` and the centre cut out. JPEG files are decoded at a
-reduced scale first when they are much larger than ``S`` (fast for ImageNet-sized photos).
+:func:`decode_image` is the only way an image file becomes network input, in training, in the
+trainer's evaluation, in ``comatch evaluate --test`` and in ``comatch predict``; ``comatch
+export`` writes :func:`pipeline_description` beside the exported model. Every decoded image
+becomes a uint8 tensor ``[C, S, S]``:
+
+1. mode conversion to ``C`` channels (1: ``L``, 3: ``RGB``): a palette image is expanded to
+   RGBA; RGBA, LA and PA images (and palette transparency) are composited over opaque black;
+   16-bit grayscale becomes ``floor(v / 257)``; gray to RGB repeats the value, RGB to gray is
+   Pillow's ITU-R 601 luma ``L = R * 299/1000 + G * 587/1000 + B * 114/1000``;
+2. the shorter side is resized to ``S`` (bilinear, antialiased), the longer one to
+   ``max(S, round(L * S / shorter))``;
+3. the centre ``S x S`` is cut out (offset ``round((H - S) / 2)``, Python rounding).
+
+JPEG files are decoded at a reduced scale first (DCT scaling by 1/2, 1/4 or 1/8 while both
+sides stay at least ``S``), fast for ImageNet-sized photos; for ``C = 1`` libjpeg decodes a
+colour JPEG straight to its luma.
 """
 
 from __future__ import annotations
@@ -13,34 +25,69 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 from comatch.errors import UserError
 
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L"})
+TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA"})
 
 
-def _to_mode(image: Image.Image, channels: int) -> Image.Image:
-    """``image`` in mode ``L`` (1 channel) or ``RGB`` (3), transparency over black."""
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded; the message says why."""
+
+
+def _wide_to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L``.
+
+    16-bit values map to ``floor(v / 257)`` (65535 -> 255). Modes ``I`` and ``F`` carry no
+    bit depth: values above 255 are read as 16-bit, otherwise as 8-bit.
+    """
+    array = np.asarray(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        return Image.fromarray((array.astype(np.uint32) // 257).astype(np.uint8))
+    top = 65535.0 if array.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(array.astype(np.float64) / top * 255.0, 0, 255).astype(np.uint8))
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` in mode ``L`` (``channels`` 1) or ``RGB`` (3), transparency over opaque black.
+
+    Args:
+        image: any Pillow image.
+        channels: 1 or 3.
+
+    Returns:
+        The converted image (may be ``image`` itself when nothing changes).
+    """
+    if image.mode == "P" or (image.mode in ("L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")  # palette colours, tRNS transparency included
+    if image.mode in TRANSPARENT_MODES:
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grayscale
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8))
+    if image.mode in ("I", "F") or image.mode in SIXTEEN_BIT_MODES:
+        image = _wide_to_8bit(image)
     return image.convert("L" if channels == 1 else "RGB")
 
 
 def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``[C, H, W]`` so its shorter side is ``size``, then cut out the centre ``size x size``."""
+    """Resize ``[..., H, W]`` so its shorter side is ``size``, then cut out the centre ``size x size``.
+
+    Args:
+        image: uint8 ``[C, H, W]`` or ``[N, C, H, W]``.
+        size: the side ``S`` of the result.
+
+    Returns:
+        ``[..., S, S]`` (``image`` itself when it already is ``S x S``).
+    """
     height, width = image.shape[-2:]
     if (height, width) == (size, size):
         return image
@@ -51,18 +98,72 @@ def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.center_crop(image, [size, size])
 
 
-def decode_image(path: str, size: int, channels: int) -> torch.Tensor:
-    """Read ``path`` as a uint8 tensor ``[channels, size, size]``.
-
-    Raises:
-        Exception: whatever PIL raises for a file it cannot read (OSError, SyntaxError, ...).
-    """
+def _open_pixels(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """The converted pixels of ``path``, ``[H, W]`` or ``[H, W, 3]`` uint8."""
     with Image.open(path) as image:
         image.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at reduced scale
-        image = _to_mode(image, channels)
-        array = np.asarray(image, dtype=np.uint8)
+        return np.asarray(to_mode(image, channels), dtype=np.uint8)
+
+
+def decode_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
+    """Read an image file as network input: uint8 ``[channels, size, size]`` (see the module docstring).
+
+    Args:
+        path: any file Pillow reads (PNG, JPEG, BMP, WebP, TIFF, ...).
+        size: the side ``S``.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        uint8 ``[channels, size, size]``.
+
+    Raises:
+        UnreadableImage: the file is missing, a folder, not an image, or damaged; the message
+            says which.
+    """
+    try:
+        array = _open_pixels(path, size, channels)
+    except FileNotFoundError:
+        raise UnreadableImage("no such file") from None
+    except IsADirectoryError:
+        raise UnreadableImage("a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image file, or damaged") from None
+    except Exception as err:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise UnreadableImage(f"cannot decode ({type(err).__name__}: {err})") from None
     array = array[:, :, None] if array.ndim == 2 else array  # [H, W, C]
-    return fit_square(torch.from_numpy(array.copy()).permute(2, 0, 1), size)
+    return fit_square(torch.from_numpy(array.copy()).permute(2, 0, 1), size)  # [C, S, S]
+
+
+def pipeline_description(size: int, channels: int) -> dict[str, Any]:
+    """What :func:`decode_image` does, step by step, for a consumer outside Python.
+
+    Args:
+        size: the side ``S``.
+        channels: 1 or 3.
+
+    Returns:
+        A JSON-ready dict: ``steps`` in order, plus the resize and crop arithmetic.
+    """
+    mode = "grayscale (Pillow mode L)" if channels == 1 else "RGB"
+    return {
+        "steps": [
+            "JPEG only: decode at scale 1/a, a the largest of 8, 4, 2, 1 not above "
+            f"min(W // {size}, H // {size}) (libjpeg DCT scaling, Pillow Image.draft)"
+            + ("; colour JPEGs are decoded straight to libjpeg's luma" if channels == 1 else ""),
+            "palette images: expand to RGBA (palette transparency included)",
+            "RGBA, LA, PA: composite over opaque black: out = round(value * alpha / 255)",
+            "16-bit grayscale: value // 257",
+            f"convert to {mode}" + (": L = R*299/1000 + G*587/1000 + B*114/1000 (ITU-R 601)"
+                                    if channels == 1 else ": gray values repeated in R, G, B"),
+            f"resize so the shorter side is {size}: bilinear, antialiased (torchvision "
+            "resize, antialias=True); the longer side becomes max(S, round(L * S / shorter))",
+            f"cut out the centre {size}x{size}: top = round((H - S) / 2), left = round((W - S) / 2) "
+            "(round half to even)",
+        ],
+        "resize": {"shorter_side": size, "interpolation": "bilinear", "antialias": True},
+        "crop": {"center": [size, size]},
+        "channels": channels,
+    }
 
 
 @dataclass(frozen=True)
@@ -140,8 +241,8 @@ class ImageFiles(Dataset):
             i = (index + attempt) % len(self.paths)
             try:
                 return decode_image(self.paths[i], self.size, self.channels), int(self.labels[i])
-            except Exception as err:  # noqa: BLE001
+            except UnreadableImage as err:
                 if self.strict:
-                    raise unreadable_error(self.paths[i], f"{type(err).__name__}: {err}") from err
+                    raise unreadable_error(self.paths[i], str(err)) from err
                 warnings.warn(f"skipping unreadable image {self.paths[i]}: {err}", stacklevel=2)
         raise UserError(f"none of 16 images from {self.paths[index]} on could be read; check the data folder")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from comatch.data.images import FileCheck, check_files, decode_image
+from comatch.data.images import FileCheck, check_files, decode_image, fit_square
 
 SAMPLE = 2048
 """Largest number of images statistics are computed from."""
@@ -89,7 +89,11 @@ def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def to_size(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` resized to ``size x size`` (antialiased), in chunks."""
+    """uint8 ``[N, C, H, W]`` fitted to ``size x size`` as files are, in chunks.
+
+    :func:`~comatch.data.images.fit_square` (shorter side to ``size``, centre crop); for the
+    square benchmark images that is a plain antialiased resize.
+    """
     if tuple(images.shape[-2:]) == (size, size):
         return images
-    return torch.cat([F.resize(chunk, [size, size], antialias=True) for chunk in images.split(4096)])
+    return torch.cat([fit_square(chunk, size) for chunk in images.split(4096)])

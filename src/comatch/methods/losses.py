@@ -1,6 +1,6 @@
 """The CoMatch equations as pure functions of tensors.
 
-Symbols (Li, Xiong and Hoi, "CoMatch", ICCV 2021, section 3):
+Symbols (Li, Xiong and Hoi, "CoMatch", ICCV 2021, section 3; every equation in docs/method.md):
 
 - ``p``: class probabilities of the weakly augmented unlabelled images.
 - ``q``: the memory-smoothed pseudo-label, ``q = alpha * p + (1 - alpha) * sum_k a_k p_k``.

@@ -3,8 +3,9 @@
 The exported model takes a batch of images as they come from a decoder, uint8
 ``[N, C, S, S]`` (values 0-255), and returns class probabilities ``[N, num_classes]``:
 normalisation and softmax are inside the graph. ``FILE.json`` beside it holds the class
-names and the input contract. Before the export is reported as done, the written file is
-loaded back and compared with the PyTorch model on sample inputs.
+names, the input contract and the decoding steps (shorter side resized to ``S``, centre crop)
+that turn an image file into that input. Before the export is reported as done, the written
+file is loaded back and compared with the PyTorch model on sample inputs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from comatch.data.images import pipeline_description
 from comatch.errors import UserError
 from comatch.tools.inference import LoadedModel
 
@@ -101,7 +103,12 @@ def _save_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path) -> Callable
 
 
 def metadata(loaded: LoadedModel, fmt: str, max_diff: float) -> dict[str, Any]:
-    """What ``FILE.json`` holds: classes, input contract, preprocessing and provenance."""
+    """What ``FILE.json`` holds: classes, input contract, preprocessing and provenance.
+
+    ``preprocessing`` lists the steps of :func:`comatch.data.images.decode_image` (the
+    decoding every training, evaluation and prediction image goes through) that turn a file
+    into the model's uint8 input, then the normalisation the model does itself.
+    """
     c, s = loaded.channels, loaded.image_size
     return {
         "format": fmt,
@@ -109,7 +116,7 @@ def metadata(loaded: LoadedModel, fmt: str, max_diff: float) -> dict[str, Any]:
         "input": {"name": "images", "dtype": "uint8", "layout": "NCHW", "shape": ["N", c, s, s],
                   "channels": c, "color": "grayscale" if c == 1 else "RGB", "size": s, "value_range": [0, 255]},
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(loaded.class_names)]},
-        "preprocessing": {"resize": f"to {s}x{s} (bilinear, antialiased) before the model",
+        "preprocessing": {**pipeline_description(s, c),
                           "mean": list(loaded.mean), "std": list(loaded.std), "units": "[0, 1]",
                           "inside_model": "x = (images / 255 - mean) / std, then softmax of the logits"},
         "source": {"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights,

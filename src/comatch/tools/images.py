@@ -1,9 +1,9 @@
-"""Image files for inference: finding them, reading them, and labelled test folders.
+"""Image files for inference: finding them, and labelled test folders.
 
-Every image is read as a uint8 tensor ``[C, H, W]`` with the channel count the model was
-trained with (``C = 1``: grayscale, ``C = 3``: RGB), so a colour photo can be given to a
-grayscale model and the other way round. Resizing and normalisation happen later, exactly as
-in the trainer's evaluation view.
+Decoding is not done here: every file goes through :func:`comatch.data.images.decode_image`,
+the pipeline the trainer uses (mode conversion, transparency over black, shorter side resized
+to the model's size, centre crop), so ``predict`` and ``evaluate --test`` give a file exactly
+the network input the trainer's evaluation gives it.
 """
 
 from __future__ import annotations
@@ -11,19 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from comatch.data.images import UnreadableImage, decode_image
 from comatch.errors import UserError
+
+__all__ = ["IMAGE_SUFFIXES", "LabelledFolder", "UnreadableImage", "find_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 """File endings (any case) collected from folders; files named explicitly are always tried."""
-
-
-class UnreadableImage(Exception):
-    """An image file that cannot be decoded; the message says why."""
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -45,51 +42,25 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """Decode one image file to uint8 ``[channels, H, W]``.
-
-    Args:
-        path: a PNG, JPEG, BMP or WebP file (anything Pillow reads).
-        channels: 1 converts to grayscale (ITU-R 601 luma), 3 to RGB (alpha is dropped).
-
-    Returns:
-        The image, uint8 ``[channels, H, W]``.
-
-    Raises:
-        UnreadableImage: the file is missing, not an image, or damaged.
-    """
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except FileNotFoundError:
-        raise UnreadableImage("no such file") from None
-    except IsADirectoryError:
-        raise UnreadableImage("a folder, not an image") from None
-    except UnidentifiedImageError:
-        raise UnreadableImage("not an image file, or damaged") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UnreadableImage(f"cannot decode ({type(err).__name__}: {err})") from None
-    tensor = torch.from_numpy(pixels.copy())
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()  # [C, H, W]
-
-
 class LabelledFolder(Dataset):
     """A test folder in the ImageFolder layout: ``DIR/CLASS_NAME/**/image`` (hidden folders skipped).
 
-    Item ``i`` is ``(uint8 image [C, H, W], label)``, where the label is the index of the
-    sub-folder's name among the model's class names.
+    Item ``i`` is ``(uint8 image [C, S, S], label)``, decoded by
+    :func:`~comatch.data.images.decode_image`; the label is the index of the sub-folder's name
+    among the model's class names.
 
     Args:
         root: the folder.
         class_names: the model's classes, in label order.
-        channels: the model's channel count.
+        channels: the model's channel count ``C``.
+        size: the model's image size ``S``.
 
     Raises:
         UserError: the folder is missing, holds no class sub-folders with images, or a
             sub-folder is not one of ``class_names``.
     """
 
-    def __init__(self, root: Path, class_names: Sequence[str], channels: int) -> None:
+    def __init__(self, root: Path, class_names: Sequence[str], channels: int, size: int) -> None:
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"test folder {root} does not exist; give a folder with one sub-folder per class")
@@ -108,7 +79,7 @@ class LabelledFolder(Dataset):
         ]
         if not self.items:
             raise UserError(f"test folder {root} holds no images in class sub-folders ({', '.join(IMAGE_SUFFIXES)})")
-        self.channels = channels
+        self.channels, self.size = channels, size
 
     def __len__(self) -> int:
         return len(self.items)
@@ -116,6 +87,6 @@ class LabelledFolder(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[i]
         try:
-            return read_image(path, self.channels), label
+            return decode_image(path, self.size, self.channels), label
         except UnreadableImage as err:
             raise UserError(f"test image {path} cannot be read ({err}); remove or replace it") from None

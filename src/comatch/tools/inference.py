@@ -1,8 +1,9 @@
 """Use a trained checkpoint: load it with its preprocessing, evaluate it, predict images.
 
-The preprocessing is the trainer's evaluation path, rebuilt from the checkpoint: the image is
-converted to the model's channel count, resized to ``data.image_size`` (evaluation view) and
-normalised with the checkpoint's ``normalization`` statistics.
+The preprocessing is the trainer's evaluation path, rebuilt from the checkpoint: every image
+file is decoded by :func:`comatch.data.images.decode_image` at the model's channel count and
+image size (the function the trainer's datasets use), passed through the trainer's evaluation
+view and normalised with the checkpoint's ``normalization`` statistics.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from tqdm import tqdm
 from comatch import config as cfg
 from comatch.training.checkpoint import load_file, load_newest
 from comatch.data.loaders import eval_loader
-from comatch.data.views import ResizeIfNeeded
+from comatch.data.images import UnreadableImage, decode_image
+from comatch.data.views import View, build_views
 from comatch.errors import UserError
 from comatch.tools.evaluation import predict
-from comatch.tools.images import LabelledFolder, UnreadableImage, read_image
+from comatch.tools.images import LabelledFolder
 from comatch.models import build_model
 from comatch.training.runtime import resolve_device
-from comatch.data.preprocessing import Normalizer, run_data
+from comatch.data.preprocessing import Normalizer, run_data, view_settings
 
 WEIGHTS = ("ema", "raw")
 
@@ -61,9 +63,17 @@ class LoadedModel:
     channels: int
     image_size: int
 
-    def eval_view(self) -> ResizeIfNeeded:
-        """The per-image evaluation view (resize to ``image_size`` when needed)."""
-        return ResizeIfNeeded(self.image_size)
+    def eval_view(self) -> View:
+        """The trainer's per-image evaluation view, built from the checkpoint's settings."""
+        return build_views(view_settings(self.config, self.image_size))["eval"]
+
+    def decode(self, path: str | Path) -> torch.Tensor:
+        """An image file as the network's uint8 input ``[C, S, S]``, as the trainer decodes it.
+
+        Raises:
+            UnreadableImage: the file cannot be decoded (the message says why).
+        """
+        return decode_image(path, self.image_size, self.channels)
 
     def preprocess(self) -> Normalizer:
         """Moves a uint8 batch to the device and normalises it, as the trainer does."""
@@ -185,7 +195,7 @@ def evaluation_data(
 ) -> Dataset:
     """The data ``comatch evaluate`` uses: a labelled folder, or the run's own test split."""
     if test_dir is not None:
-        return LabelledFolder(Path(test_dir), loaded.class_names, loaded.channels)
+        return LabelledFolder(Path(test_dir), loaded.class_names, loaded.channels, loaded.image_size)
     return run_test_set(loaded.config, data_root)
 
 
@@ -223,7 +233,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
             images, readable = [], []
             for row in rows:
                 try:
-                    images.append(view(read_image(row.path, loaded.channels)))
+                    images.append(view(loaded.decode(row.path)))
                     readable.append(row)
                 except UnreadableImage as err:
                     row.error = str(err)
