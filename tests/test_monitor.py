@@ -28,6 +28,8 @@ def test_training_in_a_pipe_prints_plain_lines_and_every_metric_reaches_tensorbo
     assert proc.returncode == 0, proc.stderr
     assert not CONTROL.search(proc.stdout) and not CONTROL.search(proc.stderr)
     lines = proc.stdout.splitlines()
+    assert lines[0] == "comatch: comatch on digits, seed 0", "the start block comes first"
+    lines = [line for line in lines if line.startswith("[") or line.startswith("done:")]
     assert [line.split(" ", 2)[:2] for line in lines[:4]] == [
         ["[train]", "step=2/4"], ["[eval]", "step=2/4"], ["[train]", "step=4/4"], ["[eval]", "step=4/4"]]
     assert re.search(r" eta=\d+:\d\d:\d\d loss=", lines[0]) and "mask_rate=" in lines[0]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comatch.methods.comatch import bank_size
 from comatch import config as cfg
 from comatch.cli import main
 from comatch.data.batch_views import BatchViews
@@ -31,7 +32,7 @@ COLUMNS = {
     "t": (lambda c: c.comatch.graph_threshold, number),
     "lambda_u": (lambda c: c.comatch.lambda_u, number),
     "lambda_c": (lambda c: c.comatch.lambda_c, number),
-    "bank": (lambda c: c.bank_size, int),
+    "bank": (lambda c: bank_size(c.comatch, c.optim.batch_size, c.optim.mu), int),
     "da window": (lambda c: c.comatch.da_window, int),
     "proj dim": (lambda c: c.model.proj_dim, int),
     "pad": (lambda c: c.views.crop_padding, int),
