@@ -8,7 +8,9 @@ cells run at once (--jobs), each with its share of the CPU threads.
         --iterations 600 --jobs 2 --out docs/results/digits
 
 Writes OUT/results.csv (one row per run), OUT/summary.csv and OUT/summary.md (mean and
-standard deviation per method and label count) and OUT/accuracy.png.
+standard deviation per method and label count), OUT/accuracy.png, and OUT/provenance.json
+(the command, the commit, the torch version and the threads per run: a run is bit-reproducible
+for the same code, torch build and thread count).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 # Each method is the comatch CLI's --method plus config overrides (the ablation switches of docs/method.md).
 METHODS: dict[str, list[str]] = {
     "supervised": ["--method", "supervised"],
+    "mixmatch": ["--method", "mixmatch"],
     "fixmatch": ["--method", "fixmatch"],
     "comatch": ["--method", "comatch"],
     "comatch-no-smoothing": ["--method", "comatch", "comatch.smoothing=false"],
@@ -203,6 +206,27 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def provenance(threads: int) -> dict[str, Any]:
+    """What the numbers of this grid depend on: code, torch build, threads; and how it was made."""
+    import platform
+
+    import torch
+
+    def git(*argv: str) -> str:
+        found = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=Path(__file__).parent)
+        return found.stdout.strip()
+
+    return {
+        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")),
+        "torch": torch.__version__,
+        "threads_per_run": threads,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="digits")
@@ -212,10 +236,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="training steps per run (default: the preset's)")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPUs shared by the jobs); "
+                        "the results depend on it in the last digits")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("override", nargs="*", help="key=value overrides applied to every run")
     args = parser.parse_args()
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "provenance.json").write_text(json.dumps(provenance(threads), indent=2) + "\n")
     cells = [(m, n, s) for n in args.labels for m in args.methods for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda c: run_cell(args, *c, threads), cells))
