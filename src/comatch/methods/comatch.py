@@ -85,21 +85,30 @@ class CoMatch(Method):
         criterion: the loss and its state, built with ``defer_updates=True``.
         lambda_c: the final graph-loss weight.
         lambda_c_ramp: ramp it as ``min(epoch + 1, lambda_c)``.
-        smoothing_from: ``"first_epoch"`` holds memory smoothing back for the first epoch.
+        smoothing_from: ``"start"``: memory smoothing from the second step (the criterion's
+            own rule: the bank holds one step's entries); ``"full_bank"``: from step
+            ``K // (B + mu B) + 1`` (0-based), once the bank has been full for a step, as the
+            released CIFAR code (``it > queue_batch``); ``"first_epoch"``: from the second
+            epoch, as the released ImageNet code.
         unlabelled_batch, unlabelled_size: global unlabelled images per step and in the pool
             (an epoch's length).
+        step_entries: global bank entries a step writes, ``B + mu B``.
     """
 
     section: ClassVar[str | None] = "comatch"
     Settings: ClassVar[type[MethodSettings] | None] = CoMatchSettings
 
     def __init__(self, criterion: CoMatchCriterion, *, lambda_c: float, lambda_c_ramp: bool = False,
-                 smoothing_from: str = "start", unlabelled_batch: int = 1, unlabelled_size: int = 0) -> None:
+                 smoothing_from: str = "start", unlabelled_batch: int = 1, unlabelled_size: int = 0,
+                 step_entries: int = 1) -> None:
         super().__init__()
+        if smoothing_from not in ("start", "full_bank", "first_epoch"):
+            raise ValueError(f"smoothing_from must be start, full_bank or first_epoch, got {smoothing_from!r}")
         self.criterion = criterion
         self.lambda_c, self.lambda_c_ramp = lambda_c, lambda_c_ramp
-        self.smooth_after_first_epoch = smoothing_from == "first_epoch"
+        self.smoothing_from = smoothing_from
         self.unlabelled_batch, self.unlabelled_size = unlabelled_batch, unlabelled_size
+        self.step_entries = step_entries
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -110,7 +119,6 @@ class CoMatch(Method):
             graph_threshold=c.graph_threshold, lambda_u=c.lambda_u, lambda_c=c.lambda_c,
             da_window=c.da_window, alignment=c.alignment, smoothing=c.smoothing,
             contrastive=c.contrastive, self_loop_only=c.self_loop_only, hard_labels=c.hard_labels,
-            smoothing_from="full_bank" if c.smoothing_from == "full_bank" else "start",
         )
 
     @classmethod
@@ -126,7 +134,8 @@ class CoMatch(Method):
     def _schedule_settings(config: Config, context: MethodContext) -> dict[str, object]:
         c, o = config.comatch, config.optim
         return dict(lambda_c=c.lambda_c, lambda_c_ramp=c.lambda_c_ramp, smoothing_from=c.smoothing_from,
-                    unlabelled_batch=o.batch_size * o.mu, unlabelled_size=context.unlabelled_size)
+                    unlabelled_batch=o.batch_size * o.mu, unlabelled_size=context.unlabelled_size,
+                    step_entries=(1 + o.mu) * o.batch_size)
 
     @classmethod
     def check_config(cls, config: Config) -> None:
@@ -162,10 +171,16 @@ class CoMatch(Method):
         """The epoch of step ``k`` (one pass over the unlabelled pool)."""
         return epoch_of(step, self.unlabelled_batch, self.unlabelled_size)
 
+    def smoothing_paused_at(self, step: int) -> bool:
+        """Whether ``smoothing_from`` holds memory smoothing back at step ``k`` (0-based)."""
+        if self.smoothing_from == "full_bank" and self.criterion.bank is not None:
+            return step <= self.criterion.bank.size // self.step_entries
+        return self.smoothing_from == "first_epoch" and self.epoch(step) < 1
+
     def _prepare(self, step: int) -> None:
         """Set the criterion's step-dependent settings."""
         self.criterion.lambda_c = self.lambda_c_at(step)
-        self.criterion.smoothing_paused = self.smooth_after_first_epoch and self.epoch(step) < 1
+        self.criterion.smoothing_paused = self.smoothing_paused_at(step)
 
     def forward(self, batch: Batch, encode: Encode) -> MethodOutput:  # type: ignore[override]
         self._prepare(batch.step)

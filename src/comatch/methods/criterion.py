@@ -11,7 +11,6 @@ smoothing, no graph loss, hard pseudo-labels (see :func:`build_criterion`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,10 +69,6 @@ class CoMatchCriterion(nn.Module):
         self_loop_only: ablation switch: ``W^q`` keeps only self-loops (instance contrast).
         hard_labels: ablation switch: one-hot ``argmax(q)`` instead of the soft ``q`` in both
             ``L_u`` and ``W^q``.
-        smoothing_from: when memory smoothing starts: ``"start"`` (as soon as the bank holds
-            one step's entries, i.e. from the second step) or ``"full_bank"`` (once the bank
-            is full, as the released CIFAR code does). Setting :attr:`smoothing_paused`
-            holds it back further (the ImageNet recipe smooths only after the first epoch).
         defer_updates: False (for your own loop): the aligner, bank (and queue) are updated
             at the end of each call, unless an input was not finite, in which case nothing
             is recorded. True (the trainer): the updates wait for :meth:`commit`, which the
@@ -98,14 +93,11 @@ class CoMatchCriterion(nn.Module):
         contrastive: bool = True,
         self_loop_only: bool = False,
         hard_labels: bool = False,
-        smoothing_from: Literal["start", "full_bank"] = "start",
         defer_updates: bool = False,
     ) -> None:
         super().__init__()
-        if smoothing_from not in ("start", "full_bank"):
-            raise ValueError(f"smoothing_from must be 'start' or 'full_bank', got {smoothing_from!r}")
-        self.smoothing_from, self.defer_updates = smoothing_from, defer_updates
-        self.smoothing_paused = False
+        self.defer_updates = defer_updates
+        self.smoothing_paused = False  # set by a schedule that starts smoothing later
         self._pending: list[Callable[[], None]] = []
         self._checked: list[torch.Tensor] = []
         self.num_classes = num_classes
@@ -242,11 +234,10 @@ class CoMatchCriterion(nn.Module):
         return smoothed
 
     def _smoothing_ready(self, entries_per_process: int) -> bool:
-        """Whether this step smooths: the bank holds enough entries and smoothing is not paused."""
+        """Whether this call smooths: the bank holds at least one step's entries (so from the
+        second step on) and :attr:`smoothing_paused` is not set."""
         if self.smoothing_paused or self.bank is None:
             return False
-        if self.smoothing_from == "full_bank":
-            return len(self.bank) >= self.bank.size
         return len(self.bank) >= entries_per_process * distributed.world_size()
 
 
