@@ -91,6 +91,7 @@ def build_model(
     in_channels: int = 3,
     proj_dim: int = 64,
     bn_momentum: float | None = None,
+    head_activation: str = "leaky_relu",
 ) -> CoMatchNet:
     """Build a CoMatch network (encoder + classifier + projector).
 
@@ -100,6 +101,7 @@ def build_model(
         in_channels: Image channels.
         proj_dim: Embedding dimension of the projection head.
         bn_momentum: Optional BatchNorm momentum override (see :func:`build_encoder`).
+        head_activation: Projection-head non-linearity, ``leaky_relu`` or ``relu``.
 
     Returns:
         The network; ``forward`` returns ``(logits, z)``.
@@ -108,4 +110,4 @@ def build_model(
         ValueError: For an unknown architecture name.
     """
     encoder = build_encoder(arch, in_channels, bn_momentum)
-    return CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim)
+    return CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim, head_activation)
