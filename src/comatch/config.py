@@ -76,6 +76,10 @@ class DataConfig(_Section):
     augment_on: Literal["cpu", "gpu"] = Field(
         "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches)."
     )
+    unlabeled_includes_labeled: bool = Field(
+        True, description="Whether the unlabelled pool also holds the labelled images (true: as FixMatch; false: as the released "
+        "CoMatch code, which trains the unlabelled losses on the other images only). Benchmarks and folders alike."
+    )
 
 
 class ViewConfig(_Section):
@@ -94,6 +98,15 @@ class ViewConfig(_Section):
     strong: Literal["fixmatch", "contrastive"] = Field(
         "fixmatch", description="First strong view: 'fixmatch' (weak + RandAugment + Cutout) or 'contrastive' (the contrastive view, as on ImageNet)."
     )
+    randaugment: Literal["fixmatch", "comatch"] = Field(
+        "fixmatch", description="RandAugment variant of the strong view: 'fixmatch' (magnitude drawn 1..randaugment_magnitude "
+        "with a random sign, nearest-neighbour geometry about the centre) or 'comatch' (the released CoMatch CIFAR code: "
+        "magnitude fixed at 10, enhance factor 1.9, solarize a no-op, 10 px translations, bilinear geometry, shear about the top-left corner)."
+    )
+    crop_offsets: Literal["symmetric", "released"] = Field(
+        "symmetric", description="Weak-view pad-and-crop shifts: 'symmetric' (-crop_padding..+crop_padding) or 'released' "
+        "(-crop_padding..crop_padding-1, as the released CoMatch code draws its crop corner)."
+    )
 
 
 class ModelConfig(_Section):
@@ -106,6 +119,10 @@ class ModelConfig(_Section):
     bn_momentum: float | None = Field(None, gt=0, le=1, description="BatchNorm momentum; None: the architecture's default (0.001 for WRN).")
     init: str | None = Field(
         None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
+    )
+    head_activation: Literal["leaky_relu", "relu"] = Field(
+        "leaky_relu", description="Non-linearity between the projection head's two layers: leaky_relu (slope 0.1, the released "
+        "CIFAR code) or relu (the released ImageNet ResNet-50 head). It shapes the embeddings the graph loss compares."
     )
 
 
@@ -133,18 +150,42 @@ class CoMatchConfig(_Section):
     lambda_c_ramp: bool = Field(
         False, description="Ramp lambda_c as min(epoch + 1, lambda_c), an epoch being one pass over the unlabelled set at the global unlabelled batch size (ImageNet)."
     )
+    smoothing_from: Literal["start", "full_bank", "first_epoch"] = Field(
+        "start", description="When memory smoothing starts: 'start' (step 1, with a partly filled bank), 'full_bank' (once the "
+        "bank is full, the released CIFAR code) or 'first_epoch' (after the first epoch, the released ImageNet code)."
+    )
+    momentum_first_epoch: float | None = Field(
+        None, ge=0, lt=1, description="Momentum-encoder decay during the first epoch (0.99 in the released ImageNet code, a "
+        "faster start); None: comatch.momentum from the first step."
+    )
+    queue_init: Literal["empty", "random"] = Field(
+        "empty", description="Initial state of the bank and queue: 'empty' (only filled entries take part) or 'random' "
+        "(random embeddings with zero pseudo-labels, the released ImageNet code)."
+    )
 
 
 class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.")
-    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
+    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as optim.schedule says.")
+    schedule: Literal["cosine", "epoch_half_cosine"] = Field(
+        "cosine", description="Learning-rate decay: 'cosine' (lr * cos(7 pi k / (16 K)) per step, the released CIFAR code) or "
+        "'epoch_half_cosine' (lr * (1 + cos(pi e / E)) / 2, constant within each epoch e of E, the released ImageNet code)."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum.")
-    weight_decay: float = Field(5e-4, ge=0, description="Weight decay on weights; BatchNorm parameters and biases are exempt.")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay; which parameters it spares is optim.weight_decay_exempt.")
+    weight_decay_exempt: Literal["norm_and_bias", "norm", "none"] = Field(
+        "norm_and_bias", description="Parameters spared weight decay: norm_and_bias (normalisation parameters and every bias), "
+        "norm (normalisation parameters only, the released CIFAR code) or none (all decayed, the released ImageNet code)."
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the evaluation EMA of the weights.")
-    ema_warmup: bool = Field(True, description="EMA decay warm-up min(decay, (1+k)/(10+k)), so short runs get a useful EMA.")
+    ema_warmup: bool = Field(True, description="EMA decay warm-up min(decay, (1+k)/(10+k)), so short runs get a useful EMA (the released code: none).")
+    ema_buffers: Literal["average", "copy"] = Field(
+        "average", description="EMA of BatchNorm running statistics: average them like the weights, or copy the trained "
+        "model's (the released code)."
+    )
 
 
 class RunConfig(_Section):

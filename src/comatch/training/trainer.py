@@ -28,7 +28,7 @@ from comatch.training.precision import Precision, resolve_amp, resolve_channels_
 from comatch.models.pretrained import load_encoder_weights
 from comatch.data.preprocessing import Normalizer, run_data, default_workers, use_deterministic_kernels, view_settings
 from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
-from comatch.training.schedule import cosine_lr_factor, ramped_lambda_c
+from comatch.training.schedule import lr_factor, ramped_lambda_c
 from comatch.training.stats import StepStats
 from comatch.training.step import StepForward
 
@@ -65,7 +65,8 @@ class Trainer:
         self.data: RunData = data or run_data(config)
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
-        self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
+        self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup,
+                            buffers=config.optim.ema_buffers)
         c = config.comatch
         uses_momentum = config.method == "comatch" and c.momentum is not None
         self.momentum = MomentumEncoder(self.model, c.momentum) if uses_momentum else None
@@ -77,11 +78,12 @@ class Trainer:
         self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
-            param_groups_for_weight_decay(self.model, o.weight_decay), lr=o.lr,
+            param_groups_for_weight_decay(self.model, o.weight_decay, o.weight_decay_exempt), lr=o.lr,
             momentum=o.momentum, nesterov=o.nesterov,
         )
+        steps_per_epoch = -(-len(self.data.unlabelled) // (o.batch_size * o.mu))  # ceil: the last batch counts
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: cosine_lr_factor(k, o.iterations)
+            self.optimizer, lambda k: lr_factor(o.schedule, k, o.iterations, steps_per_epoch)
         )
         self.normalize = Normalizer(self.data.mean, self.data.std, self.in_channels, self.device)
         self.forward = StepForward(self.model, self.ddp_model, self.normalize, self.precision,
@@ -102,7 +104,7 @@ class Trainer:
         """The network on its device, from ``model.init`` when given."""
         m, run = self.config.model, self.config.run
         model = build_model(m.arch, self.data.num_classes, in_channels=self.in_channels,
-                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum)
+                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum, head_activation=m.head_activation)
         if m.init and load_init:
             report = load_encoder_weights(model.encoder, m.init)
             if distributed.is_main_process():
