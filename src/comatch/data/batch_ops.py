@@ -537,20 +537,35 @@ def box_fill(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, bottom: tor
 
 
 # --------------------------------------------------------------------------- released CoMatch RandAugment
-RGB_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-"""ITU-R 601-2 luma weights (R, G, B) of the CoMatch colour and contrast ops.
+RGB_LUMA_PERMILLE = (299, 587, 114)
+"""ITU-R 601-2 luma weights (R, G, B), in thousandths, of the CoMatch colour and contrast ops.
 
 The released code applies them in B, G, R order to RGB images; here they weight the channels
-they are meant for (see docs/presets.md)."""
+they are meant for (see docs/presets.md). Integer weights keep the luma of a grey pixel exact."""
 
 
 def _float_luma(x: torch.Tensor) -> torch.Tensor:
-    """Unrounded luma ``[M, 1, H, W]`` (a 1-channel image is its own luma)."""
+    """Unrounded float64 luma ``[M, 1, H, W]`` (a 1-channel image is its own luma).
+
+    ``(299 R + 587 G + 114 B) / 1000``: the sum is an exact integer, so the only rounding is the
+    division, and a grey pixel keeps its value exactly.
+    """
+    x = x.double()
     if x.shape[1] == 1:
         return x
     r, g, b = x.unbind(dim=1)
-    wr, wg, wb = RGB_LUMA_WEIGHTS
-    return (r * wr + g * wg + b * wb).unsqueeze(1)
+    wr, wg, wb = RGB_LUMA_PERMILLE
+    return ((r * wr + g * wg + b * wb) / 1000.0).unsqueeze(1)
+
+
+def _enhance(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``degenerate + f * (x - degenerate)`` in float64, clamped to ``[0, 255]`` and truncated.
+
+    Equal to the released ``f * x + (1 - f) * degenerate``; this form leaves ``x`` unchanged
+    wherever it equals ``degenerate``.
+    """
+    f = _per_sample(factor.to(torch.float64))
+    return quantize(degenerate + f * (x.double() - degenerate)).to(x.dtype)
 
 
 def comatch_color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -567,8 +582,7 @@ def comatch_color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """
     if x.shape[1] == 1:
         return x
-    f = _per_sample(factor.to(x.dtype))
-    return quantize(x * f + _float_luma(x) * (1.0 - f))
+    return _enhance(x, _float_luma(x), factor)
 
 
 def comatch_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -584,14 +598,29 @@ def comatch_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     Returns:
         Adjusted images ``[M, C, H, W]``.
     """
-    channel_means = x.double().mean(dim=(-2, -1))  # [M, C]
-    if x.shape[1] == 3:
-        weights = torch.tensor(RGB_LUMA_WEIGHTS, dtype=torch.float64, device=x.device)
-        mean = (channel_means * weights).sum(dim=1)  # [M]
-    else:
-        mean = channel_means[:, 0]
-    m, f = _per_sample(mean), _per_sample(factor.to(torch.float64))
-    return quantize(((x.double() - m) * f + m).float())
+    mean = _float_luma(x).mean(dim=(-3, -2, -1), keepdim=True)  # [M, 1, 1, 1]
+    return _enhance(x, mean, factor)
+
+
+def comatch_autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """CoMatch autocontrast: every channel stretched as ``(v - low) * 255 / (high - low)``, truncated.
+
+    Computed in float64 with the product first, so the result is the exact truncation (the
+    channel maximum maps to 255, as in PIL and the released code; torchvision's float32 kernel,
+    used by the FixMatch variant, can give 254). Constant channels are kept.
+
+    Args:
+        x: Images ``[M, C, H, W]``.
+
+    Returns:
+        Stretched images ``[M, C, H, W]``.
+    """
+    v = x.double()
+    low = v.amin(dim=(-2, -1), keepdim=True)  # [M, C, 1, 1]
+    span = v.amax(dim=(-2, -1), keepdim=True) - low
+    flat = span == 0
+    stretched = (v - low) * MAX_VALUE / torch.where(flat, torch.ones_like(span), span)
+    return quantize(torch.where(flat, v, stretched)).to(x.dtype)
 
 
 def affine_bilinear(x: torch.Tensor, matrices: torch.Tensor, fill: float) -> torch.Tensor:

@@ -354,7 +354,7 @@ def comatch_kernel(op: str, x: torch.Tensor, params: torch.Tensor, fill: int) ->
     value = params[:, 0]
     kernels = {
         "Identity": lambda: x,
-        "AutoContrast": lambda: batch_ops.autocontrast(x),
+        "AutoContrast": lambda: batch_ops.comatch_autocontrast(x),
         "Equalize": lambda: batch_ops.equalize(x),
         "Brightness": lambda: batch_ops.adjust_brightness(x, value),
         "Color": lambda: batch_ops.comatch_color(x, value),
