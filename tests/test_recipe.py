@@ -321,3 +321,28 @@ def test_unlabelled_pool_with_or_without_the_labelled_images():
     assert len(without.unlabelled) == len(with_labelled.unlabelled) - 40
     assert not set(without.unlabelled.indices) & set(without.labelled_ids)
     assert sorted(set(without.unlabelled.indices) | set(without.labelled_ids)) == list(range(len(with_labelled.unlabelled)))
+
+
+def test_folder_unlabelled_pool_leaves_the_labelled_files_out(tmp_path):
+    from datafiles import write_class_folder
+
+    write_class_folder(tmp_path / "lab", ["a", "b"], per_class=5, size=(12, 12))
+    write_class_folder(tmp_path / "unl", ["x"], per_class=3, size=(12, 12), seed=1)
+    common = dict(seed=0, labels_per_class=2, labeled=str(tmp_path / "lab"), unlabeled=str(tmp_path / "unl"),
+                  test=str(tmp_path / "lab"), image_size=12, channels=3)
+    with_labelled = build_data("folder", **common)
+    without = build_data("folder", **common, unlabeled_includes_labeled=False)
+    assert len(with_labelled.unlabelled) == 10 + 3 and len(without.unlabelled) == 10 - 4 + 3
+    labelled = set(without.labelled.paths)
+    assert len(labelled) == 4 and not labelled & set(without.unlabelled.paths)
+
+
+def test_an_empty_unlabelled_pool_is_a_user_error():
+    import numpy as np
+
+    from comatch.data.sources import _unlabelled_rest
+    from comatch.errors import UserError
+
+    assert _unlabelled_rest(5, np.array([0, 3])) == [1, 2, 4]
+    with pytest.raises(UserError, match="set data.unlabeled_includes_labeled=true or label fewer images"):
+        _unlabelled_rest(3, np.array([0, 1, 2]))
