@@ -87,7 +87,9 @@ class ViewConfig(_Section):
     flip: bool = Field(True, description="Horizontal flips; off for data whose labels change under flips (digits).")
     cutout: float = Field(0.5, ge=0, le=1, description="Strong view: Cutout side as a fraction of the image side.")
     randaugment_ops: int = Field(2, ge=0, description="Strong view: RandAugment operations per image.")
-    randaugment_magnitude: int = Field(10, ge=1, le=10, description="Strong view: largest RandAugment magnitude (of 10).")
+    randaugment_magnitude: int = Field(
+        10, ge=1, le=10, description="Strong view: RandAugment magnitude (of 10): the largest one drawn ('fixmatch'), or the fixed level ('comatch'; 10 in the released code)."
+    )
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="Contrastive view: smallest random-resized-crop area.")
     jitter_prob: float = Field(0.8, ge=0, le=1, description="Contrastive view: probability of colour jitter (0.4, 0.4, 0.4, 0.1).")
     grayscale_prob: float = Field(0.2, ge=0, le=1, description="Contrastive view: probability of grayscale.")
