@@ -135,7 +135,7 @@ def _switch_value(cell: str, preset: str):
 
 def test_recipe_switch_table_matches_every_preset():
     rows = docs_table("field", "digits, folder (default)")
-    assert len(rows) == 12
+    assert len(rows) == 13
     covered = set()
     for field, row in rows.items():
         section, name = field.split(".")
@@ -157,6 +157,7 @@ def test_paper_presets_select_the_released_recipe(name):
     config = resolve(name)
     v, o, m, c = config.views, config.optim, config.model, config.comatch
     assert (o.ema_warmup, o.ema_buffers, config.data.unlabeled_includes_labeled) == (False, "copy", False)
+    assert m.init_scheme == "released"
     if config.data.dataset == "imagenet":
         assert (o.weight_decay_exempt, o.schedule, m.head_activation) == ("none", "epoch_half_cosine", "relu")
         assert (c.smoothing_from, c.momentum_first_epoch, c.momentum, c.queue_init) == ("first_epoch", 0.99, 0.996, "random")
@@ -175,6 +176,7 @@ def test_own_presets_keep_this_projects_recipe(name):
     assert (v.randaugment, v.crop_offsets, o.ema_warmup, o.ema_buffers) == ("fixmatch", "symmetric", True, "average")
     assert (o.weight_decay_exempt, o.schedule, config.model.head_activation) == ("norm_and_bias", "cosine", "leaky_relu")
     assert config.data.unlabeled_includes_labeled and config.comatch.smoothing_from == "start"
+    assert config.model.init_scheme == "project"
 
 
 def test_show_config_shows_the_released_recipe(capsys):

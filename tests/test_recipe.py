@@ -346,3 +346,33 @@ def test_an_empty_unlabelled_pool_is_a_user_error():
     assert _unlabelled_rest(5, np.array([0, 3])) == [1, 2, 4]
     with pytest.raises(UserError, match="set data.unlabeled_includes_labeled=true or label fewer images"):
         _unlabelled_rest(3, np.array([0, 1, 2]))
+
+
+# --------------------------------------------------------------------------- initialisation
+def test_released_init_uses_fan_in_convolutions_and_default_linear_layers():
+    from comatch.models import build_model
+
+    torch.manual_seed(0)
+    released = build_model("wrn28_2", 10, init_scheme="released")
+    project = build_model("wrn28_2", 10)
+    checked = 0
+    for (name, a), (_, b) in zip(released.encoder.named_modules(), project.encoder.named_modules()):
+        if isinstance(a, nn.Conv2d) and a.weight.numel() >= 9000:
+            k = a.kernel_size[0] * a.kernel_size[1]
+            # Kaiming normal, gain sqrt(2): std sqrt(2 / fan); fan_in = C_in k, fan_out = C_out k
+            assert float(a.weight.detach().std()) == pytest.approx(math.sqrt(2 / (a.in_channels * k)), rel=0.05), name
+            assert float(b.weight.detach().std()) == pytest.approx(math.sqrt(2 / (b.out_channels * k)), rel=0.05), name
+            checked += 1
+    assert checked >= 10
+    # nn.Linear's default: weights and biases uniform in +-1/sqrt(fan_in) = +-1/8 for 64 features
+    head = released.projector[0]
+    assert head.bias.abs().max() > 0 and head.weight.abs().max() <= 1 / 8 and head.bias.abs().max() <= 1 / 8
+    assert project.projector[0].bias.abs().max() == 0 and project.classifier.bias.abs().max() == 0
+    # ResNets keep their fan_out convolutions (as the released ResNet-50)
+    torch.manual_seed(1)
+    a = build_model("resnet18", 10, init_scheme="released").encoder
+    torch.manual_seed(1)
+    b = build_model("resnet18", 10).encoder
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="init scheme must be one of"):
+        build_model("wrn28_2", 10, init_scheme="xavier")

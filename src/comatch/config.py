@@ -122,6 +122,11 @@ class ModelConfig(_Section):
     init: str | None = Field(
         None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
     )
+    init_scheme: Literal["project", "released"] = Field(
+        "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "
+        "projection head with zero biases) or 'released' (the released code: fan_in convolutions in Wide ResNets, PyTorch's "
+        "default nn.Linear init for classifier and head). Ignored for what model.init loads."
+    )
     head_activation: Literal["leaky_relu", "relu"] = Field(
         "leaky_relu", description="Non-linearity between the projection head's two layers: leaky_relu (slope 0.1, the released "
         "CIFAR code) or relu (the released ImageNet ResNet-50 head). It shapes the embeddings the graph loss compares."

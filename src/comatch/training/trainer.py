@@ -104,7 +104,8 @@ class Trainer:
         """The network on its device, from ``model.init`` when given."""
         m, run = self.config.model, self.config.run
         model = build_model(m.arch, self.data.num_classes, in_channels=self.in_channels,
-                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum, head_activation=m.head_activation)
+                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum, head_activation=m.head_activation,
+                            init_scheme=m.init_scheme)
         if m.init and load_init:
             report = load_encoder_weights(model.encoder, m.init)
             if distributed.is_main_process():
