@@ -96,9 +96,9 @@ def test_empty_queue_equals_plain_criterion_and_state_round_trips():
 
 
 def test_lambda_c_ramp_per_epoch_of_the_unlabelled_set():
-    # 100 unlabelled images, 30 per step: epoch 0 is steps 0-3, epoch 1 steps 4-6, ...
+    # 100 unlabelled images, 30 per step: epoch 0 is steps 0-3, epoch 1 steps 4-7, ...
     weights = [ramped_lambda_c(10.0, k, 30, 100) for k in range(8)]
-    assert weights == [1, 1, 1, 1, 2, 2, 2, 3]
+    assert weights == [1, 1, 1, 1, 2, 2, 2, 2], "ceil(100 / 30) = 4 steps per epoch"
     assert ramped_lambda_c(2.0, 10_000, 30, 100) == 2.0
 
 

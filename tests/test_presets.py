@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from comatch.methods.comatch import bank_size
 from comatch import config as cfg
@@ -114,3 +115,75 @@ def test_presets_command_prints_one_described_line_each(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == cfg.preset_names()
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)
+
+
+# docs "Recipe switches" column -> presets it describes
+SWITCH_COLUMNS = {
+    "digits, folder (default)": ("digits", "folder"),
+    "cifar10-\\*, cifar100-\\*, stl10-1000, svhn-\\*": ("cifar10-40", "cifar10-250", "cifar10-4000", "cifar100-400",
+                                                    "cifar100-2500", "cifar100-10000", "stl10-1000", "svhn-40",
+                                                    "svhn-1000"),
+    "imagenet-\\*": ("imagenet-1pct", "imagenet-10pct"),
+}
+
+
+def _switch_value(cell: str, preset: str):
+    """A recipe-switch cell as a config value: its first word as YAML would read it (``127 (digits 0)``: 0 for digits)."""
+    if preset == "digits" and "(digits " in cell:
+        cell = cell.split("(digits ")[1].rstrip(")")
+    return yaml.safe_load(cell.split()[0])
+
+
+def test_recipe_switch_table_matches_every_preset():
+    rows = docs_table("field", "digits, folder (default)")
+    assert len(rows) == 13
+    covered = set()
+    for field, row in rows.items():
+        section, name = field.split(".")
+        default = getattr(getattr(cfg.Config(), section), name)
+        assert _switch_value(row["digits, folder (default)"], "folder") == default, field
+        for column, presets in SWITCH_COLUMNS.items():
+            for preset in presets:
+                value = getattr(getattr(resolve(preset), section), name)
+                assert value == _switch_value(row[column], preset), (field, preset)
+                covered.add(preset)
+    assert covered == set(cfg.preset_names())
+
+
+PAPER_PRESETS = [n for n in cfg.preset_names() if n not in ("digits", "folder")]
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_select_the_released_recipe(name):
+    config = resolve(name)
+    v, o, m, c = config.views, config.optim, config.model, config.comatch
+    assert (o.ema_warmup, o.ema_buffers, config.data.unlabeled_includes_labeled) == (False, "copy", False)
+    assert m.init_scheme == "released"
+    if config.data.dataset == "imagenet":
+        assert (o.weight_decay_exempt, o.schedule, m.head_activation) == ("none", "epoch_half_cosine", "relu")
+        assert (c.smoothing_from, c.momentum_first_epoch, c.momentum, c.queue_init) == ("first_epoch", 0.99, 0.996, "random")
+    else:
+        assert (v.randaugment, v.crop_offsets, v.fill, v.randaugment_magnitude, v.randaugment_ops) == \
+            ("comatch", "released", 128, 10, 2)
+        assert (o.weight_decay_exempt, o.schedule, m.head_activation) == ("norm", "cosine", "leaky_relu")
+        assert (c.smoothing_from, c.momentum_first_epoch, c.queue_init) == ("full_bank", None, "empty")
+        assert round(v.cutout * config.data.image_size) == 16, "released Cutout: 16 px"
+
+
+@pytest.mark.parametrize("name", ["digits", "folder"])
+def test_own_presets_keep_this_projects_recipe(name):
+    config = resolve(name)
+    v, o = config.views, config.optim
+    assert (v.randaugment, v.crop_offsets, o.ema_warmup, o.ema_buffers) == ("fixmatch", "symmetric", True, "average")
+    assert (o.weight_decay_exempt, o.schedule, config.model.head_activation) == ("norm_and_bias", "cosine", "leaky_relu")
+    assert config.data.unlabeled_includes_labeled and config.comatch.smoothing_from == "start"
+    assert config.model.init_scheme == "project"
+
+
+def test_show_config_shows_the_released_recipe(capsys):
+    assert main(["train", "--preset", "cifar10-40", "--show-config"]) == 0
+    shown = capsys.readouterr().out
+    for line in ("randaugment: comatch", "crop_offsets: released", "fill: 128", "ema_warmup: false",
+                 "ema_buffers: copy", "weight_decay_exempt: norm", "unlabeled_includes_labeled: false",
+                 "smoothing_from: full_bank", "schedule: cosine"):
+        assert f"  {line}\n" in shown, line

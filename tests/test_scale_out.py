@@ -77,7 +77,9 @@ def test_imagenet_presets_hold_the_papers_settings(name, tau, t, lambda_c):
     assert (c.threshold, c.graph_threshold, c.lambda_c, c.lambda_u) == (tau, t, lambda_c, 10)
     assert (c.temperature, c.da_window, c.bank_size, c.momentum, c.lambda_c_ramp) == (0.1, 128, 30000, 0.996, True)
     assert (o.batch_size, o.batch_size * o.mu, o.lr, o.weight_decay) == (160, 640, 0.1, 1e-4)
-    assert round(o.iterations * 640 / 1_281_167) == 400, "400 epochs of the unlabelled images"
+    unlabelled = 1_281_167 - config.data.labels_per_class * 1000  # the released pool leaves the labelled images out
+    assert not config.data.unlabeled_includes_labeled
+    assert o.iterations == 400 * -(-unlabelled // 640), "400 epochs of the unlabelled images"
     assert (config.views.weak, config.views.strong) == ("resized_crop", "contrastive")
 
 

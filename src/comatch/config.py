@@ -80,6 +80,10 @@ class DataConfig(_Section):
         None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count).", json_schema_extra=RESUMABLE)
     augment_on: Literal["cpu", "gpu"] = Field(
         "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches).", json_schema_extra=RESUMABLE)
+    unlabeled_includes_labeled: bool = Field(
+        True, description="Whether the unlabelled pool also holds the labelled images (true: as FixMatch; false: as the released "
+        "CoMatch code, which trains the unlabelled losses on the other images only). Benchmarks and folders alike."
+    )
 
 
 class ViewConfig(_Section):
@@ -87,7 +91,9 @@ class ViewConfig(_Section):
     flip: bool = Field(True, description="Horizontal flips; off for data whose labels change under flips (digits).")
     cutout: float = Field(0.5, ge=0, le=1, description="Strong view: Cutout side as a fraction of the image side.")
     randaugment_ops: int = Field(2, ge=0, description="Strong view: RandAugment operations per image.")
-    randaugment_magnitude: int = Field(10, ge=1, le=10, description="Strong view: largest RandAugment magnitude (of 10).")
+    randaugment_magnitude: int = Field(
+        10, ge=1, le=10, description="Strong view: RandAugment magnitude (of 10): the largest one drawn ('fixmatch'), or the fixed level ('comatch'; 10 in the released code)."
+    )
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="Contrastive view: smallest random-resized-crop area.")
     jitter_prob: float = Field(0.8, ge=0, le=1, description="Contrastive view: probability of colour jitter (0.4, 0.4, 0.4, 0.1).")
     grayscale_prob: float = Field(0.2, ge=0, le=1, description="Contrastive view: probability of grayscale.")
@@ -97,6 +103,15 @@ class ViewConfig(_Section):
     )
     strong: Literal["fixmatch", "contrastive"] = Field(
         "fixmatch", description="First strong view: 'fixmatch' (weak + RandAugment + Cutout) or 'contrastive' (the contrastive view, as on ImageNet)."
+    )
+    randaugment: Literal["fixmatch", "comatch"] = Field(
+        "fixmatch", description="RandAugment variant of the strong view: 'fixmatch' (magnitude drawn 1..randaugment_magnitude "
+        "with a random sign, nearest-neighbour geometry about the centre) or 'comatch' (the released CoMatch CIFAR code: "
+        "magnitude fixed at 10, enhance factor 1.9, solarize a no-op, 10 px translations, bilinear geometry, shear about the top-left corner)."
+    )
+    crop_offsets: Literal["symmetric", "released"] = Field(
+        "symmetric", description="Weak-view pad-and-crop shifts: 'symmetric' (-crop_padding..+crop_padding) or 'released' "
+        "(-crop_padding..crop_padding-1, as the released CoMatch code draws its crop corner)."
     )
 
 
@@ -111,18 +126,39 @@ class ModelConfig(_Section):
     init: str | None = Field(
         None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
     )
+    init_scheme: Literal["project", "released"] = Field(
+        "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "
+        "projection head with zero biases) or 'released' (the released code: fan_in convolutions in Wide ResNets, PyTorch's "
+        "default nn.Linear init for classifier and head). Ignored for what model.init loads."
+    )
+    head_activation: Literal["leaky_relu", "relu"] = Field(
+        "leaky_relu", description="Non-linearity between the projection head's two layers: leaky_relu (slope 0.1, the released "
+        "CIFAR code) or relu (the released ImageNet ResNet-50 head). It shapes the embeddings the graph loss compares."
+    )
 
 
 class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.", json_schema_extra=RESUMABLE)
-    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
+    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as optim.schedule says.")
+    schedule: Literal["cosine", "epoch_half_cosine"] = Field(
+        "cosine", description="Learning-rate decay: 'cosine' (lr * cos(7 pi k / (16 K)) per step, the released CIFAR code) or "
+        "'epoch_half_cosine' (lr * (1 + cos(pi e / E)) / 2, constant within each epoch e of E, the released ImageNet code)."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum.")
-    weight_decay: float = Field(5e-4, ge=0, description="Weight decay on weights; BatchNorm parameters and biases are exempt.")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay; which parameters it spares is optim.weight_decay_exempt.")
+    weight_decay_exempt: Literal["norm_and_bias", "norm", "none"] = Field(
+        "norm_and_bias", description="Parameters spared weight decay: norm_and_bias (normalisation parameters and every bias), "
+        "norm (normalisation parameters only, the released CIFAR code) or none (all decayed, the released ImageNet code)."
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the evaluation EMA of the weights.")
-    ema_warmup: bool = Field(True, description="EMA decay warm-up min(decay, (1+k)/(10+k)), so short runs get a useful EMA.")
+    ema_warmup: bool = Field(True, description="EMA decay warm-up min(decay, (1+k)/(10+k)), so short runs get a useful EMA (the released code: none).")
+    ema_buffers: Literal["average", "copy"] = Field(
+        "average", description="EMA of BatchNorm running statistics: average them like the weights, or copy the trained "
+        "model's (the released code)."
+    )
 
 
 def parse_duration(text: str) -> float:

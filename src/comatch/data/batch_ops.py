@@ -534,3 +534,120 @@ def box_fill(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, bottom: tor
     in_cols = (xs >= left[:, None]) & (xs < right[:, None])  # [N, W]
     inside = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)  # [N, 1, H, W]
     return x.masked_fill(inside, fill)
+
+
+# --------------------------------------------------------------------------- released CoMatch RandAugment
+RGB_LUMA_PERMILLE = (299, 587, 114)
+"""ITU-R 601-2 luma weights (R, G, B), in thousandths, of the CoMatch colour and contrast ops.
+
+The released code applies them in B, G, R order to RGB images; here they weight the channels
+they are meant for (see docs/presets.md). Integer weights keep the luma of a grey pixel exact."""
+
+
+def _float_luma(x: torch.Tensor) -> torch.Tensor:
+    """Unrounded float64 luma ``[M, 1, H, W]`` (a 1-channel image is its own luma).
+
+    ``(299 R + 587 G + 114 B) / 1000``: the sum is an exact integer, so the only rounding is the
+    division, and a grey pixel keeps its value exactly.
+    """
+    x = x.double()
+    if x.shape[1] == 1:
+        return x
+    r, g, b = x.unbind(dim=1)
+    wr, wg, wb = RGB_LUMA_PERMILLE
+    return ((r * wr + g * wg + b * wb) / 1000.0).unsqueeze(1)
+
+
+def _enhance(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``degenerate + f * (x - degenerate)`` in float64, clamped to ``[0, 255]`` and truncated.
+
+    Equal to the released ``f * x + (1 - f) * degenerate``; this form leaves ``x`` unchanged
+    wherever it equals ``degenerate``.
+    """
+    f = _per_sample(factor.to(torch.float64))
+    return quantize(degenerate + f * (x.double() - degenerate)).to(x.dtype)
+
+
+def comatch_color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """CoMatch colour: ``f * x + (1 - f) * luma(x)``, clamped to ``[0, 255]`` and truncated.
+
+    Unlike torchvision (and PIL), the grey image is not rounded before the blend.
+
+    Args:
+        x: Images ``[M, C, H, W]``; 1-channel images are returned unchanged.
+        factor: ``[M]`` factors.
+
+    Returns:
+        Adjusted images ``[M, C, H, W]``.
+    """
+    if x.shape[1] == 1:
+        return x
+    return _enhance(x, _float_luma(x), factor)
+
+
+def comatch_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """CoMatch contrast: ``(x - m) * f + m`` with ``m`` the luma-weighted mean of the channel means.
+
+    ``m`` is not rounded (PIL and torchvision round or truncate it); the result is clamped to
+    ``[0, 255]`` and truncated.
+
+    Args:
+        x: Images ``[M, C, H, W]``.
+        factor: ``[M]`` factors.
+
+    Returns:
+        Adjusted images ``[M, C, H, W]``.
+    """
+    mean = _float_luma(x).mean(dim=(-3, -2, -1), keepdim=True)  # [M, 1, 1, 1]
+    return _enhance(x, mean, factor)
+
+
+def comatch_autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """CoMatch autocontrast: every channel stretched as ``(v - low) * 255 / (high - low)``, truncated.
+
+    Computed in float64 with the product first, so the result is the exact truncation (the
+    channel maximum maps to 255, as in PIL and the released code; torchvision's float32 kernel,
+    used by the FixMatch variant, can give 254). Constant channels are kept.
+
+    Args:
+        x: Images ``[M, C, H, W]``.
+
+    Returns:
+        Stretched images ``[M, C, H, W]``.
+    """
+    v = x.double()
+    low = v.amin(dim=(-2, -1), keepdim=True)  # [M, C, 1, 1]
+    span = v.amax(dim=(-2, -1), keepdim=True) - low
+    flat = span == 0
+    stretched = (v - low) * MAX_VALUE / torch.where(flat, torch.ones_like(span), span)
+    return quantize(torch.where(flat, v, stretched)).to(x.dtype)
+
+
+def affine_bilinear(x: torch.Tensor, matrices: torch.Tensor, fill: float) -> torch.Tensor:
+    """Bilinear affine warp in pixel coordinates with a constant border, rounded.
+
+    Output pixel ``(x, y)`` (integer pixel-centre coordinates, origin at the top-left pixel)
+    samples the input at ``(a x + b y + c, d x + e y + f)`` with ``matrices[i] = (a, b, c, d,
+    e, f)``; the four taps of a bilinear sample that fall outside the image read ``fill``
+    (OpenCV's ``warpAffine`` with ``BORDER_CONSTANT``, which the released code uses). The
+    result is rounded to the nearest integer (OpenCV additionally quantises sample positions to
+    1/32 pixel, so a few pixels may differ from it by 1).
+
+    Args:
+        x: Images ``[M, C, H, W]`` with integer values.
+        matrices: ``[M, 6]`` inverse maps (output pixel -> input position).
+        fill: Value outside the image.
+
+    Returns:
+        Warped images ``[M, C, H, W]`` with integer values.
+    """
+    m, _, height, width = x.shape
+    theta = matrices.to(torch.float64).reshape(m, 2, 3)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=x.device),
+                            torch.arange(width, dtype=torch.float64, device=x.device), indexing="ij")
+    points = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1).reshape(1, height * width, 3)
+    source = points.expand(m, -1, -1).bmm(theta.transpose(1, 2))  # [M, H*W, 2]: input (x, y)
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64, device=x.device)
+    grid = ((source + 0.5) * scale - 1.0).to(x.dtype).reshape(m, height, width, 2)  # align_corners=False
+    shifted = nnf.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (shifted + fill).round_().clamp_(0.0, MAX_VALUE)

@@ -9,7 +9,9 @@ vectorised kernels of :mod:`comatch.data.batch_ops`, so a generator state gives
 the same result on CPU and GPU up to float rounding in interpolation.
 
 Given the same parameters, the RandAugment ops, ColorJitter and grayscale
-reproduce torchvision's uint8 kernels (as used by ``views``) exactly on CPU.
+reproduce torchvision's uint8 kernels (as used by ``views``) exactly on CPU. The
+released-CoMatch RandAugment (``settings.randaugment == "comatch"``) runs the same
+kernels as ``views.CoMatchRandAugment`` (``views.comatch_kernel``), per op group.
 Deviations from the per-image views: inputs not already ``S x S`` are resized
 to ``S`` first for every view (the per-image contrastive view crops the
 original image); the contrastive resize is bilinear in float with the
@@ -28,7 +30,17 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from comatch.data import batch_ops as ops
-from comatch.data.views import FIXMATCH_OPS, MAGNITUDE_SCALE, ViewSettings, _enhance_factor
+from comatch.data.views import (
+    COMATCH_GEOMETRIC,
+    COMATCH_OPS,
+    FIXMATCH_OPS,
+    MAGNITUDE_SCALE,
+    ViewSettings,
+    _enhance_factor,
+    comatch_geometry,
+    comatch_kernel,
+    comatch_op_parameters,
+)
 
 VIEW_NAMES: tuple[str, ...] = ("weak", "strong", "contrastive", "eval")
 GEOMETRIC_OPS: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
@@ -126,6 +138,28 @@ def op_param_table(max_magnitude: int, height: int, width: int) -> torch.Tensor:
     return table
 
 
+def comatch_op_param_table(magnitude: int, height: int, width: int) -> torch.Tensor:
+    """Parameters of every (op, sign) draw of the released-CoMatch RandAugment at a fixed level.
+
+    Laid out like :func:`op_param_table` so that :func:`apply_randaugment` indexes both alike;
+    every magnitude row holds the fixed level's parameters.
+
+    Args:
+        magnitude: The fixed level (``randaugment_magnitude``; 10 in the released code).
+        height: Image height.
+        width: Image width.
+
+    Returns:
+        float64 ``[len(COMATCH_OPS), magnitude + 1, 2, 6]``; index ``[op, magnitude, (sign + 1) // 2]``.
+    """
+    table = torch.zeros(len(COMATCH_OPS), magnitude + 1, 2, _NUM_PARAMS, dtype=torch.float64)
+    for o, op in enumerate(COMATCH_OPS):
+        for s, sign in enumerate((-1, 1)):
+            values = comatch_geometry(op, comatch_op_parameters(op, magnitude, sign), height, width)
+            table[o, :, s] = torch.tensor(values, dtype=torch.float64)
+    return table
+
+
 # --------------------------------------------------------------------------- parameter samplers
 class WeakParams(NamedTuple):
     """Weak-view draws: ``dx``, ``dy`` ``[N]`` long offsets, ``flip`` ``[N]`` bool."""
@@ -217,6 +251,8 @@ def sample_weak_params(n: int, settings: ViewSettings,
                        generator: torch.Generator | None) -> WeakParams | WeakCropParams:
     """Draw the weak view's translation in ``[-pad, pad]^2`` and flip (p 0.5 if enabled).
 
+    With ``settings.crop_offsets == "released"`` the translation lies in ``[-pad, pad - 1]^2``.
+
     With ``settings.weak == "resized_crop"``: a random resized crop (scale
     ``crop_scale_min`` to 1) and the flip instead.
 
@@ -234,8 +270,9 @@ def sample_weak_params(n: int, settings: ViewSettings,
         flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
         return WeakCropParams(crop, flip)
     pad = settings.crop_padding
-    dx = torch.randint(-pad, pad + 1, (n,), generator=generator)
-    dy = torch.randint(-pad, pad + 1, (n,), generator=generator)
+    high = pad if settings.crop_offsets == "released" and pad > 0 else pad + 1  # released: -pad..pad-1
+    dx = torch.randint(-pad, high, (n,), generator=generator)
+    dy = torch.randint(-pad, high, (n,), generator=generator)
     flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
     return WeakParams(dx, dy, flip)
 
@@ -260,6 +297,27 @@ def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: fl
     magnitude = torch.randint(1, max_magnitude + 1, shape, generator=generator)
     sign = torch.randint(2, shape, generator=generator) * 2 - 1
     return RandAugmentParams(op_index, apply, magnitude, sign)
+
+
+def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob: float,
+                                      generator: torch.Generator | None) -> RandAugmentParams:
+    """Draw released-CoMatch RandAugment ops, as ``CoMatchRandAugment.sample_params`` per image.
+
+    Args:
+        n: Batch size.
+        num_ops: Ops per image.
+        magnitude: The fixed level (every draw gets it).
+        prob: Probability that a drawn op is applied.
+        generator: CPU generator.
+
+    Returns:
+        The :class:`RandAugmentParams`, each ``[n, num_ops]``.
+    """
+    shape = (n, num_ops)
+    op_index = torch.randint(len(COMATCH_OPS), shape, generator=generator)
+    apply = torch.rand(shape, generator=generator) < prob
+    sign = torch.randint(2, shape, generator=generator) * 2 - 1
+    return RandAugmentParams(op_index, apply, torch.full(shape, magnitude, dtype=torch.long), sign)
 
 
 def sample_cutout_params(n: int, height: int, width: int, fraction: float,
@@ -368,8 +426,8 @@ def sample_strong_params(n: int, settings: ViewSettings, generator: torch.Genera
     """Draw all parameters of the strong view (weak, RandAugment, Cutout)."""
     size = settings.image_size
     weak = sample_weak_params(n, settings, generator)
-    randaugment = sample_randaugment_params(n, settings.randaugment_ops, settings.randaugment_magnitude,
-                                            RANDAUGMENT_PROB, generator)
+    sampler = sample_comatch_randaugment_params if settings.randaugment == "comatch" else sample_randaugment_params
+    randaugment = sampler(n, settings.randaugment_ops, settings.randaugment_magnitude, RANDAUGMENT_PROB, generator)
     cutout = (sample_cutout_params(n, size, size, settings.cutout, generator)
               if settings.cutout > 0 else None)
     return StrongParams(weak, randaugment, cutout)
@@ -429,21 +487,40 @@ def _apply_groups(x: torch.Tensor, masks: list[torch.Tensor], kernels: list[Kern
     return x
 
 
+def _comatch_slot(chosen: torch.Tensor, applied: torch.Tensor, slot_values: torch.Tensor,
+                  fill: int) -> tuple[list[torch.Tensor], list[Kernel]]:
+    """Masks and kernels of one RandAugment slot of the released-CoMatch variant."""
+    pixel_ops = [op for op in COMATCH_OPS if op not in COMATCH_GEOMETRIC and op != "Identity"]
+    masks = [applied & (chosen == COMATCH_OPS.index(op)) for op in pixel_ops]
+    kernels = [_bind(lambda img, p, op=op: comatch_kernel(op, img, p, fill), slot_values) for op in pixel_ops]
+    geometric = torch.tensor([COMATCH_OPS.index(op) for op in COMATCH_GEOMETRIC])
+    masks.append(applied & torch.isin(chosen, geometric))
+    kernels.append(_bind(lambda img, p: comatch_kernel("Rotate", img, p, fill), slot_values))  # any affine op
+    return masks, kernels
+
+
 def apply_randaugment(x: torch.Tensor, params: RandAugmentParams, table: torch.Tensor,
-                      fill: int) -> torch.Tensor:
+                      fill: int, variant: str = "fixmatch") -> torch.Tensor:
     """Apply RandAugment slot by slot; each op runs once per slot on its samples.
 
     Args:
         x: Float images ``[N, C, H, W]`` (modified in place and returned).
         params: CPU :class:`RandAugmentParams`.
-        table: :func:`op_param_table` for the image size.
+        table: :func:`op_param_table` (or, for ``variant="comatch"``,
+            :func:`comatch_op_param_table`) for the image size.
         fill: Fill value of geometric ops.
+        variant: ``"fixmatch"`` or ``"comatch"`` (``views.randaugment``).
 
     Returns:
         The augmented float images.
     """
     sign_index = (params.sign > 0).long()
     values = table[params.op_index, params.magnitude, sign_index].to(x.device)  # [N, K, 6]
+    if variant == "comatch":
+        for slot in range(params.op_index.shape[1]):
+            masks, kernels = _comatch_slot(params.op_index[:, slot], params.apply[:, slot], values[:, slot], fill)
+            _apply_groups(x, masks, kernels)
+        return x
     geometric = torch.tensor([FIXMATCH_OPS.index(op) for op in GEOMETRIC_OPS])
     for slot in range(params.op_index.shape[1]):
         chosen, applied, slot_values = params.op_index[:, slot], params.apply[:, slot], values[:, slot]
@@ -513,10 +590,11 @@ def apply_weak(images: torch.Tensor, params: WeakParams | WeakCropParams) -> tor
     return ops.translate_flip(images, params.dx.to(device), params.dy.to(device), params.flip.to(device))
 
 
-def apply_strong(images: torch.Tensor, params: StrongParams, table: torch.Tensor, fill: int) -> torch.Tensor:
-    """Strong view (weak, RandAugment, Cutout) from drawn parameters; uint8 in and out."""
+def apply_strong(images: torch.Tensor, params: StrongParams, table: torch.Tensor, fill: int,
+                 variant: str = "fixmatch") -> torch.Tensor:
+    """Strong view (weak, RandAugment of ``variant``, Cutout) from drawn parameters; uint8 in and out."""
     x = apply_weak(images, params.weak).float()
-    x = apply_randaugment(x, params.randaugment, table, fill).to(torch.uint8)
+    x = apply_randaugment(x, params.randaugment, table, fill, variant).to(torch.uint8)
     if params.cutout is None:
         return x
     box = [t.to(x.device) for t in params.cutout]
@@ -545,7 +623,10 @@ class BatchViews:
     def __init__(self, settings: ViewSettings) -> None:
         self.settings = settings
         size = settings.image_size
-        self.table = op_param_table(settings.randaugment_magnitude, size, size)
+        if settings.randaugment == "comatch":
+            self.table = comatch_op_param_table(settings.randaugment_magnitude, size, size)
+        else:
+            self.table = op_param_table(settings.randaugment_magnitude, size, size)
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize ``[N, C, H, W]`` to ``S x S`` (bilinear, antialiased) unless already that size."""
@@ -579,7 +660,8 @@ class BatchViews:
         if kind == "weak":
             return apply_weak(images, params)  # type: ignore[arg-type]
         if kind == "strong":
-            return apply_strong(images, params, self.table, self.settings.fill)  # type: ignore[arg-type]
+            return apply_strong(images, params, self.table, self.settings.fill,  # type: ignore[arg-type]
+                                self.settings.randaugment)
         if kind == "contrastive":
             return apply_contrastive(images, params, self.settings)  # type: ignore[arg-type]
         return images

@@ -102,9 +102,26 @@ def _stats(mean: list[float] | None, std: list[float] | None, channels: int, com
     return tuple(mean), tuple(std)
 
 
+def _unlabelled_rest(total: int, ids: np.ndarray) -> list[int]:
+    """Indices ``0..total-1`` that are not labelled (``ids``), in order.
+
+    Raises:
+        UserError: If every image is labelled.
+    """
+    rest = np.setdiff1d(np.arange(total), ids).tolist()
+    if not rest:
+        raise UserError("every image is labelled, so an unlabelled pool without them is empty; set "
+                        "data.unlabeled_includes_labeled=true or label fewer images")
+    return rest
+
+
 def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels: int | None,
-                 mean: list[float] | None, std: list[float] | None, **choose: Any) -> RunData:
-    """RunData of an in-memory dataset, converted once to the run's size and channels."""
+                 mean: list[float] | None, std: list[float] | None, include_labelled: bool = True,
+                 **choose: Any) -> RunData:
+    """RunData of an in-memory dataset, converted once to the run's size and channels.
+
+    ``include_labelled``: whether the unlabelled pool keeps the labelled images.
+    """
     size, ch = image_size or data.images.shape[-1], channels or data.images.shape[1]
     convert = lambda x: to_size(to_channels(x, ch), size)  # noqa: E731
     images = convert(data.images)
@@ -115,15 +132,20 @@ def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels
     stats = _stats(mean, std, ch, lambda: channel_stats(images))
     return RunData(
         num_classes=len(data.class_names), class_names=data.class_names,
-        labelled=Subset(pool, ids.tolist()), unlabelled=pool, val=val,
+        labelled=Subset(pool, ids.tolist()),
+        unlabelled=pool if include_labelled else Subset(pool, _unlabelled_rest(len(images), ids)), val=val,
         test=TensorImages(convert(data.test_images), data.test_labels), labelled_ids=ids.tolist(),
         mean=stats[0], std=stats[1], image_size=size, channels=ch,
     )
 
 
 def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels: int | None,
-                mean: list[float] | None, std: list[float] | None, strict: bool, **choose: Any) -> RunData:
-    """RunData of image files, decoded per item at the run's size and channels."""
+                mean: list[float] | None, std: list[float] | None, strict: bool, include_labelled: bool = True,
+                **choose: Any) -> RunData:
+    """RunData of image files, decoded per item at the run's size and channels.
+
+    ``include_labelled``: whether the unlabelled pool keeps the labelled images.
+    """
     train = data.pool + data.extra
     notes = list(data.notes)
     if image_size is None or channels is None:
@@ -140,9 +162,11 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
         notes.append(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]} "
                      f"(all listed in data.json)")
     stats = _stats(mean, std, channels, lambda: file_stats(train.paths, image_size, channels))
+    unlabelled = train if include_labelled else \
+        data.pool.take(np.setdiff1d(np.arange(len(data.pool.paths)), ids).tolist()) + data.extra
     return RunData(
         num_classes=len(data.class_names), class_names=data.class_names,
-        labelled=files(data.pool.take(ids)), unlabelled=files(train),
+        labelled=files(data.pool.take(ids)), unlabelled=files(unlabelled),
         val=files(data.val) if data.val else None, test=files(data.test or FileList()),
         labelled_ids=[data.pool.keys[i] for i in ids], mean=stats[0], std=stats[1],
         image_size=image_size, channels=channels, skipped=data.skipped, notes=notes,
@@ -170,6 +194,7 @@ def build_data(
     strict: bool = False,
     check_images: bool = True,
     extra_unlabeled: bool = False,
+    unlabeled_includes_labeled: bool = True,
 ) -> RunData:
     """Load ``dataset`` and draw the run's labelled subset with ``seed``.
 
@@ -187,12 +212,15 @@ def build_data(
         strict: stop at the first unreadable image instead of skipping it.
         check_images: decode every file once up front.
         extra_unlabeled: SVHN: add the extra split to the unlabelled data.
+        unlabeled_includes_labeled: keep the labelled images in the unlabelled pool (False: the
+            released CoMatch code's pools, which leave them out).
 
     Raises:
         UserError: unknown dataset, missing or corrupt files, or an impossible label request.
     """
     choose = dict(per_class=labels_per_class, num_labels=num_labels, labeled_list=labeled_list)
-    common = dict(seed=seed, image_size=image_size, channels=channels, mean=mean, std=std, **choose)
+    common = dict(seed=seed, image_size=image_size, channels=channels, mean=mean, std=std,
+                  include_labelled=unlabeled_includes_labeled, **choose)
     if dataset == "folder":
         if not labeled:
             raise UserError("dataset 'folder' needs a labelled folder: --labeled DIR (one sub-folder per class)")

@@ -22,7 +22,7 @@ from torch import nn
 from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOutput, MethodSettings
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.training.schedule import ramped_lambda_c
+from comatch.training.schedule import epoch_of, ramped_lambda_c
 
 if TYPE_CHECKING:
     from comatch.config import Config
@@ -71,11 +71,6 @@ def bank_size(settings: CoMatchSettings, batch_size: int, mu: int) -> int:
     if settings.bank_size is not None:
         return settings.bank_size
     return settings.queue_batches * (1 + mu) * batch_size
-
-
-def epoch_of(step: int, unlabelled_batch: int, unlabelled_size: int) -> int:
-    """The epoch step ``k`` falls in: ``floor(k * mu * B / |U|)`` (one pass over ``U``)."""
-    return step * unlabelled_batch // max(unlabelled_size, 1)
 
 
 class CoMatch(Method):

@@ -18,8 +18,10 @@ __all__ = [
     "ModelEMA",
     "ResNetEncoder",
     "WideResNetEncoder",
+    "INIT_SCHEMES",
     "build_encoder",
     "build_model",
+    "released_init",
     "ema_decay",
     "param_groups_for_weight_decay",
 ]
@@ -85,12 +87,40 @@ def build_encoder(arch: str, in_channels: int = 3, bn_momentum: float | None = N
     )
 
 
+INIT_SCHEMES: tuple[str, ...] = ("project", "released")
+"""Initialisations :func:`build_model` offers (``model.init_scheme``)."""
+
+
+def released_init(model: CoMatchNet, arch: str) -> None:
+    """Re-initialise ``model`` as the released CoMatch code initialises its networks.
+
+    Wide ResNets: convolutions Kaiming-normal with ``fan_in`` (gain ``sqrt(2)``; this
+    project's default is ``fan_out``). ResNets keep their ``fan_out`` convolutions, as the
+    released ResNet-50 has them. Every network: the classifier and the projection head keep
+    PyTorch's default ``nn.Linear`` initialisation (uniform weights and biases) instead of
+    Xavier-normal weights and zero biases.
+
+    Args:
+        model: A freshly built network (modified in place).
+        arch: Its architecture name.
+    """
+    if arch.startswith("wrn"):
+        for module in model.encoder.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="leaky_relu", a=0.0)
+    for module in (model.classifier, *model.projector):
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+
+
 def build_model(
     arch: str,
     num_classes: int,
     in_channels: int = 3,
     proj_dim: int = 64,
     bn_momentum: float | None = None,
+    head_activation: str = "leaky_relu",
+    init_scheme: str = "project",
 ) -> CoMatchNet:
     """Build a CoMatch network (encoder + classifier + projector).
 
@@ -100,12 +130,20 @@ def build_model(
         in_channels: Image channels.
         proj_dim: Embedding dimension of the projection head.
         bn_momentum: Optional BatchNorm momentum override (see :func:`build_encoder`).
+        head_activation: Projection-head non-linearity, ``leaky_relu`` or ``relu``.
+        init_scheme: ``"project"`` (this project's initialisation) or ``"released"``
+            (:func:`released_init`, applied after building).
 
     Returns:
         The network; ``forward`` returns ``(logits, z)``.
 
     Raises:
-        ValueError: For an unknown architecture name.
+        ValueError: For an unknown architecture name or initialisation scheme.
     """
+    if init_scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}")
     encoder = build_encoder(arch, in_channels, bn_momentum)
-    return CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim)
+    model = CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim, head_activation)
+    if init_scheme == "released":
+        released_init(model, arch)
+    return model

@@ -8,7 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ModelEMA", "ema_decay"]
+__all__ = ["BUFFER_MODES", "ModelEMA", "ema_decay"]
+
+BUFFER_MODES = ("average", "copy")
+"""How the EMA treats floating-point buffers (BatchNorm running statistics)."""
 
 
 def ema_decay(step: int, decay: float, warmup: bool = True) -> float:
@@ -54,21 +57,31 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class ModelEMA(nn.Module):
     """Holds an EMA copy of a model in ``self.module`` (always in eval mode).
 
-    ``ema = d * ema + (1 - d) * model`` for floating-point parameters and
-    buffers (including BatchNorm running statistics); integer buffers such as
-    ``num_batches_tracked`` are copied.
+    ``ema = d * ema + (1 - d) * model`` for floating-point parameters. With
+    ``buffers="average"`` floating-point buffers (BatchNorm running statistics)
+    are averaged the same way; with ``buffers="copy"`` (the released CoMatch
+    code) every buffer is copied from the model at each update. Integer buffers
+    such as ``num_batches_tracked`` are always copied.
 
     Args:
         model: Model to track; it is deep-copied (wrappers are stripped first).
         decay: Target decay.
         warmup: Use the ``(1 + step) / (10 + step)`` warm-up (see :func:`ema_decay`).
+        buffers: ``"average"`` or ``"copy"`` (see above).
+
+    Raises:
+        ValueError: If ``decay`` lies outside ``[0, 1]`` or ``buffers`` is unknown.
     """
 
     ema_decay = staticmethod(ema_decay)
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True,
+                 buffers: str = "average") -> None:
         super().__init__()
         ema_decay(0, decay, warmup)  # validates decay
+        if buffers not in BUFFER_MODES:
+            raise ValueError(f"EMA buffers must be one of {BUFFER_MODES}, got {buffers!r}")
+        self.buffers_mode = buffers
         self.module = copy.deepcopy(_unwrap(model))
         self.module.eval()
         self.module.requires_grad_(False)
@@ -103,6 +116,8 @@ class ModelEMA(nn.Module):
         src = _unwrap(model)
         src_params = dict(src.named_parameters())
         src_buffers = dict(src.named_buffers())
+        own_buffers = {name for name, _ in self.module.named_buffers()}
+        copy_buffers = self.buffers_mode == "copy"
         ema_float: list[torch.Tensor] = []
         new_float: list[torch.Tensor] = []
         for name, ema_t in self._named_tensors():
@@ -110,7 +125,7 @@ class ModelEMA(nn.Module):
             if new_t is None:
                 raise KeyError(f"tensor {name!r} of the EMA model is missing from the model")
             new_t = new_t.detach().to(ema_t.device)
-            if ema_t.is_floating_point():
+            if ema_t.is_floating_point() and not (copy_buffers and name in own_buffers):
                 ema_float.append(ema_t)
                 new_float.append(new_t.to(ema_t.dtype))
             else:
@@ -142,4 +157,4 @@ class ModelEMA(nn.Module):
 
     def extra_repr(self) -> str:
         """Short description for ``repr``."""
-        return f"decay={self.decay}, warmup={self.warmup}"
+        return f"decay={self.decay}, warmup={self.warmup}, buffers={self.buffers_mode}"

@@ -4,8 +4,9 @@ CoMatch (Li, Xiong, Hoi, ICCV 2021) attaches two heads to a shared encoder:
 
 * a linear classifier producing class logits, used for pseudo-labelling and
   the supervised / unsupervised cross-entropy losses;
-* a non-linear projector (fc - LeakyReLU - fc) producing low-dimensional
-  L2-normalised embeddings, used for the graph-based contrastive loss.
+* a non-linear projector (fc - LeakyReLU(0.1) - fc, or fc - ReLU - fc as in the
+  released ImageNet code) producing low-dimensional L2-normalised embeddings, used
+  for the graph-based contrastive loss.
 """
 
 from __future__ import annotations
@@ -14,7 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CoMatchNet"]
+__all__ = ["HEAD_ACTIVATIONS", "CoMatchNet"]
+
+HEAD_ACTIVATIONS = ("leaky_relu", "relu")
+"""Non-linearities the projection head can use between its two layers."""
+
+
+def _activation(name: str) -> nn.Module:
+    """The projection head's non-linearity: LeakyReLU (slope 0.1) or ReLU.
+
+    Raises:
+        ValueError: If ``name`` is not in :data:`HEAD_ACTIVATIONS`.
+    """
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope=0.1, inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"head activation must be one of {HEAD_ACTIVATIONS}, got {name!r}")
 
 
 def _init_linear(layer: nn.Linear) -> None:
@@ -37,6 +54,7 @@ class CoMatchNet(nn.Module):
         feature_dim: Dimension of the encoder output.
         num_classes: Number of classes of the classifier head.
         proj_dim: Dimension of the (L2-normalised) embedding ``z``.
+        head_activation: Projector non-linearity, one of :data:`HEAD_ACTIVATIONS`.
     """
 
     def __init__(
@@ -45,6 +63,7 @@ class CoMatchNet(nn.Module):
         feature_dim: int,
         num_classes: int,
         proj_dim: int = 64,
+        head_activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
         if feature_dim <= 0 or num_classes <= 0 or proj_dim <= 0:
@@ -59,7 +78,7 @@ class CoMatchNet(nn.Module):
         self.classifier = nn.Linear(feature_dim, num_classes)
         self.projector = nn.Sequential(
             nn.Linear(feature_dim, feature_dim),
-            nn.LeakyReLU(negative_slope=0.1, inplace=True),
+            _activation(head_activation),
             nn.Linear(feature_dim, proj_dim),
         )
         _init_linear(self.classifier)

@@ -129,7 +129,8 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
     channels, size = shape["channels"], shape["image_size"]
     try:
         model = build_model(config.model.arch, len(names), in_channels=channels,
-                            proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum)
+                            proj_dim=config.model.proj_dim, bn_momentum=config.model.bn_momentum,
+                            head_activation=config.model.head_activation)
         model.load_state_dict(_weights_of(state, weights, path))
     except (ValueError, RuntimeError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]

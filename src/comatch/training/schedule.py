@@ -13,11 +13,73 @@ def cosine_lr_factor(step: int, total_steps: int) -> float:
     return math.cos(7.0 * math.pi * step / (16.0 * total_steps))
 
 
-def ramped_lambda_c(lambda_c: float, step: int, unlabelled_batch: int, num_unlabelled: int) -> float:
-    """The ImageNet ramp of the graph loss weight: ``min(epoch + 1, lambda_c)`` at step ``k``.
+def epoch_half_cosine_lr_factor(step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """The released ImageNet learning-rate factor: a half cosine over epochs, constant within one.
 
-    An epoch is one pass over the unlabelled set at the global unlabelled batch size:
-    ``epoch = floor(k * mu * B / num_unlabelled)``.
+    ``(1 + cos(pi * e / E)) / 2`` with ``e = floor(k / steps_per_epoch)`` the epoch of step
+    ``k`` and ``E = ceil(K / steps_per_epoch)`` the number of epochs (a last, partial epoch
+    counts). Epoch 0 runs at the full rate; the last epoch at ``(1 + cos(pi (E - 1) / E)) / 2``.
+
+    Args:
+        step: training step ``k`` (0-based).
+        total_steps: total steps ``K``.
+        steps_per_epoch: steps in one pass over the unlabelled set at the global unlabelled
+            batch size.
+
+    Returns:
+        The factor to multiply the base learning rate by, in ``(0, 1]``.
+
+    Raises:
+        ValueError: If ``total_steps`` or ``steps_per_epoch`` is not positive.
+    """
+    if total_steps < 1 or steps_per_epoch < 1:
+        raise ValueError(f"total_steps and steps_per_epoch must be >= 1, got {total_steps}, {steps_per_epoch}")
+    epochs = -(-total_steps // steps_per_epoch)  # ceil
+    epoch = step // steps_per_epoch
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int | None = None) -> float:
+    """The learning-rate factor of ``schedule`` (``optim.schedule``) at step ``k``.
+
+    Args:
+        schedule: ``"cosine"`` (:func:`cosine_lr_factor`) or ``"epoch_half_cosine"``
+            (:func:`epoch_half_cosine_lr_factor`).
+        step: training step ``k`` (0-based).
+        total_steps: total steps ``K``.
+        steps_per_epoch: steps per epoch; needed by ``"epoch_half_cosine"``.
+
+    Returns:
+        The factor to multiply the base learning rate by.
+
+    Raises:
+        ValueError: If ``schedule`` is unknown or ``steps_per_epoch`` is missing.
+    """
+    if schedule == "cosine":
+        return cosine_lr_factor(step, total_steps)
+    if schedule == "epoch_half_cosine":
+        if steps_per_epoch is None:
+            raise ValueError("the epoch_half_cosine schedule needs steps_per_epoch")
+        return epoch_half_cosine_lr_factor(step, total_steps, steps_per_epoch)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'epoch_half_cosine'")
+
+
+def steps_per_epoch(unlabelled_batch: int, num_unlabelled: int) -> int:
+    """Steps in one pass over the unlabelled set: ``ceil(|U| / (mu B))`` (a last, partial batch
+    counts, as the released code's loaders make it)."""
+    return max(1, -(-num_unlabelled // max(unlabelled_batch, 1)))
+
+
+def epoch_of(step: int, unlabelled_batch: int, num_unlabelled: int) -> int:
+    """The epoch step ``k`` falls in: ``floor(k / steps_per_epoch)``. Every epoch-based rule
+    (the learning-rate half cosine, the ``lambda_c`` ramp, smoothing and momentum schedules)
+    uses this one."""
+    return step // steps_per_epoch(unlabelled_batch, num_unlabelled)
+
+
+def ramped_lambda_c(lambda_c: float, step: int, unlabelled_batch: int, num_unlabelled: int) -> float:
+    """The ImageNet ramp of the graph loss weight: ``min(epoch + 1, lambda_c)`` at step ``k``
+    (epochs as :func:`epoch_of` counts them).
 
     Args:
         lambda_c: the final weight.
@@ -25,5 +87,4 @@ def ramped_lambda_c(lambda_c: float, step: int, unlabelled_batch: int, num_unlab
         unlabelled_batch: global unlabelled images per step ``mu * B``.
         num_unlabelled: size of the unlabelled set.
     """
-    epoch = step * unlabelled_batch // max(num_unlabelled, 1)
-    return float(min(epoch + 1, lambda_c))
+    return float(min(epoch_of(step, unlabelled_batch, num_unlabelled) + 1, lambda_c))

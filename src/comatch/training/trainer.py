@@ -30,7 +30,7 @@ from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
 from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
-from comatch.training.schedule import cosine_lr_factor
+from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
 
@@ -68,7 +68,8 @@ class Trainer:
         self.data: RunData = data or run_data(config)
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
-        self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup)
+        self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup,
+                            buffers=config.optim.ema_buffers)
         unlabelled = len(self.data.unlabelled) if self.data.unlabelled is not None else 0  # type: ignore[arg-type]
         context = MethodContext(self.data.num_classes, config.model.proj_dim, self.model, unlabelled)
         self.method = METHODS[config.method].from_config(config, context).to(self.device)
@@ -78,11 +79,12 @@ class Trainer:
         self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
-            param_groups_for_weight_decay(self.model, o.weight_decay), lr=o.lr,
+            param_groups_for_weight_decay(self.model, o.weight_decay, o.weight_decay_exempt), lr=o.lr,
             momentum=o.momentum, nesterov=o.nesterov,
         )
+        epoch = steps_per_epoch(o.batch_size * o.mu, unlabelled)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: cosine_lr_factor(k, o.iterations)
+            self.optimizer, lambda k: lr_factor(o.schedule, k, o.iterations, epoch)
         )
         self.normalize = Normalizer(self.data.mean, self.data.std, self.in_channels, self.device)
         self.timer: Timer = no_timer  # a benchmark may time the step's phases through it
@@ -107,7 +109,8 @@ class Trainer:
         """The network on its device, from ``model.init`` when given."""
         m, run = self.config.model, self.config.run
         model = build_model(m.arch, self.data.num_classes, in_channels=self.in_channels,
-                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum)
+                            proj_dim=m.proj_dim, bn_momentum=m.bn_momentum, head_activation=m.head_activation,
+                            init_scheme=m.init_scheme)
         if m.init and load_init:
             report = load_encoder_weights(model.encoder, m.init)
             if distributed.is_main_process():
