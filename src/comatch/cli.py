@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from comatch import config as cfg
 from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
 from comatch.errors import UserError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+# What a start that never reached its first checkpoint leaves (removed when its --out is reused).
+UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
+CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
+# Errors writing files that a user fixes (space, permissions, a file or folder in the way).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EISDIR, errno.ENOTDIR}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,6 +120,9 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         saved = args.resume / "config.yaml"
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a run directory (no config.yaml); check the path")
+        if not (args.resume / "labelled.json").is_file():
+            raise UserError(f"{args.resume} lacks labelled.json (the run's labelled images), so it cannot be "
+                            f"resumed exactly: restore the file from a backup, or start a new run")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
     preset = args.preset
     if preset is None and args.config is None and args.labeled is not None:
@@ -121,13 +133,28 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     )
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint file."""
+    return any((run_dir / name).is_file() for name in CHECKPOINTS)
+
+
 def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
-    """The run directory to create; refuses one that already holds a run."""
+    """The run directory to create; refuses one that already holds a run.
+
+    A directory whose run never reached its first checkpoint (stopped or killed while the
+    data loaded or during the first steps) holds nothing to resume; its files are removed and
+    the directory is reused, with a warning.
+    """
     if requested is not None:
-        if requested.exists() and any((requested / m).exists() for m in RUN_MARKERS):
-            raise UserError(
-                f"{requested} already holds a run; choose another --out (or delete it)"
-            )
+        if requested.is_dir() and any((requested / m).exists() for m in RUN_MARKERS):
+            if has_checkpoint(requested) or (requested / "summary.json").exists():
+                raise UserError(f"{requested} already holds a run; choose another --out (or delete it), "
+                                f"or continue it with --resume {requested}")
+            print(f"comatch: warning: {requested} holds a run that stopped before its first checkpoint "
+                  f"(nothing to resume); starting afresh there", file=sys.stderr)
+            for name in UNFINISHED_START:
+                target = requested / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         return requested
     base = Path("runs") / f"{config.preset}-{config.method}-seed{config.seed}"
     candidate, n = base, 1
@@ -137,25 +164,97 @@ def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
     return candidate
 
 
+def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], resume: bool) -> Path:
+    """Lock the run directory (created, and so checked writable, before any data loads).
+
+    Args:
+        requested: ``--out`` or ``--resume``; None: a new name under ``runs/``.
+        config: the run's configuration (names a new directory).
+        locks: the lock is appended here; it is held until the process ends.
+        resume: ``requested`` is a run to continue.
+
+    Raises:
+        UserError: the directory cannot be written, another process holds it, or (new runs)
+            it holds a run already.
+    """
+    from comatch.training.runtime import RunLock
+
+    if resume:
+        locks.append(RunLock(requested, hint="check the permissions of the run directory").acquire())
+        return requested
+    if requested is not None and requested.exists() and not requested.is_dir():
+        raise UserError(f"cannot write the run directory {requested}: a file of that name is in the way; "
+                        f"choose another --out")
+    out_dir = new_run_dir(requested, config) if requested is None else requested
+    locks.append(RunLock(out_dir).acquire())
+    return new_run_dir(out_dir, config) if requested is not None else out_dir  # checked again, under the lock
+
+
+def stopped_message(out_dir: Path | None, config: cfg.Config, signal_name: str) -> str:
+    """The line shown when a signal stops ``comatch train`` outside its training loop."""
+    summary = {}
+    if out_dir is not None and (out_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((out_dir / "summary.json").read_text())
+        except ValueError:
+            summary = {}
+    if summary.get("stopped") is False and summary.get("iterations") == config.optim.iterations:
+        return (f"stopped by {signal_name} while writing the end-of-run report; the run is complete and "
+                f"saved in {out_dir}: `comatch report {out_dir}` writes the report")
+    if out_dir is not None and has_checkpoint(out_dir):
+        return f"stopped by {signal_name}; the run is saved: continue it with comatch train --resume {out_dir}"
+    return (f"stopped by {signal_name} before training began; nothing was saved: run the same command "
+            f"again (the same --out may be reused)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from comatch.training.runtime import Terminated, terminate_outside_loop
+
+    terminate_outside_loop()  # a SIGTERM while data loads (or the report draws) says what it stopped
     config = resolve_train_config(args)
     if args.show_config:
         print(cfg.to_yaml(config), end="")
         return 0
+    try:
+        return _train(args, config)
+    except Terminated as stop:
+        out_dir = args.resume if args.resume is not None else _chosen.get("out")
+        print(f"comatch: {stopped_message(out_dir, config, str(stop))}", file=sys.stderr)
+        return 143
+
+
+_chosen: dict[str, Path] = {}  # the run directory of this process's `train`, for the signal message
+
+
+def _train(args: argparse.Namespace, config: cfg.Config) -> int:
+    """Lock the run directory, train, print the result line."""
     from comatch import distributed  # heavy imports only when training
     from comatch.training import parallel
     from comatch.training.trainer import Trainer
 
-    # under torchrun: every process trains, rank 0 chooses the directory and writes the files
+    locks: list[Any] = []  # released when the command ends (by the OS if the process is killed)
+    # under torchrun: every process trains, rank 0 chooses and locks the directory and writes the files
     with parallel.launched(config.run.device, config.run.dist_timeout):
-        if args.resume is not None:
-            out_dir = args.resume
-            trainer = Trainer.resume(out_dir, config)
-        else:
-            out_dir = parallel.decide_on_main(lambda: new_run_dir(args.out, config))
-            trainer = Trainer(config, out_dir)
-        summary = trainer.fit()
-        if summary["stopped"] or not distributed.is_main_process():
+        requested = args.resume if args.resume is not None else args.out
+        try:
+            out_dir = parallel.decide_on_main(lambda: claim_run_dir(requested, config, locks, args.resume is not None))
+            _chosen["out"] = out_dir
+            if args.resume is not None:
+                trainer = Trainer.resume(out_dir, config)
+            else:
+                trainer = Trainer(config, out_dir)
+            summary = trainer.fit()
+        finally:
+            for lock in locks:
+                lock.release()
+        if not distributed.is_main_process():
+            return 0
+        vanished = trainer.data.vanished()
+        if vanished:
+            print(f"comatch: warning: {len(vanished)} image(s) could not be read during training and were "
+                  f"replaced by others, e.g. {vanished[0]}; all are listed in {out_dir / 'data.json'}",
+                  file=sys.stderr)
+        if summary["stopped"]:
             return 0
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
@@ -197,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `comatch evaluate RUN | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a full disk or a read-only place met where no check was made
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"comatch: error: cannot write{where}: {err.strerror}; free some space or choose a "
+              f"writable place, then try again", file=sys.stderr)
+        return 2
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

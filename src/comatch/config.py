@@ -8,13 +8,14 @@ A run's configuration is built in three layers: the defaults below, a preset (a 
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comatch.errors import UserError
 
@@ -77,6 +78,22 @@ class DataConfig(_Section):
         "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches)."
     )
 
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, values: list[float] | None) -> list[float] | None:
+        """Every mean a finite number (images are divided by std after subtracting it)."""
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise ValueError("every value must be a finite number")
+        return values
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, values: list[float] | None) -> list[float] | None:
+        """Every std a finite number above 0: images are divided by it."""
+        if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError("every value must be a finite number above 0 (images are divided by it)")
+        return values
+
 
 class ViewConfig(_Section):
     crop_padding: int = Field(4, ge=0, description="Weak view: pad-and-crop translation, pixels.")
@@ -107,6 +124,16 @@ class ModelConfig(_Section):
     init: str | None = Field(
         None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
     )
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        """One of the architectures :mod:`comatch.models` builds (checked before any data loads)."""
+        from comatch.models import ARCHITECTURES  # the models' own list; imported here, when validated
+
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture; choose one of: {', '.join(ARCHITECTURES)}")
+        return arch
 
 
 class CoMatchConfig(_Section):
@@ -139,7 +166,7 @@ class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.")
-    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
+    lr: float = Field(0.03, gt=0, allow_inf_nan=False, description="Initial learning rate; decays as lr * cos(7 pi k / (16 K)).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum.")
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay on weights; BatchNorm parameters and biases are exempt.")
@@ -240,6 +267,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise UserError(f"cannot read config file {path}: {err.strerror}; check the path") from err
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text (YAML) file; give a YAML file of config fields") from None
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(data, dict):
