@@ -273,15 +273,14 @@ def test_sigterm_while_the_data_loads_says_so_and_the_out_can_be_reused(tmp_path
     assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
 
 
-def test_an_out_whose_run_never_reached_a_checkpoint_is_reused(tmp_path, capsys):
+def test_sigterm_just_before_the_training_loop_leaves_the_out_reusable(tmp_path, capsys, monkeypatch, sigterm_guard):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.yaml").write_text("seed: 0\n")  # what a kill during the first steps leaves
-    (out / "metrics.jsonl").write_text('{"step": 1, "kind": "train", "stale": true}\n')
+    with monkeypatch.context() as patch:  # config.yaml and friends are written, the loop not yet entered
+        patch.setattr("comatch.training.parallel.run_monitor", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143
+    assert "stopped by SIGTERM before training began" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
     assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
-    assert "stopped before its first checkpoint" in capsys.readouterr().err
-    assert metrics_steps(out) == [("train", 1), ("train", 2), ("eval", 2)]
-    assert "stale" not in (out / "metrics.jsonl").read_text()
 
 
 def test_sigterm_during_the_end_of_run_report_says_how_to_rebuild_it(tmp_path, capsys, monkeypatch, sigterm_guard):

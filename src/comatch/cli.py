@@ -16,7 +16,7 @@ from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
 from comatch.errors import UserError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
-# What a start that never reached its first checkpoint leaves (removed when its --out is reused).
+# What a new run writes before its first checkpoint (removed when a signal stops it there).
 UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
 # Errors writing files that a user fixes (space, permissions, a file or folder in the way).
@@ -139,22 +139,10 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
-    """The run directory to create; refuses one that already holds a run.
-
-    A directory whose run never reached its first checkpoint (stopped or killed while the
-    data loaded or during the first steps) holds nothing to resume; its files are removed and
-    the directory is reused, with a warning.
-    """
+    """The run directory to create; refuses one that already holds a run."""
     if requested is not None:
-        if requested.is_dir() and any((requested / m).exists() for m in RUN_MARKERS):
-            if has_checkpoint(requested) or (requested / "summary.json").exists():
-                raise UserError(f"{requested} already holds a run; choose another --out (or delete it), "
-                                f"or continue it with --resume {requested}")
-            print(f"comatch: warning: {requested} holds a run that stopped before its first checkpoint "
-                  f"(nothing to resume); starting afresh there", file=sys.stderr)
-            for name in UNFINISHED_START:
-                target = requested / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        if requested.exists() and any((requested / m).exists() for m in RUN_MARKERS):
+            raise UserError(f"{requested} already holds a run; choose another --out (or delete it)")
         return requested
     base = Path("runs") / f"{config.preset}-{config.method}-seed{config.seed}"
     candidate, n = base, 1
@@ -162,6 +150,19 @@ def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def remove_unfinished_start(run_dir: Path) -> None:
+    """Remove what a new run wrote before its first checkpoint, so that its --out can be used again.
+
+    Only for a directory this process claimed empty of runs (checked under the lock).
+    """
+    for name in UNFINISHED_START:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], resume: bool) -> Path:
@@ -215,10 +216,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.show_config:
         print(cfg.to_yaml(config), end="")
         return 0
+    _chosen.clear()
     try:
         return _train(args, config)
-    except Terminated as stop:
+    except (Terminated, KeyboardInterrupt) as stop:
         out_dir = args.resume if args.resume is not None else _chosen.get("out")
+        if args.resume is None and out_dir is not None and not has_checkpoint(out_dir):
+            remove_unfinished_start(out_dir)  # stopped before the loop: leave no unresumable run behind
+        if isinstance(stop, KeyboardInterrupt):
+            raise
         print(f"comatch: {stopped_message(out_dir, config, str(stop))}", file=sys.stderr)
         return 143
 

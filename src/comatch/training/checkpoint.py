@@ -133,7 +133,8 @@ def load_newest(
         try:
             return load_file(path, map_location), path
         except UserError as err:
-            print(f"comatch: warning: {err}; trying the previous checkpoint", file=sys.stderr)
+            then = "; trying the previous checkpoint" if path.name == LAST and (folder / PREVIOUS).exists() else ""
+            print(f"comatch: warning: {err}{then}", file=sys.stderr)
     if purpose == "resume":
         raise UserError(f"no checkpoint in {folder} could be read; the run cannot be resumed")
     raise UserError(f"no checkpoint in {folder} could be read (each is damaged); there is no model "

@@ -71,7 +71,7 @@ def recover_metrics(path: Path, offset: int, step: int) -> tuple[list[dict[str, 
                      f"e.g. after a power cut): some metrics up to step {step} are lost; the "
                      f"complete lines are kept and training continues")
     records, dropped = parse_records(data[:offset])
-    if dropped:
+    if dropped and not notes:  # (a short file's cut line is part of the loss already reported)
         notes.append(f"{path}: {dropped} damaged line(s) dropped")
     if data[:offset] != data or notes:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
