@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,15 +192,21 @@ def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], 
     return new_run_dir(out_dir, config) if requested is not None else out_dir  # checked again, under the lock
 
 
-def stopped_message(out_dir: Path | None, config: cfg.Config, signal_name: str) -> str:
-    """The line shown when a signal stops ``comatch train`` outside its training loop."""
+def stopped_message(out_dir: Path | None, total: int | None, signal_name: str) -> str:
+    """The line shown when a signal stops ``comatch train`` outside its training loop.
+
+    Args:
+        out_dir: the run directory, if one was claimed.
+        total: the run's ``optim.iterations``, if the config was read.
+        signal_name: e.g. ``SIGTERM``.
+    """
     summary = {}
     if out_dir is not None and (out_dir / "summary.json").is_file():
         try:
             summary = json.loads((out_dir / "summary.json").read_text())
         except ValueError:
             summary = {}
-    if summary.get("stopped") is False and summary.get("iterations") == config.optim.iterations:
+    if summary.get("stopped") is False and total is not None and summary.get("iterations") == total:
         return (f"stopped by {signal_name} while writing the end-of-run report; the run is complete and "
                 f"saved in {out_dir}: `comatch report {out_dir}` writes the report")
     if out_dir is not None and has_checkpoint(out_dir):
@@ -209,31 +216,35 @@ def stopped_message(out_dir: Path | None, config: cfg.Config, signal_name: str) 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a new run or continue one; a signal outside the training loop ends with one line (143)."""
     from comatch.training.runtime import Terminated, terminate_outside_loop
 
-    terminate_outside_loop()  # a SIGTERM while data loads (or the report draws) says what it stopped
-    config = resolve_train_config(args)
-    if args.show_config:
-        print(cfg.to_yaml(config), end="")
-        return 0
-    _chosen.clear()
+    previous = terminate_outside_loop()  # a SIGTERM while data loads (or the report draws) says what it stopped
+    chosen: dict[str, Path] = {}  # the run directory, once claimed
+    config: cfg.Config | None = None
     try:
-        return _train(args, config)
+        config = resolve_train_config(args)
+        if args.show_config:
+            print(cfg.to_yaml(config), end="")
+            return 0
+        return _train(args, config, chosen)
     except (Terminated, KeyboardInterrupt) as stop:
-        out_dir = args.resume if args.resume is not None else _chosen.get("out")
-        if args.resume is None and out_dir is not None and not has_checkpoint(out_dir):
+        out_dir = chosen.get("out")
+        main_process = os.environ.get("RANK", "0") == "0"
+        if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
             remove_unfinished_start(out_dir)  # stopped before the loop: leave no unresumable run behind
         if isinstance(stop, KeyboardInterrupt):
             raise
-        print(f"comatch: {stopped_message(out_dir, config, str(stop))}", file=sys.stderr)
+        total = config.optim.iterations if config is not None else None
+        print(f"comatch: {stopped_message(out_dir, total, str(stop))}", file=sys.stderr)
         return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-_chosen: dict[str, Path] = {}  # the run directory of this process's `train`, for the signal message
-
-
-def _train(args: argparse.Namespace, config: cfg.Config) -> int:
-    """Lock the run directory, train, print the result line."""
+def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:
+    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line."""
     from comatch import distributed  # heavy imports only when training
     from comatch.training import parallel
     from comatch.training.trainer import Trainer
@@ -244,7 +255,7 @@ def _train(args: argparse.Namespace, config: cfg.Config) -> int:
         requested = args.resume if args.resume is not None else args.out
         try:
             out_dir = parallel.decide_on_main(lambda: claim_run_dir(requested, config, locks, args.resume is not None))
-            _chosen["out"] = out_dir
+            chosen["out"] = out_dir
             if args.resume is not None:
                 trainer = Trainer.resume(out_dir, config)
             else:

@@ -150,17 +150,20 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(signal.Signals(signum).name)
 
 
-def terminate_outside_loop() -> None:
+def terminate_outside_loop() -> Any:
     """Make SIGTERM raise :class:`Terminated` wherever no :class:`StopSignals` block is active.
 
     Installed first thing by ``comatch train``: without it a SIGTERM while the data loads or
-    while the end-of-run report is drawn would end the process silently. Does nothing outside
-    the main thread.
+    while the end-of-run report is drawn would end the process silently.
+
+    Returns:
+        The handler it replaced (to restore), or None outside the main thread, where it does
+        nothing.
     """
     try:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread
-        pass
+        return None
 
 
 class StopSignals:
