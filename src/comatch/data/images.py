@@ -158,6 +158,7 @@ class ImageFiles(Dataset):
         self.paths, self.labels = list(paths), torch.as_tensor(list(labels), dtype=torch.long)
         self.size, self.channels, self.strict = size, channels, strict
         self.failure_log: Path | None = None
+        self._reported: set[str] = set()  # per process (each loader worker has its own copy)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -174,7 +175,10 @@ class ImageFiles(Dataset):
         raise UserError(f"none of 16 images from {self.paths[index]} on could be read; check the data folder")
 
     def _failed(self, path: str, reason: str) -> None:
-        """Record an image that could not be read (and was replaced by the next one)."""
+        """Record an image that could not be read (and was replaced by the next one), once per process."""
+        if path in self._reported:
+            return
+        self._reported.add(path)
         if self.failure_log is not None:
             log_failure(self.failure_log, path, reason)
         else:
