@@ -166,7 +166,7 @@ def test_a_full_disk_while_checkpointing_is_one_line(run):
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, limits[1]))  # `ulimit -f`: torch.save fails mid-file
     try:
-        with pytest.raises(UserError, match=r"cannot write a checkpoint in .*File too large.*previous checkpoint is intact"):
+        with pytest.raises(UserError, match=r"no space left for a checkpoint in .*File too large.*previous checkpoint is intact"):
             save_rotating(folder, {**state, "step": 8})
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)

@@ -121,7 +121,7 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         saved = args.resume / "config.yaml"
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a run directory (no config.yaml); check the path")
-        if not (args.resume / "labelled.json").is_file():
+        if has_checkpoint(args.resume) and not (args.resume / "labelled.json").is_file():
             raise UserError(f"{args.resume} lacks labelled.json (the run's labelled images), so it cannot be "
                             f"resumed exactly: restore the file from a backup, or start a new run")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)

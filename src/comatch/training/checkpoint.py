@@ -92,16 +92,16 @@ def save_rotating(folder: Path, state: dict[str, Any]) -> Path:
     newest = saved_step(last)
     if newest is not None and newest == state["step"]:
         return last  # this very state is saved already; re-saving would push the fallback out
-    buffer = io.BytesIO()  # serialised in memory: torch's file writer turns OSErrors into RuntimeErrors
-    torch.save(state, buffer)
     try:
+        buffer = io.BytesIO()  # serialised in memory: torch's file writer turns OSErrors into RuntimeErrors
+        torch.save(state, buffer)
         atomic_write_bytes(staged, lambda handle: handle.write(buffer.getbuffer()))
     except OSError as err:
         if err.errno in DISK_FULL:
             then = ("the previous checkpoint is intact: free some space and continue with --resume"
                     if newest is not None else "no checkpoint was saved yet: free some space and start again")
-            raise UserError(f"cannot write a checkpoint in {folder}: {err.strerror} (the disk is full or a "
-                            f"file-size limit is reached); {then}") from None
+            raise UserError(f"no space left for a checkpoint in {folder} ({err.strerror}: the disk is full "
+                            f"or a file-size limit is reached); {then}") from None
         raise
     if newest is not None and newest < state["step"]:
         os.replace(last, folder / PREVIOUS)
