@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from comatch import config as cfg
 from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
 from comatch.errors import UserError
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
+# What a new run writes before its first checkpoint (removed when a signal stops it there).
+UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
+CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
+# Errors writing files that a user fixes (space, permissions, a file or folder in the way).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EISDIR, errno.ENOTDIR}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +125,9 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         saved = args.resume / "config.yaml"
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a run directory (no config.yaml); check the path")
+        if has_checkpoint(args.resume) and not (args.resume / "labelled.json").is_file():
+            raise UserError(f"{args.resume} lacks labelled.json (the run's labelled images), so it cannot be "
+                            f"resumed exactly: restore the file from a backup, or start a new run")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
     preset = args.preset
     if preset is None and args.config is None and args.labeled is not None:
@@ -125,13 +138,16 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     )
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint file."""
+    return any((run_dir / name).is_file() for name in CHECKPOINTS)
+
+
 def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
     """The run directory to create; refuses one that already holds a run."""
     if requested is not None:
         if requested.exists() and any((requested / m).exists() for m in RUN_MARKERS):
-            raise UserError(
-                f"{requested} already holds a run; choose another --out (or delete it)"
-            )
+            raise UserError(f"{requested} already holds a run; choose another --out (or delete it)")
         return requested
     base = Path("runs") / f"{config.preset}-{config.method}-seed{config.seed}"
     candidate, n = base, 1
@@ -141,25 +157,125 @@ def new_run_dir(requested: Path | None, config: cfg.Config) -> Path:
     return candidate
 
 
+def remove_unfinished_start(run_dir: Path) -> None:
+    """Remove what a new run wrote before its first checkpoint, so that its --out can be used again.
+
+    Only for a directory this process claimed empty of runs (checked under the lock).
+    """
+    for name in UNFINISHED_START:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], resume: bool) -> Path:
+    """Lock the run directory (created, and so checked writable, before any data loads).
+
+    Args:
+        requested: ``--out`` or ``--resume``; None: a new name under ``runs/``.
+        config: the run's configuration (names a new directory).
+        locks: the lock is appended here; it is held until the process ends.
+        resume: ``requested`` is a run to continue.
+
+    Raises:
+        UserError: the directory cannot be written, another process holds it, or (new runs)
+            it holds a run already.
+    """
+    from comatch.training.runtime import RunLock
+
+    if resume:
+        locks.append(RunLock(requested, hint="check the permissions of the run directory").acquire())
+        return requested
+    if requested is not None and requested.exists() and not requested.is_dir():
+        raise UserError(f"cannot write the run directory {requested}: a file of that name is in the way; "
+                        f"choose another --out")
+    out_dir = new_run_dir(requested, config) if requested is None else requested
+    locks.append(RunLock(out_dir).acquire())
+    return new_run_dir(out_dir, config) if requested is not None else out_dir  # checked again, under the lock
+
+
+def stopped_message(out_dir: Path | None, total: int | None, signal_name: str) -> str:
+    """The line shown when a signal stops ``comatch train`` outside its training loop.
+
+    Args:
+        out_dir: the run directory, if one was claimed.
+        total: the run's ``optim.iterations``, if the config was read.
+        signal_name: e.g. ``SIGTERM``.
+    """
+    summary = {}
+    if out_dir is not None and (out_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((out_dir / "summary.json").read_text())
+        except ValueError:
+            summary = {}
+    if summary.get("stopped") is False and total is not None and summary.get("iterations") == total:
+        return (f"stopped by {signal_name} while writing the end-of-run report; the run is complete and "
+                f"saved in {out_dir}: `comatch report {out_dir}` writes the report")
+    if out_dir is not None and has_checkpoint(out_dir):
+        return f"stopped by {signal_name}; the run is saved: continue it with comatch train --resume {out_dir}"
+    return (f"stopped by {signal_name} before training began; nothing was saved: run the same command "
+            f"again (the same --out may be reused)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    config = resolve_train_config(args)
-    if args.show_config:
-        print(cfg.to_yaml(config), end="")
-        return 0
+    """Train a new run or continue one; a signal outside the training loop ends with one line (143)."""
+    from comatch.training.runtime import Terminated, terminate_outside_loop
+
+    previous = terminate_outside_loop()  # a SIGTERM while data loads (or the report draws) says what it stopped
+    chosen: dict[str, Path] = {}  # the run directory, once claimed
+    config: cfg.Config | None = None
+    try:
+        config = resolve_train_config(args)
+        if args.show_config:
+            print(cfg.to_yaml(config), end="")
+            return 0
+        return _train(args, config, chosen)
+    except (Terminated, KeyboardInterrupt) as stop:
+        out_dir = chosen.get("out")
+        main_process = os.environ.get("RANK", "0") == "0"
+        if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
+            remove_unfinished_start(out_dir)  # stopped before the loop: leave no unresumable run behind
+        if isinstance(stop, KeyboardInterrupt):
+            raise
+        total = config.optim.iterations if config is not None else None
+        print(f"comatch: {stopped_message(out_dir, total, str(stop))}", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:
+    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line."""
     from comatch import distributed  # heavy imports only when training
     from comatch.training import parallel
     from comatch.training.trainer import Trainer
 
-    # under torchrun: every process trains, rank 0 chooses the directory and writes the files
+    locks: list[Any] = []  # released when the command ends (by the OS if the process is killed)
+    # under torchrun: every process trains, rank 0 chooses and locks the directory and writes the files
     with parallel.launched(config.run.device, config.run.dist_timeout):
-        if args.resume is not None:
-            out_dir = args.resume
-            trainer = Trainer.resume(out_dir, config)
-        else:
-            out_dir = parallel.decide_on_main(lambda: new_run_dir(args.out, config))
-            trainer = Trainer(config, out_dir)
-        summary = trainer.fit()
-        if summary["stopped"] or not distributed.is_main_process():
+        requested = args.resume if args.resume is not None else args.out
+        try:
+            out_dir = parallel.decide_on_main(lambda: claim_run_dir(requested, config, locks, args.resume is not None))
+            chosen["out"] = out_dir
+            if args.resume is not None:
+                trainer = Trainer.resume(out_dir, config)
+            else:
+                trainer = Trainer(config, out_dir)
+            summary = trainer.fit()
+        finally:
+            for lock in locks:
+                lock.release()
+        if not distributed.is_main_process():
+            return 0
+        vanished = trainer.data.vanished()
+        if vanished:
+            print(f"comatch: warning: {len(vanished)} image(s) could not be read during training and were "
+                  f"replaced by others, e.g. {vanished[0]}; all are listed in {out_dir / 'data.json'}",
+                  file=sys.stderr)
+        if summary["stopped"]:
             return 0
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
@@ -201,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `comatch evaluate RUN | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a full disk or a read-only place met where no check was made
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"comatch: error: cannot write{where}: {err.strerror}; free some space or choose a "
+              f"writable place, then try again", file=sys.stderr)
+        return 2
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

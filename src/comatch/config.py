@@ -8,6 +8,7 @@ A run's configuration is built in three layers: the defaults below, a preset (a 
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -85,6 +86,22 @@ class DataConfig(_Section):
         "CoMatch code, which trains the unlabelled losses on the other images only). Benchmarks and folders alike."
     )
 
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, values: list[float] | None) -> list[float] | None:
+        """Every mean a finite number (images are divided by std after subtracting it)."""
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise ValueError("every value must be a finite number")
+        return values
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, values: list[float] | None) -> list[float] | None:
+        """Every std a finite number above 0: images are divided by it."""
+        if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError("every value must be a finite number above 0 (images are divided by it)")
+        return values
+
 
 class ViewConfig(_Section):
     crop_padding: int = Field(4, ge=0, description="Weak view: pad-and-crop translation, pixels.")
@@ -126,6 +143,7 @@ class ModelConfig(_Section):
     init: str | None = Field(
         None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
     )
+
     init_scheme: Literal["project", "released"] = Field(
         "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "
         "projection head with zero biases) or 'released' (the released code: fan_in convolutions in Wide ResNets, PyTorch's "
@@ -136,12 +154,22 @@ class ModelConfig(_Section):
         "CIFAR code) or relu (the released ImageNet ResNet-50 head). It shapes the embeddings the graph loss compares."
     )
 
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        """One of the architectures :mod:`comatch.models` builds (checked before any data loads)."""
+        from comatch.models import ARCHITECTURES  # the models' own list; imported here, when validated
+
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture; choose one of: {', '.join(ARCHITECTURES)}")
+        return arch
+
 
 class OptimConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Labelled images per step, global (summed over processes).")
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.", json_schema_extra=RESUMABLE)
-    lr: float = Field(0.03, gt=0, description="Initial learning rate; decays as optim.schedule says.")
+    lr: float = Field(0.03, gt=0, allow_inf_nan=False, description="Initial learning rate; decays as optim.schedule says.")
     schedule: Literal["cosine", "epoch_half_cosine"] = Field(
         "cosine", description="Learning-rate decay: 'cosine' (lr * cos(7 pi k / (16 K)) per step, the released CIFAR code) or "
         "'epoch_half_cosine' (lr * (1 + cos(pi e / E)) / 2, constant within each epoch e of E, the released ImageNet code)."
@@ -293,6 +321,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise UserError(f"cannot read config file {path}: {err.strerror}; check the path") from err
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text (YAML) file; give a YAML file of config fields") from None
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(data, dict):

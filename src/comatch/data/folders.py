@@ -66,10 +66,25 @@ class FolderData:
 
 
 def _existing_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder. Raises UserError if it is missing or a file."""
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} folder {folder} is a file, not a folder; give the folder that holds the images")
     if not folder.is_dir():
         raise UserError(f"{what} folder {folder} does not exist; check the path")
     return folder
+
+
+def _warnings(labeled: str, test: str | None, class_names: list[str]) -> list[str]:
+    """Notes for settings that run but measure nothing useful."""
+    notes = []
+    if len(class_names) == 1:
+        notes.append(f"warning: the labelled folder {labeled} has a single class ({class_names[0]!r}): every "
+                     f"prediction is that class and the accuracy means nothing; add one sub-folder per class")
+    if test and Path(test).expanduser().resolve() == Path(labeled).expanduser().resolve():
+        notes.append(f"warning: the test folder is the labelled folder {labeled}: the test accuracy is "
+                     f"measured on training images and overstates the model; give a separate --test folder")
+    return notes
 
 
 def scan_class_folder(path: str | Path, what: str, class_names: list[str] | None = None) -> tuple[list[str], FileList]:
@@ -151,8 +166,8 @@ def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test
     the same for every seed) becomes the test set and is never trained on.
     """
     skipped: list[str] = []
-    notes: list[str] = []
     names, pool = scan_class_folder(labeled, "labelled")
+    notes = _warnings(labeled, test, names)
     pool = keep_readable(pool, skipped, strict=strict, check=check)
     _check_classes(pool, names, "labelled", labeled)
     extra = keep_readable(scan_images(unlabeled, "unlabelled"), skipped, strict=strict, check=check) \

@@ -21,7 +21,7 @@ colour JPEG straight to its luma.
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -211,12 +211,37 @@ def unreadable_error(path: str, reason: str) -> UserError:
                      f"data.strict=false to skip unreadable images")
 
 
+def log_failure(log: Path, path: str, reason: str) -> None:
+    """Append ``path<TAB>reason`` to a failure log, safely from several processes at once.
+
+    One ``write`` of one short line to a file opened with ``O_APPEND`` lands whole, whichever
+    loader worker (or training process) writes it.
+    """
+    line = f"{path}\t{' '.join(reason.split())}"[:1000] + "\n"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line.encode(errors="replace"))
+    finally:
+        os.close(fd)
+
+
+def read_failures(log: Path | None) -> list[str]:
+    """The distinct paths a failure log names, in the order first logged ([] without a log)."""
+    if log is None or not Path(log).is_file():
+        return []
+    paths = [line.split("\t", 1)[0] for line in Path(log).read_text(errors="replace").splitlines() if line]
+    return list(dict.fromkeys(paths))
+
+
 class ImageFiles(Dataset):
     """Image files decoded on demand: item ``i`` is ``(uint8 image [C, S, S], label)``.
 
     Decoding happens in the DataLoader workers. A file that fails to decode here (it was
-    readable when checked, or checking was off) stops the run when ``strict``; otherwise the
-    next readable file takes its place, with a warning, so a run never dies mid-way.
+    readable when checked, or checking was off, or it vanished since) stops the run when
+    ``strict``; otherwise the next readable file takes its place, so a run never dies mid-way,
+    and the file is appended to :attr:`failure_log` (the trainer sets it to a file in the run
+    directory, and counts and lists what it holds in ``summary.json`` and ``data.json``).
+    Without a log, one line goes to stderr instead.
 
     Args:
         paths: image files.
@@ -232,6 +257,8 @@ class ImageFiles(Dataset):
             raise ValueError("paths and labels differ in length")
         self.paths, self.labels = list(paths), torch.as_tensor(list(labels), dtype=torch.long)
         self.size, self.channels, self.strict = size, channels, strict
+        self.failure_log: Path | None = None
+        self._reported: set[str] = set()  # per process (each loader worker has its own copy)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -244,5 +271,16 @@ class ImageFiles(Dataset):
             except UnreadableImage as err:
                 if self.strict:
                     raise unreadable_error(self.paths[i], str(err)) from err
-                warnings.warn(f"skipping unreadable image {self.paths[i]}: {err}", stacklevel=2)
+                self._failed(self.paths[i], str(err))
         raise UserError(f"none of 16 images from {self.paths[index]} on could be read; check the data folder")
+
+    def _failed(self, path: str, reason: str) -> None:
+        """Record an image that could not be read (and was replaced by the next one), once per process."""
+        if path in self._reported:
+            return
+        self._reported.add(path)
+        if self.failure_log is not None:
+            log_failure(self.failure_log, path, reason)
+        else:
+            print(f"comatch: warning: skipping unreadable image {path} ({' '.join(reason.split())})",
+                  file=sys.stderr, flush=True)

@@ -80,6 +80,9 @@ def read_labelled_list(path: str | Path) -> list[int] | list[str]:
         text = path.read_text()
     except OSError as err:
         raise UserError(f"cannot read the labelled list {path}: {err.strerror}; check the path") from err
+    except UnicodeDecodeError:
+        raise UserError(f"the labelled list {path} is not a text file; give a run's labelled.json or one "
+                        f"index or path per line") from None
     try:
         entries = json.loads(text)
     except json.JSONDecodeError:
@@ -107,9 +110,13 @@ def resolve_labelled_list(entries: list[int] | list[str], keys: list[str] | None
     Raises:
         UserError: an index out of range, an unknown path, or a repeated entry.
     """
-    if keys is None or all(isinstance(e, int) for e in entries):
-        if keys is not None and any(not isinstance(e, int) for e in entries):
-            raise UserError(f"the labelled list {source} mixes indices and paths")
+    if keys is None and any(not isinstance(e, int) for e in entries):
+        raise UserError(f"the labelled list {source} names image paths (such as {entries[0]!r}), but this "
+                        f"dataset's images are numbered: is it the list of a run on other data?")
+    if keys is not None and all(isinstance(e, int) for e in entries):
+        raise UserError(f"the labelled list {source} holds numbers (such as {entries[0]}), but images in "
+                        f"folders are named by path: is it the list of a run on a benchmark?")
+    if keys is None:
         index = np.asarray(entries, dtype=np.int64)
         bad = index[(index < 0) | (index >= pool_size)]
         if bad.size:

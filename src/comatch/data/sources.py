@@ -21,7 +21,7 @@ from comatch.data.benchmarks import ArrayData, load_benchmark
 from comatch.data.datasets import TensorImages
 from comatch.data.digits import load_digits_split
 from comatch.data.folders import FileList, FolderData, load_imagenet, load_user_folders
-from comatch.data.images import ImageFiles
+from comatch.data.images import ImageFiles, read_failures
 from comatch.data.sampling import labels_per_class, read_labelled_list, resolve_labelled_list, select_labelled
 from comatch.data.statistics import channel_stats, file_stats, image_properties, to_channels, to_size
 from comatch.errors import UserError
@@ -44,8 +44,10 @@ class RunData:
             indices for in-memory data, paths relative to the labelled folder for files.
         mean, std: per-channel normalisation statistics in [0, 1].
         image_size, channels: what every item has.
-        skipped: unreadable files left out.
+        skipped: unreadable files left out before training.
         notes: lines for the run's log (hold-outs, computed settings).
+        failure_log: where the file datasets log images that fail during training (see
+            :meth:`record_failures`), or None.
     """
 
     num_classes: int
@@ -61,15 +63,39 @@ class RunData:
     channels: int = 1
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failure_log: Path | None = None
+
+    def record_failures(self, log: Path) -> None:
+        """Have every file dataset append the images it fails to read during training to ``log``.
+
+        Loader workers cannot hand anything back to the training process, so they append one
+        line per failure to this file (see :func:`~comatch.data.images.log_failure`); a resumed
+        run keeps the file, so the count covers the whole run. In-memory data never fails.
+        """
+        self.failure_log = Path(log)
+        for dataset in (self.labelled, self.unlabelled, self.val, self.test):
+            if isinstance(dataset, ImageFiles):
+                dataset.failure_log = self.failure_log
+
+    def vanished(self) -> list[str]:
+        """Images that failed to decode during training (and were replaced by others)."""
+        before = set(self.skipped)
+        return [p for p in read_failures(self.failure_log) if p not in before]
+
+    def all_skipped(self) -> list[str]:
+        """Images left out before training, then those that failed during it."""
+        return self.skipped + self.vanished()
 
     def describe(self) -> dict:
         """Sizes and settings, as written to the run directory's ``data.json``."""
         size = lambda d: None if d is None else len(d)  # noqa: E731
+        skipped, vanished = self.all_skipped(), self.vanished()
         return {
             "classes": self.class_names, "labelled": size(self.labelled), "unlabelled": size(self.unlabelled),
             "val": size(self.val), "test": size(self.test), "image_size": self.image_size,
             "channels": self.channels, "mean": list(self.mean), "std": list(self.std),
-            "skipped_images": len(self.skipped), "skipped": self.skipped, "notes": self.notes,
+            "skipped_images": len(skipped), "skipped": skipped,
+            "failed_during_training": len(vanished), "notes": self.notes,
         }
 
 

@@ -14,9 +14,16 @@ Symbols (Li, Xiong and Hoi, "CoMatch", ICCV 2021, section 3; every equation in d
 Every function here is pure: no state, no device or dtype assumptions, and the pseudo-label
 targets and the target graph are treated as constants (they are detached), so gradients only
 ever reach the logits of the strong view and the two strong-view embeddings.
+
+Every function checks its inputs before computing: a tensor of the wrong rank, shape or dtype
+raises ``ValueError`` (``TypeError`` for a dtype) naming the argument, the shape it has and
+the shape expected; an empty batch or a temperature that is not above 0 raises ``ValueError``.
+The checks read only shapes, dtypes and Python numbers, so they never wait for a GPU.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +37,48 @@ __all__ = [
 ]
 
 
+def _matrix(name: str, tensor: torch.Tensor, rows: int | None = None, cols: int | None = None,
+            *, what: str, floating: bool = True) -> torch.Tensor:
+    """Check that ``tensor`` is a 2-D tensor ``[rows, cols]`` (None: any size) of floats.
+
+    Raises:
+        TypeError: not a tensor, or not floating point when ``floating``.
+        ValueError: not 2-D, or a size other than the one expected.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {what}, got {type(tensor).__name__}")
+    if floating and not tensor.is_floating_point():
+        hint = ", e.g. F.one_hot(labels, C).float()" if "probabilities" in what else ""
+        raise TypeError(f"{name} must be floating point {what}, got dtype {tensor.dtype}{hint}")
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must be 2-D {what}, got shape {list(tensor.shape)}")
+    for axis, (expected, size) in enumerate(zip((rows, cols), tensor.shape)):
+        if expected is not None and size != expected:
+            raise ValueError(f"{name} must be {what}; got shape {list(tensor.shape)}, expected "
+                             f"{expected} {'rows' if axis == 0 else 'columns'}")
+    return tensor
+
+
+def _nonempty(name: str, tensor: torch.Tensor) -> None:
+    """Raise ValueError for a batch of no rows (its mean would be NaN)."""
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {list(tensor.shape)}); the loss of no samples is undefined")
+
+
+def _positive(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number above 0."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number above 0 (it divides the similarities), got {value!r}")
+
+
+def _number(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise ValueError unless ``value`` is a number (not NaN) within ``[low, high]``."""
+    if not isinstance(value, (int, float)) or math.isnan(value) or \
+            (low is not None and value < low) or (high is not None and value > high):
+        bounds = f" in [{low}, {high}]" if low is not None and high is not None else ""
+        raise ValueError(f"{name} must be a number{bounds}, got {value!r}")
+
+
 def distribution_alignment(probs: torch.Tensor, mean_probs: torch.Tensor) -> torch.Tensor:
     """Distribution alignment: ``normalise(p / p_avg)`` (CoMatch eq. 3, after ReMixMatch).
 
@@ -39,7 +88,15 @@ def distribution_alignment(probs: torch.Tensor, mean_probs: torch.Tensor) -> tor
 
     Returns:
         Aligned probabilities ``[N, C]`` whose rows sum to 1.
+
+    Raises:
+        TypeError, ValueError: inputs of another shape or dtype (see the module docstring).
     """
+    _matrix("probs", probs, what="class probabilities [N, C]")
+    classes = probs.shape[1]
+    if not isinstance(mean_probs, torch.Tensor) or tuple(mean_probs.shape) != (classes,):
+        shape = list(mean_probs.shape) if isinstance(mean_probs, torch.Tensor) else type(mean_probs).__name__
+        raise ValueError(f"mean_probs must be the mean class distribution [C] = [{classes}], got {shape}")
     aligned = probs.detach() / mean_probs.detach().clamp_min(torch.finfo(probs.dtype).tiny)
     return aligned / aligned.sum(dim=1, keepdim=True)
 
@@ -68,7 +125,20 @@ def memory_smoothed_labels(
     Returns:
         Smoothed pseudo-labels ``[N, C]``; rows sum to 1 when the inputs' rows do. With an
         empty bank (``K == 0``) the probabilities are returned unchanged.
+
+    Raises:
+        TypeError, ValueError: inputs of another shape or dtype, ``alpha`` outside
+            ``[0, 1]`` or ``temperature`` not above 0.
     """
+    _matrix("probs", probs, what="class probabilities [N, C]")
+    n, classes = probs.shape
+    _matrix("feats", feats, n, what=f"embeddings [N, D] with N = {n} (the rows of probs)")
+    dim = feats.shape[1]
+    _matrix("bank_feats", bank_feats, None, dim, what=f"bank embeddings [K, D] with D = {dim}")
+    _matrix("bank_probs", bank_probs, bank_feats.shape[0], classes,
+            what=f"bank probabilities [K, C] with K = {bank_feats.shape[0]}, C = {classes}")
+    _number("alpha", alpha, 0.0, 1.0)
+    _positive("temperature", temperature)
     probs = probs.detach()
     if bank_feats.shape[0] == 0:
         return probs
@@ -97,7 +167,15 @@ def pseudo_label_graph(
 
     Returns:
         Row-stochastic target graph ``[N, N + K]``.
+
+    Raises:
+        TypeError, ValueError: inputs of another shape or dtype, or a NaN threshold.
     """
+    _matrix("probs", probs, what="pseudo-labels [N, C]")
+    if queue_probs is not None:
+        _matrix("queue_probs", queue_probs, None, probs.shape[1],
+                what=f"queued pseudo-labels [K, C] with C = {probs.shape[1]}")
+    _number("threshold", threshold)
     probs = probs.detach()
     columns = probs if queue_probs is None else torch.cat([probs, queue_probs.detach().to(probs)])
     graph = probs @ columns.T  # [N, N + K]
@@ -123,7 +201,21 @@ def contrastive_graph_loss(
 
     Returns:
         Scalar loss.
+
+    Raises:
+        TypeError, ValueError: inputs of another shape or dtype, an empty batch, or
+            ``temperature`` not above 0.
     """
+    _matrix("z0", z0, what="embeddings [N, D]")
+    _nonempty("z0", z0)
+    n, dim = z0.shape
+    _matrix("z1", z1, None, dim, what=f"embeddings [M, D] with D = {dim}")
+    if z1.shape[0] < n:
+        raise ValueError(f"z1 must have at least the N = {n} rows of z0 (the second view of the same "
+                         f"samples first), got shape {list(z1.shape)}")
+    _matrix("target_graph", target_graph, n, z1.shape[0],
+            what=f"the target graph [N, M] = [{n}, {z1.shape[0]}]")
+    _positive("temperature", temperature)
     compute_dtype = torch.promote_types(z0.dtype, torch.float32)
     logits = z0.to(compute_dtype) @ z1.to(compute_dtype).T / temperature  # [N, M]
     log_wz = F.log_softmax(logits, dim=1)
@@ -146,7 +238,17 @@ def pseudo_label_loss(
 
     Returns:
         Scalar loss.
+
+    Raises:
+        TypeError: integer targets (class indices instead of probabilities), or integer logits.
+        ValueError: ``targets`` not the shape of ``logits_strong`` (no broadcasting), an empty
+            batch, or a NaN threshold.
     """
+    _matrix("logits_strong", logits_strong, what="logits [N, C]")
+    _nonempty("logits_strong", logits_strong)
+    n, classes = logits_strong.shape
+    _matrix("targets", targets, n, classes, what=f"probabilities [N, C] = [{n}, {classes}] like logits_strong")
+    _number("threshold", threshold)
     targets = targets.detach()
     compute_dtype = torch.promote_types(logits_strong.dtype, torch.float32)
     mask = (targets.max(dim=1).values >= threshold).to(compute_dtype)  # [N]

@@ -20,6 +20,30 @@ def _positive(text: str) -> int:
     return value
 
 
+def writable_file(path: Path, flag: str, example: str) -> None:
+    """Check, before any work, that ``path`` can be written as a file.
+
+    Args:
+        path: the file to write.
+        flag: the option that named it (for messages).
+        example: a file name to suggest when ``path`` is a folder.
+
+    Raises:
+        UserError: ``path`` is a folder, or it (or its folder) cannot be created or written.
+    """
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write {flag} {path}: {err.strerror}; choose a writable place") from None
+    if not existed:
+        path.unlink()
+
+
 def _add_model_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
     parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
                         help="a checkpoint .pt file, or a run directory (its newest checkpoint)")
@@ -93,6 +117,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from comatch.tools.images import find_images
     from comatch.tools.inference import load_model, predict_files, write_predictions_csv
 
+    missing = [p for p in args.paths if not p.exists()]
+    if len(missing) == len(args.paths):
+        raise UserError(f"{missing[0]} does not exist; give image files or folders that exist")
+    if args.out is not None:
+        writable_file(args.out, "--out", "predictions.csv")
     files = find_images(args.paths)
     if not files:
         raise UserError(f"no images (.png, .jpg, .jpeg, .bmp, .webp) in {', '.join(map(str, args.paths))}")
@@ -117,7 +146,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from comatch.tools.export import export_model
     from comatch.tools.inference import load_model
 
+    from comatch.tools.export import FORMATS, default_output
+
+    if args.out is not None:
+        writable_file(args.out, "--out", f"model{FORMATS[args.format]}")
     loaded = load_model(args.checkpoint, args.weights, "cpu")
+    if args.out is None:
+        writable_file(default_output(loaded, args.format), "the export file", f"model{FORMATS[args.format]}")
     model_file, info = export_model(loaded, args.format, args.out)
     diff = json.loads(info.read_text())["check"]["max_abs_diff"]
     print(f"exported {args.format} model to {model_file} (classes and input format in {info}); "

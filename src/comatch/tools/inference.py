@@ -89,7 +89,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], Path]:
     source = Path(source)
     if source.is_dir():
         folder = source / "checkpoints" if (source / "checkpoints").is_dir() else source
-        return load_newest(folder)
+        return load_newest(folder, purpose="use")
     return load_file(source), source
 
 

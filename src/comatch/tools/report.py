@@ -29,6 +29,7 @@ from comatch.tools.evaluation import predict
 from comatch.tools.inference import classification_metrics, load_model, run_test_set
 from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
 from comatch.tools.report_html import comparison_page, run_page
+from comatch.training.monitor import parse_records
 
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)
@@ -69,12 +70,29 @@ class Report:
     evaluation: dict[str, Any] | None = None
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``RUN_DIR/metrics.jsonl``. Raises UserError if it is not a run directory."""
+def read_records(run_dir: Path, say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The records of ``RUN_DIR/metrics.jsonl``; damaged lines are dropped with a warning.
+
+    A run killed mid-write leaves a truncated last line, a power cut NUL bytes: the complete
+    records are still plotted.
+
+    Args:
+        run_dir: the run directory.
+        say: where the warning goes (default stderr).
+
+    Raises:
+        UserError: it is not a run directory.
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); give the --out of a `comatch train`")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    say = say or (lambda text: print(text, file=sys.stderr))
+    records, dropped = parse_records(path.read_bytes())
+    if dropped:
+        say(f"comatch: warning: {path}: {dropped} damaged or incomplete line(s) left out (a run stopped mid-write)")
+    if not records:
+        say(f"comatch: warning: {path} holds no records yet; the report has no curves")
+    return records
 
 
 def series(records: Sequence[dict[str, Any]], kind: str, key: str) -> Series:
@@ -109,6 +127,7 @@ def compare_panels(runs: dict[str, Sequence[dict[str, Any]]]) -> Figures:
 
 
 def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
+    plots.mkdir(parents=True, exist_ok=True)
     written = {name: draw_panels(panels, plots / f"{name}.png", title) for name, panels in figures.items()}
     data = {name: {p.title: {label: {"step": s, "value": v} for label, (s, v) in p.lines.items()} for p in panels}
             for name, panels in figures.items()}
@@ -162,7 +181,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir
     say = say or (lambda text: print(text, file=sys.stderr))
-    figures = run_panels(read_records(run_dir))
+    figures = run_panels(read_records(run_dir, say))
     written = _write_curves(figures, out / "plots", run_dir.name)
     model_written, evaluation = _model_figures(run_dir, out / "plots", device, embedding, say)
     written.update(model_written)

@@ -4,11 +4,17 @@ A run directory keeps its two newest checkpoints, ``checkpoints/last.pt`` and
 ``checkpoints/previous.pt``. A new one is written to a temporary file (flushed and fsynced),
 then ``last.pt`` becomes ``previous.pt`` and the new file becomes ``last.pt``; a crash at any
 moment leaves at least one complete checkpoint.
+
+``previous.pt`` is always an older, different, loadable state when it exists: ``last.pt`` is
+rotated into it only when ``last.pt`` loads and holds an earlier step. A state at the step
+``last.pt`` already holds (a finished run resumed, a stop right after a periodic checkpoint)
+is not written again, and a damaged ``last.pt`` is replaced without rotation.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import random
 import sys
@@ -41,46 +47,87 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def saved_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path``, or None if it is missing or does not load.
+
+    Memory-maps the file, so only the small parts are read.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(state["step"])
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign files all mean "no step"
+        return None
+
+
 def save_rotating(folder: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` as the newest checkpoint of ``folder``; the one before is kept.
 
+    Args:
+        folder: the checkpoint folder (created if missing).
+        state: a checkpoint with an integer ``"step"``.
+
+    Returns:
+        The path of the newest checkpoint (``last.pt``).
+
     Raises:
-        UserError: the disk is full (the earlier checkpoints are left as they were).
+        UserError: the disk is full or the file too large for the limits (the earlier
+            checkpoints are left as they were).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    staged = folder / ".staged.pt"
+    last, staged = folder / LAST, folder / ".staged.pt"
+    newest = saved_step(last)
+    if newest is not None and newest == state["step"]:
+        return last  # this very state is saved already; re-saving would push the fallback out
     try:
-        atomic_write_bytes(staged, lambda handle: torch.save(state, handle))
+        buffer = io.BytesIO()  # serialised in memory: torch's file writer turns OSErrors into RuntimeErrors
+        torch.save(state, buffer)
+        atomic_write_bytes(staged, lambda handle: handle.write(buffer.getbuffer()))
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(
-                f"no space left on the disk of {folder} while checkpointing; the previous "
-                f"checkpoint is intact: free some space and continue with --resume"
-            ) from err
+        if err.errno in DISK_FULL:
+            then = ("the previous checkpoint is intact: free some space and continue with --resume"
+                    if newest is not None else "no checkpoint was saved yet: free some space and start again")
+            raise UserError(f"no space left for a checkpoint in {folder} ({err.strerror}: the disk is full "
+                            f"or a file-size limit is reached); {then}") from None
         raise
-    if (folder / LAST).exists():
-        os.replace(folder / LAST, folder / PREVIOUS)
-    os.replace(staged, folder / LAST)
-    return folder / LAST
+    if newest is not None and newest < state["step"]:
+        os.replace(last, folder / PREVIOUS)
+    os.replace(staged, last)
+    return last
 
 
-def load_newest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+def load_newest(
+    folder: Path, map_location: str | torch.device = "cpu", purpose: str = "resume"
+) -> tuple[dict[str, Any], Path]:
     """The newest checkpoint in ``folder`` that loads, falling back to the previous one.
+
+    Args:
+        folder: a checkpoint folder.
+        map_location: where tensors are loaded.
+        purpose: ``"resume"`` (training continues) or ``"use"`` (evaluate, predict, export,
+            report); it words the error.
 
     Raises:
         UserError: no checkpoint in ``folder`` loads.
     """
     candidates = [folder / LAST, folder / PREVIOUS]
     if not any(path.exists() for path in candidates):
-        raise UserError(f"{folder} holds no checkpoint (last.pt or previous.pt); nothing to resume")
+        what = "nothing to resume" if purpose == "resume" else "give a run directory or a .pt file"
+        raise UserError(f"{folder} holds no checkpoint (last.pt or previous.pt); {what}")
     for path in candidates:
         if not path.exists():
             continue
         try:
             return load_file(path, map_location), path
         except UserError as err:
-            print(f"comatch: warning: {err}; trying the previous checkpoint", file=sys.stderr)
-    raise UserError(f"no checkpoint in {folder} could be read; the run cannot be resumed")
+            then = "; trying the previous checkpoint" if path.name == LAST and (folder / PREVIOUS).exists() else ""
+            print(f"comatch: warning: {err}{then}", file=sys.stderr)
+    if purpose == "resume":
+        raise UserError(f"no checkpoint in {folder} could be read; the run cannot be resumed")
+    raise UserError(f"no checkpoint in {folder} could be read (each is damaged); there is no model "
+                    f"to load: train again, or give another checkpoint")
 
 
 def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -17,7 +17,65 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from comatch.training.runtime import atomic_write_text
+
 SHOWN = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "pseudo_label_acc")
+
+
+def parse_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The complete JSON records of metrics.jsonl bytes, and how many lines were dropped.
+
+    A line counts when it ends in a newline and holds a JSON object with ``step`` and
+    ``kind``; a truncated last line (what SIGKILL or a power cut leaves), NUL bytes or other
+    damage are dropped.
+    """
+    lines = data.split(b"\n")
+    records, dropped = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip(b"\x00 \t\r"):
+            continue
+        complete = i < len(lines) - 1
+        try:
+            record = json.loads(line) if complete else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "step" in record and "kind" in record:
+            records.append(record)
+        else:
+            dropped += 1
+    return records, dropped
+
+
+def recover_metrics(path: Path, offset: int, step: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Make metrics.jsonl hold exactly the records up to a checkpoint; return them.
+
+    A resume keeps the first ``offset`` bytes (what the checkpoint saw). When the file is
+    shorter than that (a power cut: checkpoints are fsynced, metrics lines only flushed) or
+    gone, the lines that are there are kept and the loss is reported, and training continues.
+
+    Args:
+        path: the run's metrics.jsonl.
+        offset: bytes the checkpoint recorded (0 for a new run).
+        step: the checkpoint's step, for messages.
+
+    Returns:
+        ``(records, notes)``: the records kept, and one line per loss for the user.
+    """
+    data = path.read_bytes() if path.exists() else b""
+    notes = []
+    if offset and not path.exists():
+        notes.append(f"{path} was missing: the metrics of steps 1-{step} are lost (the checkpoint "
+                     f"is intact); training continues and logs from step {step + 1}")
+    elif len(data) < offset:
+        notes.append(f"{path} is shorter than its checkpoint expects ({len(data)} of {offset} bytes, "
+                     f"e.g. after a power cut): some metrics up to step {step} are lost; the "
+                     f"complete lines are kept and training continues")
+    records, dropped = parse_records(data[:offset])
+    if dropped and not notes:  # (a short file's cut line is part of the loss already reported)
+        notes.append(f"{path}: {dropped} damaged line(s) dropped")
+    if data[:offset] != data or notes:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records, notes
 
 
 def _fmt(value: Any) -> str:
@@ -53,9 +111,7 @@ class RunMonitor:
         tensorboard: bool = True,
     ) -> None:
         self.path = out_dir / "metrics.jsonl"
-        with self.path.open("ab") as handle:
-            handle.truncate(metrics_offset)
-        self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        self.records, self.notes = recover_metrics(self.path, metrics_offset, start)
         self.handle = self.path.open("a")
         self.stream = stream or sys.stdout
         self.writer = None
@@ -70,6 +126,8 @@ class RunMonitor:
         self.bar = None
         if self.stream.isatty():
             self.bar = tqdm(total=total, initial=start, file=self.stream, dynamic_ncols=True, unit="step")
+        for note in self.notes:
+            print(f"comatch: warning: {note}", file=sys.stderr, flush=True)
 
     @property
     def offset(self) -> int:

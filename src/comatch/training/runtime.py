@@ -1,7 +1,10 @@
-"""Process-level helpers: device choice, seeding, atomic file writes."""
+"""Process-level helpers: device choice, seeding, atomic file writes, the run-directory lock
+and signal handling."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import random
 import signal
@@ -31,8 +34,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Write a file atomically: temporary file in the same folder, flush, fsync, rename.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the
+    umask), not the ``0o600`` of a temporary file.
 
     Args:
         path: destination.
@@ -41,6 +54,7 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -54,6 +68,102 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically replace ``path`` with ``text``."""
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so that two processes never write one run.
+
+    It is an ``fcntl.flock`` on ``RUN_DIR/.lock``: the operating system releases it when the
+    process ends however it ends (SIGKILL included), so a killed run never leaves it stuck.
+    The file holds the owner's process id, for the message of a refused second process.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        hint: what to do when the directory cannot be written (ends that message).
+
+    Raises:
+        UserError: the directory cannot be created or written (a file is in the way, a
+            read-only file system, no permission), or another process holds the lock.
+    """
+
+    def __init__(self, run_dir: Path, hint: str = "choose another --out") -> None:
+        self.run_dir, self.hint = Path(run_dir), hint
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (non-blocking); see the class for what it raises."""
+        path = self.run_dir / LOCK_NAME
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise UserError(f"cannot write the run directory {self.run_dir}: {_reason(err)}; "
+                            f"{self.hint}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            owner = (os.pread(fd, 32, 0).decode(errors="replace").split() or ["?"])[0]
+            os.close(fd)
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise UserError(f"{self.run_dir} is in use by another comatch process (pid {owner}); "
+                            f"wait for it to end (or stop it), then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _reason(err: OSError) -> str:
+    """What an OSError about a directory means, in words."""
+    if isinstance(err, FileExistsError) or err.errno == errno.EEXIST:
+        return "a file of that name is in the way"
+    if isinstance(err, NotADirectoryError) or err.errno == errno.ENOTDIR:
+        return "a part of the path is a file, not a folder"
+    return err.strerror or type(err).__name__
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside the training loop (before it began, or after it ended).
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks (such as the
+    end-of-run report's) do not swallow it; the command line turns it into one line.
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def terminate_outside_loop() -> Any:
+    """Make SIGTERM raise :class:`Terminated` wherever no :class:`StopSignals` block is active.
+
+    Installed first thing by ``comatch train``: without it a SIGTERM while the data loads or
+    while the end-of-run report is drawn would end the process silently.
+
+    Returns:
+        The handler it replaced (to restore), or None outside the main thread, where it does
+        nothing.
+    """
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
 
 
 class StopSignals:

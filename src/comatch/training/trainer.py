@@ -224,9 +224,11 @@ class Trainer:
         self.skipped_steps += 1
         policy, limit = self.config.run.nonfinite, self.config.run.max_bad_steps
         if policy == "stop" or self.bad_steps >= limit:
+            where = f"the loss or its gradients were not finite at step {self.step + 1} ({self.bad_steps} bad step(s) in a row)"
+            if not (self.out_dir / "checkpoints" / "last.pt").exists():  # [rel] claim no checkpoint that is not there
+                raise TrainingDiverged(f"{where}, before the first checkpoint: start again with a lower optim.lr")
             raise TrainingDiverged(
-                f"the loss or its gradients were not finite at step {self.step + 1} "
-                f"({self.bad_steps} bad step(s) in a row); the last good checkpoint in "
+                f"{where}; the last good checkpoint in "
                 f"{self.out_dir / 'checkpoints'} is intact: continue it with --resume (add "
                 f"run.max_bad_steps=N to skip more such steps), or start again with a lower optim.lr"
             )
@@ -321,6 +323,7 @@ class Trainer:
         """
         cfg_run = self.config.run
         main = distributed.is_main_process()
+        self.data.record_failures(self.out_dir / "skipped_images.log")  # [rel] images failing mid-run
         if main:
             self._write_run_files()
         self.monitor = parallel.run_monitor(self.out_dir, self.config.optim.iterations, self.step,
@@ -429,6 +432,7 @@ class Trainer:
         summary = self._summary(seconds + self.wall_before, stopped)
         if distributed.is_main_process():
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")  # [rel]
             if not stopped and cfg_run.report:
                 from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
 
@@ -470,6 +474,6 @@ class Trainer:
             "val_accuracy_ema": last.get("val_acc_ema"),
             "pseudo_label_accuracy": trains[-1].get("pseudo_label_acc") if trains else None,
             "skipped_steps": self.skipped_steps,
-            "skipped_images": len(self.data.skipped),
+            "skipped_images": len(self.data.all_skipped()),  # [rel] up front and mid-run
             "wall_seconds": wall_seconds,
         }
