@@ -258,38 +258,49 @@ def sigterm_guard():
     signal.signal(signal.SIGTERM, previous)
 
 
-def test_sigterm_while_the_data_loads_says_so_and_the_out_can_be_reused(tmp_path, capsys, monkeypatch, sigterm_guard):
+def test_sigterm_while_the_data_loads_leaves_a_resumable_run(tmp_path, capsys, monkeypatch, sigterm_guard):
     from comatch.training.trainer import Trainer
 
     out = tmp_path / "run"
     build = Trainer.__init__
-    with monkeypatch.context() as patch:  # the signal arrives while the trainer loads the data
-        patch.setattr(Trainer, "__init__", lambda self, *a, **k: os.kill(os.getpid(), signal.SIGTERM))
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143
-    err = capsys.readouterr().err
-    assert err == ("comatch: stopped by SIGTERM before training began; nothing was saved: run the same "
-                   "command again (the same --out may be reused)\n")
-    assert Trainer.__init__ is build
-    assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+
+    def signalled(self, *args, **kwargs):  # the signal arrives while the trainer loads the data
+        os.kill(os.getpid(), signal.SIGTERM)
+        build(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "__init__", signalled)
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+    assert f"stopped at step 0 of 2; checkpoint saved. Continue with: comatch train --resume {out}" in capsys.readouterr().out
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 0
+    assert main(["train", "--resume", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 2
 
 
-def test_sigterm_just_before_the_training_loop_leaves_the_out_reusable(tmp_path, capsys, monkeypatch, sigterm_guard):
+def test_sigterm_just_before_the_training_loop_leaves_a_resumable_run(tmp_path, capsys, monkeypatch, sigterm_guard):
+    from comatch.training import parallel
+
     out = tmp_path / "run"
-    with monkeypatch.context() as patch:  # config.yaml and friends are written, the loop not yet entered
-        patch.setattr("comatch.training.parallel.run_monitor", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143
-    assert "stopped by SIGTERM before training began" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]
-    assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+    real = parallel.run_monitor
+
+    def signalled(*args, **kwargs):  # config.yaml and friends are written, the loop not yet entered
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("comatch.training.parallel.run_monitor", signalled)
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+    assert "Continue with: comatch train --resume" in capsys.readouterr().out
+    assert main(["train", "--resume", str(out)]) == 0
 
 
 def test_sigterm_during_the_end_of_run_report_says_how_to_rebuild_it(tmp_path, capsys, monkeypatch, sigterm_guard):
     out = tmp_path / "run"
     monkeypatch.setattr("comatch.tools.report.end_of_run_report", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
-    assert main(["train", "--out", str(out), "--iterations", "2", *TINY, "run.report=true"]) == 143
-    err = capsys.readouterr().err
-    assert err == (f"comatch: stopped by SIGTERM while writing the end-of-run report; the run is complete and "
-                   f"saved in {out}: `comatch report {out}` writes the report\n")
+    assert main(["train", "--out", str(out), "--iterations", "2", *TINY, "run.report=true"]) == 0
+    assert (f"the end-of-run report was not written (stopped by SIGTERM); the run is complete and saved in {out}: "
+            f"`comatch report {out}` writes the report") in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["stopped"] is False
 
 
 def test_predict_on_only_a_missing_path_fails(finished, tmp_path, capsys):

@@ -7,14 +7,18 @@ import errno
 import json
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from comatch import config as cfg
-from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
+from typing import TYPE_CHECKING
+
 from comatch.errors import UserError
+from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
+from comatch.training.signals import StopSignals
+
+if TYPE_CHECKING:
+    from comatch import config as cfg
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 # What a new run writes before its first checkpoint (removed when a signal stops it there).
@@ -42,7 +46,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", help="bundled preset (see `comatch presets`); default: digits")
     source.add_argument("--config", type=Path, help="YAML file of config fields, instead of a preset")
-    train.add_argument("--method", choices=cfg.Method.__args__, help="training method; default: comatch")
+    train.add_argument("--method", help="training method: comatch (default), fixmatch, mixmatch, supervised "
+                       "(the names of comatch.methods.METHODS)")
     train.add_argument("--seed", type=int, help="seed of the labelled subset, init and augmentation")
     train.add_argument("--iterations", type=int, help="total training steps")
     train.add_argument("--budget", metavar="TIME", help="wall-clock budget of the whole run, e.g. 15m or 2h: "
@@ -112,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     """The configuration a ``train`` invocation asks for (a resume starts from the run's)."""
+    from comatch import config as cfg
     overrides = data_overrides(args) + list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"optim.iterations={args.iterations}")
@@ -196,55 +202,30 @@ def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], 
     return new_run_dir(out_dir, config) if requested is not None else out_dir  # checked again, under the lock
 
 
-def stopped_message(out_dir: Path | None, total: int | None, signal_name: str) -> str:
-    """The line shown when a signal stops ``comatch train`` outside its training loop.
-
-    Args:
-        out_dir: the run directory, if one was claimed.
-        total: the run's ``optim.iterations``, if the config was read.
-        signal_name: e.g. ``SIGTERM``.
-    """
-    summary = {}
-    if out_dir is not None and (out_dir / "summary.json").is_file():
-        try:
-            summary = json.loads((out_dir / "summary.json").read_text())
-        except ValueError:
-            summary = {}
-    if summary.get("stopped") is False and total is not None and summary.get("iterations") == total:
-        return (f"stopped by {signal_name} while writing the end-of-run report; the run is complete and "
-                f"saved in {out_dir}: `comatch report {out_dir}` writes the report")
-    if out_dir is not None and has_checkpoint(out_dir):
-        return f"stopped by {signal_name}; the run is saved: continue it with comatch train --resume {out_dir}"
-    return (f"stopped by {signal_name} before training began; nothing was saved: run the same command "
-            f"again (the same --out may be reused)")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a new run or continue one; a signal outside the training loop ends with one line (143)."""
-    from comatch.training.runtime import Terminated, terminate_outside_loop
+    """Train a new run or continue one.
 
-    previous = terminate_outside_loop()  # a SIGTERM while data loads (or the report draws) says what it stopped
+    A SIGINT or SIGTERM (to the process or its whole process group) from the first moment on
+    is a request to stop: loading goes on, the training loop checkpoints before or after its
+    current step, prints the resume command, and the command exits 0 (see
+    :mod:`comatch.training.signals`). A second signal stops at once.
+    """
     chosen: dict[str, Path] = {}  # the run directory, once claimed
-    config: cfg.Config | None = None
-    try:
-        config = resolve_train_config(args)
-        if args.show_config:
-            print(cfg.to_yaml(config), end="")
-            return 0
-        return _train(args, config, chosen)
-    except (Terminated, KeyboardInterrupt) as stop:
-        out_dir = chosen.get("out")
-        main_process = os.environ.get("RANK", "0") == "0"
-        if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
-            remove_unfinished_start(out_dir)  # stopped before the loop: leave no unresumable run behind
-        if isinstance(stop, KeyboardInterrupt):
+    with StopSignals():  # first: importing torch alone can take seconds
+        from comatch import config as cfg
+
+        try:
+            config = resolve_train_config(args)
+            if args.show_config:
+                print(cfg.to_yaml(config), end="")
+                return 0
+            return _train(args, config, chosen)
+        except KeyboardInterrupt:  # a second signal: stop at once
+            out_dir = chosen.get("out")
+            main_process = os.environ.get("RANK", "0") == "0"
+            if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
+                remove_unfinished_start(out_dir)  # leave no unresumable run behind
             raise
-        total = config.optim.iterations if config is not None else None
-        print(f"comatch: {stopped_message(out_dir, total, str(stop))}", file=sys.stderr)
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:
@@ -286,6 +267,8 @@ def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from comatch import config as cfg
+
     del args
     for name in cfg.preset_names():
         raw = cfg.load_preset(name)

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from torch.utils.data import DataLoader, Dataset
 
+from comatch.training.signals import ignore_stop_signals
 from comatch.data.datasets import BatchViewDataset, BatchViewFn, EvalDataset, ViewBatch
 
 
@@ -39,6 +40,7 @@ def endless_batches(
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
         prefetch_factor=2 if num_workers > 0 else None,
+        worker_init_fn=ignore_stop_signals,  # a signal to the process group is the trainer's to handle
     )
     return iter(loader)
 

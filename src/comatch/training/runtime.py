@@ -7,7 +7,6 @@ import errno
 import fcntl
 import os
 import random
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -138,61 +137,3 @@ def _reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived outside the training loop (before it began, or after it ended).
-
-    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks (such as the
-    end-of-run report's) do not swallow it; the command line turns it into one line.
-    """
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signal.Signals(signum).name)
-
-
-def terminate_outside_loop() -> Any:
-    """Make SIGTERM raise :class:`Terminated` wherever no :class:`StopSignals` block is active.
-
-    Installed first thing by ``comatch train``: without it a SIGTERM while the data loads or
-    while the end-of-run report is drawn would end the process silently.
-
-    Returns:
-        The handler it replaced (to restore), or None outside the main thread, where it does
-        nothing.
-    """
-    try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread
-        return None
-
-
-class StopSignals:
-    """Context manager turning SIGTERM and SIGINT into a request to stop after this step.
-
-    Inside the block, the first signal sets :attr:`requested`; the loop finishes its step,
-    checkpoints and exits cleanly. A second signal interrupts at once. Outside the main
-    thread (where handlers cannot be installed) it does nothing.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "StopSignals":
-        try:
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread
-            self._previous.clear()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

@@ -28,7 +28,8 @@ from comatch.tools.evaluation import accuracy
 from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
-from comatch.training.runtime import StopSignals, atomic_write_text, seed_everything
+from comatch.training.runtime import atomic_write_text, seed_everything
+from comatch.training.signals import StopSignals, Terminated
 from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
@@ -225,7 +226,7 @@ class Trainer:
         policy, limit = self.config.run.nonfinite, self.config.run.max_bad_steps
         if policy == "stop" or self.bad_steps >= limit:
             where = f"the loss or its gradients were not finite at step {self.step + 1} ({self.bad_steps} bad step(s) in a row)"
-            if not (self.out_dir / "checkpoints" / "last.pt").exists():  # [rel] claim no checkpoint that is not there
+            if not (self.out_dir / "checkpoints" / "last.pt").exists():  # claim no checkpoint that is not there
                 raise TrainingDiverged(f"{where}, before the first checkpoint: start again with a lower optim.lr")
             raise TrainingDiverged(
                 f"{where}; the last good checkpoint in "
@@ -323,7 +324,7 @@ class Trainer:
         """
         cfg_run = self.config.run
         main = distributed.is_main_process()
-        self.data.record_failures(self.out_dir / "skipped_images.log")  # [rel] images failing mid-run
+        self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
         if main:
             self._write_run_files()
         self.monitor = parallel.run_monitor(self.out_dir, self.config.optim.iterations, self.step,
@@ -427,16 +428,14 @@ class Trainer:
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         """Summary, report and the closing lines of a run that ended or was stopped."""
-        total, cfg_run = self.config.optim.iterations, self.config.run
+        total = self.config.optim.iterations
         stopped = self.step < total
         summary = self._summary(seconds + self.wall_before, stopped)
         if distributed.is_main_process():
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-            atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")  # [rel]
-            if not stopped and cfg_run.report:
-                from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
-
-                end_of_run_report(self.out_dir, self.device, cfg_run.report_embedding, self.monitor.message)
+            atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+            if not stopped and self.config.run.report:
+                self._report()
         if stopped:
             self.monitor.message(
                 f"stopped at step {self.step} of {total}; checkpoint saved. Continue with: "
@@ -444,6 +443,23 @@ class Trainer:
             )
         self.monitor.close()
         return summary
+
+    def _report(self) -> None:
+        """The end-of-run report; a signal (before or during it) leaves it to ``comatch report``."""
+        with StopSignals() as stop:
+            if not stop.requested:
+                from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
+
+                stop.immediate = True  # the run is complete and saved: stop drawing at once
+                try:
+                    end_of_run_report(self.out_dir, self.device, self.config.run.report_embedding, self.monitor.message)
+                    return
+                except Terminated:
+                    pass
+                finally:
+                    stop.immediate = False
+            self.monitor.message(f"the end-of-run report was not written (stopped by {stop.name or 'a signal'}); the run is "
+                                 f"complete and saved in {self.out_dir}: `comatch report {self.out_dir}` writes the report")
 
     def evaluate(self) -> dict[str, float]:
         """Test (and validation) accuracy of the raw and the EMA model."""
@@ -474,6 +490,6 @@ class Trainer:
             "val_accuracy_ema": last.get("val_acc_ema"),
             "pseudo_label_accuracy": trains[-1].get("pseudo_label_acc") if trains else None,
             "skipped_steps": self.skipped_steps,
-            "skipped_images": len(self.data.all_skipped()),  # [rel] up front and mid-run
+            "skipped_images": len(self.data.all_skipped()),  # up front and mid-run
             "wall_seconds": wall_seconds,
         }

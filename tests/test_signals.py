@@ -1,0 +1,71 @@
+"""SIGINT or SIGTERM to the whole process group, at three moments: the run stops cleanly
+(exit 0, no traceback), leaves a resumable run and says how to continue."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+COMMON = ["run.tensorboard=false", "run.log_every=1", "optim.batch_size=4", "optim.mu=2", "data.num_workers=1"]
+
+
+def start(out, iterations, *extra):
+    cmd = [sys.executable, "-m", "comatch", "train", "--out", str(out), "--iterations", str(iterations), *COMMON, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(proc, prefix, timeout=180):
+    """Read stdout up to the first line starting with ``prefix``; returns the lines read."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no line starting with {prefix!r} in {''.join(lines)}")
+
+
+def finish(proc, lines):
+    out, err = proc.communicate(timeout=240)
+    return "".join(lines) + out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment", ["first-second", "mid-training"])
+def test_a_signal_to_the_group_leaves_a_resumable_run(tmp_path, sig, moment):
+    out = tmp_path / "run"
+    proc = start(out, 8, "run.report=false", "run.eval_every=2")
+    if moment == "first-second":
+        time.sleep(0.5)  # python is still importing torch
+        lines = []
+    else:
+        lines = wait_for(proc, "[eval] step=2/8")  # evaluations every 2 steps: it may land in one
+    os.killpg(proc.pid, sig)
+    stdout, stderr = finish(proc, lines)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
+    assert f"checkpoint saved. Continue with: comatch train --resume {out}" in stdout
+    done = subprocess.run([sys.executable, "-m", "comatch", "train", "--resume", str(out), "run.report=false"],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 8
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_end_of_run_report_leaves_a_complete_run(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = start(out, 4, "run.report=true", "run.eval_every=4", "run.report_embedding=tsne")
+    lines = wait_for(proc, "[eval] step=4/4")  # the summary is written, the report begins
+    os.killpg(proc.pid, sig)
+    stdout, stderr = finish(proc, lines)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert f"`comatch report {out}` writes the report" in stdout or "done:" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] is False and summary["iterations"] == 4
