@@ -145,5 +145,5 @@ def test_timm_model_trains_two_steps_and_its_normalisation_reaches_the_export(tm
     capsys.readouterr()
     assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     meta = json.loads(Path(tmp_path / "m.pt.json").read_text())
-    assert meta["normalization"]["mean"] == [0.5, 0.5, 0.5] and meta["normalization"]["std"] == [0.5, 0.5, 0.5]
+    assert meta["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and meta["preprocessing"]["std"] == [0.5, 0.5, 0.5]
     assert meta["input"]["shape"] == ["N", 3, 32, 32]
