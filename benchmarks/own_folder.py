@@ -143,14 +143,15 @@ class TreeMemory(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak_kib, self.peak_processes = pid, interval, 0, 0
+        self.peak_per_process_mib: list[int] = []
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            pids = _tree(self.pid)
-            total = sum(_pss_kib(p) for p in pids)
-            if total > self.peak_kib:
-                self.peak_kib, self.peak_processes = total, len(pids)
+            sizes = [_pss_kib(p) for p in _tree(self.pid)]
+            if sum(sizes) > self.peak_kib:
+                self.peak_kib, self.peak_processes = sum(sizes), len(sizes)
+                self.peak_per_process_mib = [round(k / 1024) for k in sizes]
             self.done.wait(self.interval)
 
 
@@ -166,7 +167,8 @@ def run_measured(command: list[str], cores: int, log: Path) -> dict:
     sampler.done.set()
     sampler.join()
     return {"exit_code": code, "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_memory_gib": round(sampler.peak_kib / 2**20, 3), "processes_at_peak": sampler.peak_processes}
+            "peak_memory_gib": round(sampler.peak_kib / 2**20, 3), "processes_at_peak": sampler.peak_processes,
+            "peak_per_process_mib": sampler.peak_per_process_mib}
 
 
 def _has_taskset() -> bool:
