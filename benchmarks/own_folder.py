@@ -204,6 +204,25 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
 
+def manifest_counts(data: Path) -> dict:
+    """The image counts recorded in ``data/manifest.json``."""
+    return json.loads((data / "manifest.json").read_text())
+
+
+def preview_overrides(args: argparse.Namespace, manifest: dict) -> list[str]:
+    """``key=value`` settings :func:`comatch.training.defaults.choose_defaults` picks for this data on a CPU."""
+    from comatch.training.defaults import Situation, choose_defaults
+
+    if not args.iterations:
+        raise SystemExit("--preview-defaults needs --iterations N")
+    situation = Situation(device="cpu", cpu_cores=args.cores, image_size=CANVAS, channels=1,
+                          num_labelled=manifest["labelled"], num_unlabelled=manifest["unlabelled"],
+                          iterations=args.iterations)
+    chosen = choose_defaults(situation)
+    print("defaults:", *chosen.reasons, sep="\n  ", flush=True)
+    return chosen.as_override_strings()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("own_folder_bench"), help="work folder (data/, run/)")
@@ -213,6 +232,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the run is pinned to (default 2)")
     parser.add_argument("--iterations", type=int, help="pass --iterations N to train (smoke tests only)")
+    parser.add_argument("--preview-defaults", action="store_true",
+                        help="pass the settings comatch.training.defaults chooses for this data as overrides "
+                        "(for trainers that do not apply them yet; needs --iterations)")
     parser.add_argument("train_args", nargs="*", help="extra `comatch train` arguments, after --")
     args = parser.parse_args()
     data, run = args.out / "data", args.out / "run"
@@ -225,6 +247,8 @@ def main() -> None:
     command = [sys.executable, "-m", "comatch", "train", "--labeled", str(data / "labeled"),
                "--unlabeled", str(data / "unlabeled"), "--test", str(data / "test"), "--out", str(run)]
     command += ["--iterations", str(args.iterations)] if args.iterations else []
+    if args.preview_defaults:
+        command += preview_overrides(args, manifest_counts(data))
     command += args.train_args
     print("running:", " ".join(command), flush=True)
     result = {"command": command, "cores": args.cores,

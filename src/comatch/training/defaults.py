@@ -3,7 +3,7 @@
 :func:`choose_defaults` is a pure function: from the device, the CPU cores, what the image
 files are (size, channels), the dataset sizes and the number of steps, it chooses
 
-* the network and image size: on a CPU a small network at (near) native resolution, on a GPU
+* the network, image size and crop padding (1/8 of the side): on a CPU a small network at (near) native resolution, on a GPU
   the paper's networks;
 * the labelled batch ``B`` and the unlabelled ratio ``mu``: the paper's 64 and 7 on a GPU; on
   a CPU the largest of a few candidates whose activations (estimated per image, see
@@ -222,6 +222,8 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
     chooser.set("data.image_size", size, "from the files" if size == s.image_size else why)
     chooser.set("model.arch", arch, why)
     arch, size = chooser.value("model.arch", arch), chooser.value("data.image_size", size)
+    padding = max(1, round(size / 8))
+    chooser.set("views.crop_padding", padding, f"pad-and-crop shifts of 1/8 of the {size} px side, as 4 px on CIFAR's 32")
     batch, mu, why = choose_batch(s, arch, size, chooser.explicit.get("optim.batch_size"))
     chooser.set("optim.batch_size", batch, why)
     chooser.set("optim.mu", mu, why)
