@@ -202,7 +202,7 @@ def run_length_settings(iterations: int) -> dict[str, tuple[Any, str]]:
         "model.bn_momentum": (bn, f"BatchNorm statistics average over about {round(1 / bn)} of {k} steps"),
         "optim.ema_decay": (ema, f"the EMA averages over about {round(1 / (1 - ema))} of {k} steps"),
         "run.eval_every": (evaluate, f"about {math.ceil(k / evaluate)} evaluations in {k} steps"),
-        "run.log_every": (log, f"a log line every {log} steps"),
+        "run.log_every": (log, "a log line every step" if log == 1 else f"a log line every {log} steps"),
     }
 
 
