@@ -13,9 +13,12 @@ The data are **generated** (none of the MNIST-like packages checked on the packa
 mnistdb, mnists, emnist and mnist-dir, ships the image files, and nothing may be
 downloaded at run time) from scikit-learn's 1,797 bundled
 8x8 handwritten digits: each source digit is upscaled to 20x20 (bicubic) on a 28x28 canvas
-and drawn with a random affine distortion (rotation +-15 deg, scale 0.85-1.15, shear +-0.2,
-shift +-2 px), an elastic deformation (Simard et al. 2003: alpha 8, sigma 3), a random stroke
-thickness (grey dilation or none) and Gaussian pixel noise (sd 8 of 255). The source digits
+and drawn with a random affine distortion (rotation +-12 deg, scale 0.85-1.15, shear +-0.2,
+shift +-1 px), an elastic deformation (Simard et al. 2003: alpha 6, sigma 3), a random stroke
+thickness (grey dilation or none) and Gaussian pixel noise (sd 8 of 255). The strengths were
+chosen so that pixel baselines with 100 labels score in the low-to-mid 70s, as on real
+handwritten digits: 1-nearest-neighbour 71.8% and logistic regression 75.0% on 2,000
+generated test images (stronger distortions, +-15 deg, +-2 px, alpha 8, gave 58% and 61%). The source digits
 are split first, stratified by class, into 70% for training (the labelled images and the
 unlabelled pool are distortions of these) and 30% for testing (the test images are
 distortions of these only), so no test image shares its source digit with a training image.
@@ -66,14 +69,14 @@ def distort(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     canvas[offset:offset + DIGIT, offset:offset + DIGIT] = digit
     if rng.random() < 0.5:  # thicker strokes
         canvas = ndimage.grey_dilation(canvas, size=(2, 2))
-    angle, scale, shear = np.deg2rad(rng.uniform(-15, 15)), rng.uniform(0.85, 1.15), rng.uniform(-0.2, 0.2)
+    angle, scale, shear = np.deg2rad(rng.uniform(-12, 12)), rng.uniform(0.85, 1.15), rng.uniform(-0.2, 0.2)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     matrix = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) / scale  # output -> input coordinates
     centre = np.array([CANVAS / 2 - 0.5] * 2)
     rows, cols = np.meshgrid(np.arange(CANVAS), np.arange(CANVAS), indexing="ij")
     grid = np.stack([rows, cols]).reshape(2, -1) - centre[:, None]  # [2, 28*28]
-    coords = matrix @ grid + centre[:, None] + rng.uniform(-2, 2, size=(2, 1))
-    dx, dy = (ndimage.gaussian_filter(rng.uniform(-1, 1, (CANVAS, CANVAS)), 3) * 8 for _ in range(2))
+    coords = matrix @ grid + centre[:, None] + rng.uniform(-1, 1, size=(2, 1))
+    dx, dy = (ndimage.gaussian_filter(rng.uniform(-1, 1, (CANVAS, CANVAS)), 3) * 6 for _ in range(2))
     coords += np.stack([dx.ravel(), dy.ravel()])  # elastic field
     warped = ndimage.map_coordinates(canvas, coords, order=1, mode="constant").reshape(CANVAS, CANVAS)
     noisy = warped * 255 + rng.normal(0, 8, warped.shape)
