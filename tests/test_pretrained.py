@@ -52,12 +52,22 @@ def test_simclr_and_torchvision_layouts(tmp_path, torchvision_weights, prefix):
 
 
 def test_mismatched_shapes_are_skipped_and_reported(tmp_path, torchvision_weights):
+    path = tmp_path / "odd.pt"
+    torch.save(torchvision_weights | {"conv1.weight": torch.zeros(64, 3, 5, 5)}, path)
+    encoder = ResNetEncoder("resnet18")
+    report = load_encoder_weights(encoder, path)
+    assert report.skipped["conv1.weight"] == "shape (64, 3, 5, 5) != (64, 3, 7, 7)"
+    assert report.missing == ["net.conv1.weight"]
+
+
+def test_rgb_first_convolution_loads_into_a_one_channel_encoder_as_its_channel_sum(tmp_path, torchvision_weights):
     path = tmp_path / "rgb.pt"
     torch.save(torchvision_weights, path)
     encoder = ResNetEncoder("resnet18", in_channels=1)  # its first convolution takes one channel
     report = load_encoder_weights(encoder, path)
-    assert report.skipped["conv1.weight"] == "shape (64, 3, 7, 7) != (64, 1, 7, 7)"
-    assert report.missing == ["net.conv1.weight"]
+    assert "conv1.weight" not in report.skipped and report.missing == []
+    expected = torchvision_weights["conv1.weight"].sum(dim=1, keepdim=True)  # [64, 1, 7, 7]
+    assert torch.equal(encoder.state_dict()["net.conv1.weight"], expected)
 
 
 def test_a_checkpoint_that_fits_nothing_or_is_missing_is_refused(tmp_path):

@@ -133,7 +133,10 @@ class ViewConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: str = Field("digits_cnn", description="Encoder: digits_cnn, wrn28_2, wrn28_8, wrn37_2, wrn10_1, resnet18, resnet50.")
+    arch: str = Field(
+        "digits_cnn", description="Encoder: digits_cnn, wrn28_2, wrn28_8, wrn37_2, wrn10_1, resnet18, resnet50, or a timm model "
+        "as timm:NAME (extra comatch[timm]; its input size and normalisation become data.image_size/mean/std unless set).",
+    )
     in_channels: int | None = Field(
         None, description="Channels the network takes; None: the data's. Grayscale data for an RGB network (3) is "
         "augmented as one channel and replicated after augmentation: the same views for a third of the work."
@@ -141,7 +144,11 @@ class ModelConfig(_Section):
     proj_dim: int = Field(64, ge=1, description="Projection-head output size D (64 CIFAR/STL, 128 ImageNet).")
     bn_momentum: float | None = Field(None, gt=0, le=1, description="BatchNorm momentum; None: the architecture's default (0.001 for WRN).")
     init: str | None = Field(
-        None, description="Start the encoder from a self-supervised checkpoint (MoCo v2, SimCLR or a torchvision ResNet state_dict); None: random initialisation."
+        None, description="Start the encoder from a weights file (MoCo v2, SimCLR, a torchvision or timm state_dict, .pth or .safetensors); None: random initialisation."
+    )
+    pretrained: bool = Field(
+        False, description="timm models: start from the weights in timm's local cache (never downloaded; a pretrained start "
+        "needs far fewer labels and steps). Fails with a message when they are not cached."
     )
 
     init_scheme: Literal["project", "released"] = Field(
@@ -186,6 +193,11 @@ class OptimConfig(_Section):
     ema_buffers: Literal["average", "copy"] = Field(
         "average", description="EMA of BatchNorm running statistics: average them like the weights, or copy the trained "
         "model's (the released code)."
+    )
+
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="Layer-wise learning-rate decay: heads get lr, each earlier encoder block lr * decay^depth "
+        "(0.65-0.8 keeps a pretrained backbone's early layers close to their weights); None: one lr for all."
     )
 
 
@@ -236,6 +248,10 @@ class RunConfig(_Section):
         return value
 
     report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).", json_schema_extra=RESUMABLE)
+    baseline: bool = Field(
+        False, description="At the end, fit logistic regression and kNN on frozen initial features (and on pixels for small images) "
+        "of the labelled images and write their test accuracy to baseline.json: shows what the unlabelled data added."
+    )
     report_embedding: Literal["pca", "tsne"] = Field("pca", description="2-D map of the test embeddings in the report: pca (instant) or tsne (clearer clusters; tens of seconds on a CPU).", json_schema_extra=RESUMABLE)
 
 

@@ -16,11 +16,19 @@ LOADING_FIELDS = {"num_workers", "augment_on"}
 
 
 def run_data(config: cfg.Config, root: str | None = None) -> RunData:
-    """The datasets ``config`` describes (``root``: read the benchmark files from there instead)."""
+    """The datasets ``config`` describes (``root``: read the benchmark files from there instead).
+
+    A timm backbone's input size and normalisation fill the data fields left unset
+    (:func:`~comatch.models.timm_backbone.backbone_data_defaults`)."""
+    from comatch.models.timm_backbone import backbone_data_defaults
+
+    config, notes = backbone_data_defaults(config)
     fields = config.data.model_dump(exclude=LOADING_FIELDS)
     if root is not None:
         fields["root"] = root
-    return build_data(**fields, seed=config.seed)
+    data = build_data(**fields, seed=config.seed)
+    data.notes.extend(notes)
+    return data
 
 
 def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from comatch.errors import UserError
+
 from .ema import ModelEMA, ema_decay
 from .heads import CoMatchNet
-from .optim import param_groups_for_weight_decay
+from .optim import param_groups_for_weight_decay, param_groups_layer_decay
 from .resnet import ResNetEncoder
 from .small import DigitsNet
+from .timm_backbone import TimmEncoder, is_timm_arch, timm_name
 from .wideresnet import WideResNetEncoder
 
 __all__ = [
@@ -17,6 +20,7 @@ __all__ = [
     "DigitsNet",
     "ModelEMA",
     "ResNetEncoder",
+    "TimmEncoder",
     "WideResNetEncoder",
     "INIT_SCHEMES",
     "build_encoder",
@@ -24,6 +28,7 @@ __all__ = [
     "released_init",
     "ema_decay",
     "param_groups_for_weight_decay",
+    "param_groups_layer_decay",
 ]
 
 ARCHITECTURES: tuple[str, ...] = (
@@ -57,21 +62,31 @@ def _momentum_kwargs(bn_momentum: float | None) -> dict[str, float]:
     return {} if bn_momentum is None else {"bn_momentum": float(bn_momentum)}
 
 
-def build_encoder(arch: str, in_channels: int = 3, bn_momentum: float | None = None) -> nn.Module:
+def build_encoder(
+    arch: str, in_channels: int = 3, bn_momentum: float | None = None, pretrained: bool = False
+) -> nn.Module:
     """Build an encoder by name.
 
     Args:
-        arch: One of :data:`ARCHITECTURES`.
+        arch: One of :data:`ARCHITECTURES`, or a timm model as ``timm:NAME`` / ``timm/NAME``
+            (optional extra ``comatch[timm]``; pooled features of ``timm.create_model``).
         in_channels: Image channels.
         bn_momentum: BatchNorm momentum (PyTorch convention); None keeps the
             architecture default (WRN 0.001, digits CNN 0.01, ResNet 0.1).
+        pretrained: timm models only: weights from timm's local cache (never downloaded).
 
     Returns:
         An encoder with a ``feature_dim`` attribute.
 
     Raises:
         ValueError: For an unknown architecture name.
+        UserError: timm missing, unknown timm model, or pretrained weights not cached.
     """
+    if is_timm_arch(arch):
+        return TimmEncoder(timm_name(arch), in_channels, bn_momentum, pretrained=pretrained)
+    if pretrained:
+        raise UserError(f"model.pretrained=true needs a timm model (model.arch=timm:NAME), not {arch!r}; "
+                        "for the built-in networks give a weights file as model.init")
     kw = _momentum_kwargs(bn_momentum)
     if arch == "digits_cnn":
         return DigitsNet(in_channels=in_channels, **kw)
@@ -83,7 +98,8 @@ def build_encoder(arch: str, in_channels: int = 3, bn_momentum: float | None = N
     if arch == "resnet50":
         return ResNetEncoder("resnet50", in_channels, small_input=False, **kw)
     raise ValueError(
-        f"unknown model architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        f"unknown model architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)} "
+        "or a timm model as timm:NAME"
     )
 
 
@@ -121,6 +137,7 @@ def build_model(
     bn_momentum: float | None = None,
     head_activation: str = "leaky_relu",
     init_scheme: str = "project",
+    pretrained: bool = False,
 ) -> CoMatchNet:
     """Build a CoMatch network (encoder + classifier + projector).
 
@@ -133,6 +150,7 @@ def build_model(
         head_activation: Projection-head non-linearity, ``leaky_relu`` or ``relu``.
         init_scheme: ``"project"`` (this project's initialisation) or ``"released"``
             (:func:`released_init`, applied after building).
+        pretrained: timm models only: start from the weights in timm's local cache.
 
     Returns:
         The network; ``forward`` returns ``(logits, z)``.
@@ -142,7 +160,7 @@ def build_model(
     """
     if init_scheme not in INIT_SCHEMES:
         raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}")
-    encoder = build_encoder(arch, in_channels, bn_momentum)
+    encoder = build_encoder(arch, in_channels, bn_momentum, pretrained=pretrained)
     model = CoMatchNet(encoder, encoder.feature_dim, num_classes, proj_dim, head_activation)
     if init_scheme == "released":
         released_init(model, arch)

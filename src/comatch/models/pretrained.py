@@ -1,4 +1,4 @@
-"""Start the encoder from self-supervised weights (MoCo v2, SimCLR, torchvision ResNet).
+"""Start the encoder from pretrained weights (MoCo v2, SimCLR, torchvision or timm state_dicts).
 
 Checkpoints of self-supervised methods name the same ResNet tensors with different
 prefixes: ``module.encoder_q.conv1.weight`` (MoCo), ``module.``/``encoder.``/``backbone.``/
@@ -7,7 +7,11 @@ stripped of such prefixes until it names a tensor of our encoder (for
 :class:`~comatch.models.ResNetEncoder`, which wraps torchvision's ResNet as ``.net``, the
 torchvision names are tried under ``net.`` too). Keys of other parts (MoCo's key encoder
 ``encoder_k`` and queue, classifier ``fc`` and projection heads) match nothing and are
-reported as skipped.
+reported as skipped. A timm backbone (:class:`~comatch.models.timm_backbone.TimmEncoder`)
+keeps its model as ``.net`` too, so timm's own ``state_dict`` files (``.pth`` or
+``.safetensors``) load the same way. A first convolution stored for 3 channels loads into a
+1-channel network as the sum over its input channels (and the reverse as a third of the
+weights on each), which keeps the response to gray images unchanged.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         UserError: the file is missing, unreadable, or holds no tensors.
     """
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = _load_safetensors(path) if path.suffix == ".safetensors" else \
+            torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"model.init: {path} does not exist; check the path") from None
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
@@ -76,6 +81,44 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"model.init: {path} holds no state_dict of tensors; save the encoder's "
                         "state_dict with torch.save")
     return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (timm's and the Hugging Face Hub's format).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: the file is not a safetensors file, or the safetensors package is missing.
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise OSError("reading .safetensors needs the safetensors package (pip install safetensors)") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001 -- safetensors raises its own error types
+        raise OSError(str(err)) from None
+
+
+def adapt_input_channels(tensor: torch.Tensor, target: torch.Size) -> torch.Tensor | None:
+    """A first-layer conv weight ``[O, C, k, k]`` converted to ``target``'s channel count.
+
+    3 -> 1 channels: the sum over input channels (a gray image replicated to RGB gives the
+    same response); 1 -> 3: the weight divided by 3 on each channel.
+
+    Returns:
+        The converted tensor, or None when the shapes differ in more than 1 vs 3 input channels.
+    """
+    if tensor.ndim != 4 or len(target) != 4 or tensor.shape[0] != target[0] or tensor.shape[2:] != target[2:]:
+        return None
+    source_ch, target_ch = tensor.shape[1], target[1]
+    if (source_ch, target_ch) == (3, 1):
+        return tensor.sum(dim=1, keepdim=True)  # [O, 3, k, k] -> [O, 1, k, k]
+    if (source_ch, target_ch) == (1, 3):
+        return tensor.expand(-1, 3, -1, -1) / 3.0  # [O, 1, k, k] -> [O, 3, k, k]
+    return None
 
 
 def _is_state_dict(mapping: dict) -> bool:
@@ -100,7 +143,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> InitReport:
 
     Args:
         encoder: the network's encoder (``model.encoder``).
-        path: a MoCo v2 / SimCLR checkpoint or a plain (torchvision) ResNet state_dict.
+        path: a MoCo v2 / SimCLR checkpoint, a plain (torchvision) ResNet state_dict, or a
+            timm model's state_dict (``.pth`` or ``.safetensors``) for a timm backbone.
 
     Returns:
         The :class:`InitReport`.
@@ -116,12 +160,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> InitReport:
         name = target_name(key, targets)
         if name is None:
             report.skipped[key] = "no encoder tensor of that name (head, key encoder or other part)"
-        elif tensor.shape != targets[name].shape:
+        elif tensor.shape != targets[name].shape and adapt_input_channels(tensor, targets[name].shape) is None:
             report.skipped[key] = f"shape {tuple(tensor.shape)} != {tuple(targets[name].shape)}"
         elif name in update:
             report.skipped[key] = f"{name} already set from another key"
         else:
-            update[name] = tensor
+            update[name] = tensor if tensor.shape == targets[name].shape else \
+                adapt_input_channels(tensor, targets[name].shape)
     if not update:
         examples = ", ".join(list(source)[:3])
         raise UserError(f"model.init: no tensor of {path} fits the encoder ({len(source)} keys such "

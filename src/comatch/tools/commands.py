@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from comatch.errors import UserError
+from comatch.tools.baseline import add_baseline_parser, cmd_baseline
 
 
 def _positive(text: str) -> int:
@@ -98,6 +99,7 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
                         help="2-D map of the test embeddings (tsne: clearer, slower)")
     report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    add_baseline_parser(subparsers)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -172,4 +174,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report}
+TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
+                 "baseline": cmd_baseline}

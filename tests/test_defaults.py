@@ -1,0 +1,82 @@
+"""Automatic settings for the user's own folders: network, batch, run-length settings, workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from comatch.config import build_config
+from comatch.training.defaults import (
+    Situation, activation_mib, choose_defaults, choose_network, choose_workers, run_length_settings, step_images,
+)
+
+LAPTOP_DIGITS = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
+                          num_unlabelled=20000, iterations=1500)
+
+
+def test_small_grayscale_images_on_two_cores():
+    chosen = choose_defaults(LAPTOP_DIGITS)
+    assert chosen.overrides == {
+        "data.channels": 1, "data.image_size": 28, "model.arch": "wrn10_1", "views.crop_padding": 4,
+        "optim.batch_size": 16, "optim.mu": 7,
+        "model.bn_momentum": pytest.approx(20 / 1500, abs=1e-5), "optim.ema_decay": pytest.approx(1 - 10 / 1500, abs=1e-5),
+        "run.eval_every": 150, "run.log_every": 50, "data.num_workers": 0, "run.threads": 2,
+    }
+    assert len(chosen.reasons) == len(chosen.overrides)
+    assert "model.arch=wrn10_1: small WideResNet at native resolution on a CPU (28 px)" in chosen.reasons
+
+
+@pytest.mark.parametrize("device,size,classes,arch,side", [
+    ("cpu", 8, 10, "digits_cnn", 8),
+    ("cpu", 32, 10, "wrn10_1", 32),
+    ("cpu", 64, 10, "resnet18", 64),
+    ("cpu", 224, 10, "resnet18", 64),  # scaled down on a CPU
+    ("cuda", 32, 10, "wrn28_2", 32),
+    ("cuda", 32, 100, "wrn28_8", 32),
+    ("cuda", 96, 10, "wrn37_2", 96),
+    ("cuda", 128, 1000, "resnet50", 128),
+])
+def test_network_by_device_and_image_size(device, size, classes, arch, side):
+    assert choose_network(device, size, classes)[:2] == (arch, side)
+
+
+def test_cpu_batch_keeps_activations_within_budget_and_the_data():
+    big = Situation("cpu", 2, 64, 3, 100, 20000, 2000)
+    chosen = choose_defaults(big)
+    b, mu = chosen.overrides["optim.batch_size"], chosen.overrides["optim.mu"]
+    assert (b, mu) == (8, 3)  # (8, 5): 128 images x 19.6 MiB = 2509 MiB > 2500
+    assert activation_mib("resnet18", 64, step_images(b, mu, 3)) == pytest.approx(19.6 * 80)
+    few = choose_defaults(Situation("cpu", 2, 28, 1, num_labelled=6, num_unlabelled=20, iterations=100))
+    assert few.overrides["optim.batch_size"] == 6 and few.overrides["optim.mu"] == 3  # 20 // 6
+
+
+def test_explicit_settings_win_and_steer_the_other_choices():
+    chosen = choose_defaults(LAPTOP_DIGITS, {"model.arch": "resnet18", "data.image_size": 64, "optim.batch_size": 4,
+                                             "optim.iterations": 200})
+    assert not {"model.arch", "data.image_size", "optim.batch_size"} & set(chosen.overrides)
+    assert chosen.overrides["optim.mu"] == 7  # 4 x (1 + 7 x 3) = 88 images x 19.6 MiB fits 2500 MiB
+    assert chosen.overrides["run.eval_every"] == 20  # from the user's 200 steps
+    assert "model.arch=resnet18: your setting" in chosen.reasons
+    forced = choose_defaults(LAPTOP_DIGITS, {"optim.batch_size": 64, "model.arch": "resnet18", "data.image_size": 64})
+    assert forced.overrides["optim.mu"] == 1  # nothing fits: the smallest mu for the user's batch
+
+
+def test_run_length_settings_match_the_paper_for_long_runs_and_shrink_for_short_ones():
+    long = {k: v for k, (v, _) in run_length_settings(1 << 20).items()}
+    assert long["model.bn_momentum"] == 0.001 and long["optim.ema_decay"] == 0.999
+    short = {k: v for k, (v, _) in run_length_settings(20).items()}
+    assert short == {"model.bn_momentum": 0.1, "optim.ema_decay": 0.9, "run.eval_every": 2, "run.log_every": 1}
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 8, 16, 64])
+def test_workers_and_threads_never_exceed_the_cores(cores):
+    for device in ("cpu", "cuda"):
+        workers, threads, _ = choose_workers(device, cores)
+        assert 1 + 2 * workers <= max(cores, 1) and workers <= 6
+        if threads is not None:
+            assert 2 * workers + threads <= max(cores, 1) and threads >= 1
+
+
+def test_the_choices_are_valid_config_overrides():
+    chosen = choose_defaults(LAPTOP_DIGITS)
+    config = build_config("folder", overrides=chosen.as_override_strings())
+    assert config.model.arch == "wrn10_1" and config.data.channels == 1 and config.run.threads == 2
