@@ -23,6 +23,7 @@ from comatch.data.views import build_views
 from comatch.errors import TrainingDiverged, UserError
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
+from comatch.models.optim import param_groups_layer_decay
 from comatch.models.pretrained import load_encoder_weights
 from comatch.tools.evaluation import accuracy
 from comatch.training.encoder import Encoder, Timer, no_timer
@@ -80,8 +81,7 @@ class Trainer:
         self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
-            param_groups_for_weight_decay(self.model, o.weight_decay, o.weight_decay_exempt), lr=o.lr,
-            momentum=o.momentum, nesterov=o.nesterov,
+            self._param_groups(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
         )
         epoch = steps_per_epoch(o.batch_size * o.mu, unlabelled)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -106,12 +106,20 @@ class Trainer:
         self.wall_before = 0.0
         self.setup_seconds = time.perf_counter() - self._created  # data loading, network, method
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: layer-wise learning-rate decay for a pretrained
+        backbone (``optim.layer_decay``), else one learning rate with the weight-decay exemptions."""
+        o = self.config.optim
+        if o.layer_decay is not None:
+            return param_groups_layer_decay(self.model, o.lr, o.weight_decay, o.layer_decay)
+        return param_groups_for_weight_decay(self.model, o.weight_decay, o.weight_decay_exempt)
+
     def _build_network(self, load_init: bool) -> torch.nn.Module:
         """The network on its device, from ``model.init`` when given."""
         m, run = self.config.model, self.config.run
         model = build_model(m.arch, self.data.num_classes, in_channels=self.in_channels,
                             proj_dim=m.proj_dim, bn_momentum=m.bn_momentum, head_activation=m.head_activation,
-                            init_scheme=m.init_scheme)
+                            init_scheme=m.init_scheme, pretrained=m.pretrained and load_init)
         if m.init and load_init:
             report = load_encoder_weights(model.encoder, m.init)
             if distributed.is_main_process():
@@ -434,6 +442,9 @@ class Trainer:
         if distributed.is_main_process():
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+            if not stopped and self.config.run.baseline:
+                summary["baseline"] = self._baselines()
+                atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             if not stopped and self.config.run.report:
                 self._report()
         if stopped:
@@ -443,6 +454,18 @@ class Trainer:
             )
         self.monitor.close()
         return summary
+
+    def _baselines(self) -> dict[str, Any]:
+        """Frozen-feature and pixel baselines of the labelled images (``run.baseline``), written to
+        baseline.json; what the summary keeps of them."""
+        from comatch.tools.baseline import run_baselines
+
+        found = run_baselines(self.out_dir, device=str(self.device), data=self.data)
+        best, gain = found.get("best_baseline"), found.get("gain_over_best")
+        if best is not None and gain is not None:
+            self.monitor.message(f"baseline: the best baseline without this training ({best['name']}) reaches "
+                                 f"{best['test_accuracy']:.2%} test accuracy; this run {gain * 100:+.1f} points (baseline.json)")
+        return {"best": best, "gain_over_best": gain}
 
     def _report(self) -> None:
         """The end-of-run report; a signal (before or during it) leaves it to ``comatch report``."""
