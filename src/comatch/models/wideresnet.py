@@ -98,10 +98,10 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_ch, momentum=bn_momentum)
-        self.act1 = nn.LeakyReLU(LRELU_SLOPE)
+        self.act1 = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn2 = nn.BatchNorm2d(out_ch, momentum=bn_momentum)
-        self.act2 = nn.LeakyReLU(LRELU_SLOPE)
+        self.act2 = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
         self.conv2 = _conv3x3(out_ch, out_ch, 1)
         self.dropout = dropout
         self.activate_before_residual = activate_before_residual
@@ -178,7 +178,7 @@ class WideResNetEncoder(nn.Module):
             in_ch = width
         self.groups = nn.Sequential(*groups)
         self.bn = nn.BatchNorm2d(in_ch, momentum=bn_momentum)
-        self.act = nn.LeakyReLU(LRELU_SLOPE)
+        self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = in_ch
         self.depth = depth
