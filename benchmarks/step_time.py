@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
 import torch
 import torch.nn.functional as F
 
@@ -73,14 +74,33 @@ def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
     return Trainer(config, out, data=data)
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[float]]:
-    """Run ``warmup + steps`` instrumented training steps; per-step phase times (s)."""
+def reference_network(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The released WRN (benchmarks/network_speed.py's reference copy) of the trainer's size,
+    with the same SGD settings, to time its forward+backward+SGD step on the same batches."""
+    from network_speed import ReferenceWideResNet
+
+    arch = trainer.config.model.arch
+    depth, width = {"wrn10_1": (10, 1), "wrn28_2": (28, 2)}[arch]
+    net = ReferenceWideResNet(depth, width, trainer.data.num_classes, trainer.in_channels,
+                              trainer.config.model.proj_dim).to(trainer.device).train()
+    o = trainer.config.optim
+    opt = torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                          weight_decay=o.weight_decay)
+    return net, opt
+
+
+def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = False) -> dict[str, list[float]]:
+    """Run ``warmup + steps`` instrumented training steps; per-step phase times (s).
+
+    With ``reference`` the network-alone time is the released network's (reference copy)
+    forward+backward+SGD step on the same batch instead of this project's own."""
     labelled, unlabelled = trainer._loaders()
     keys = ("step", "data", "network", "comatch", "optimizer", "network_only")
     phases: dict[str, list[float]] = {k: [] for k in keys}
     device = trainer.device
     trainer.model.train()
     names = trainer.criterion.unlabelled_views
+    ref = reference_network(trainer) if reference else None
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         batch_x = next(labelled)
@@ -109,7 +129,7 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
         sync(device)
         t5 = time.perf_counter()
         trainer.step += 1
-        network_only = time_network_only(trainer, inputs, targets_x)
+        network_only = time_network_only(trainer, inputs, targets_x, ref)
         if i >= warmup:
             for key, value in (("step", t5 - t0), ("data", t1 - t0), ("network", (t2 - t1) + (t4 - t3)),
                                ("comatch", t3 - t2), ("optimizer", t5 - t4), ("network_only", network_only)):
@@ -117,13 +137,23 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
     return phases
 
 
-def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor,
+                      ref: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None) -> float:
     """One forward + backward + optimizer step of the network alone on the same batch
     (normalisation, autocast and channels-last as in training; plain cross-entropy instead of
     the criterion). Interleaved with the training steps, so both see the same machine."""
     optimizer, device = trainer.optimizer, trainer.device
     labels = torch.cat([targets, targets.new_zeros(inputs.shape[0] - targets.shape[0])])
     t0 = time.perf_counter()
+    if ref is not None:  # the reference network on the same normalised images
+        net, optimizer = ref
+        logits, _ = net(trainer.normalize(inputs) if inputs.dtype == torch.uint8 else inputs)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        return time.perf_counter() - t0
     logits, _ = trainer.forward.encode(trainer.ddp_model, inputs)
     loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -193,11 +223,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--reference", action="store_true",
+                        help="time the released network (reference copy, WRN settings only) as 'network alone'")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.setting, args.overrides, Path(tmp))
-        phases = time_steps(trainer, args.steps, args.warmup)
+        phases = time_steps(trainer, args.steps, args.warmup, args.reference)
         aug = augmentation_cpu_seconds(trainer)
         per_image = per_image_cpu_seconds(trainer)
     result = summarize(args.setting, phases, aug, per_image)
@@ -207,7 +239,7 @@ def main() -> None:
           f"max {result['step_max_s'] * 1e3:.1f})")
     print(f"  shares: data wait {s['data']:.1%}, network fwd+bwd {s['network']:.1%}, "
           f"CoMatch arithmetic {s['comatch']:.2%}, optimizer+EMA {s['optimizer']:.1%}")
-    print(f"  network-only fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
+    print(f"  {'reference (released) network' if args.reference else 'network-only'} fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
           f"step / network-only = {result['step_over_network_only']:.3f} "
           f"(median of paired ratios {result['median_paired_ratio']:.3f})")
     print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f} batched, "
