@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
 import torch
 import torch.nn.functional as F
 
@@ -76,6 +77,21 @@ def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
     return Trainer(config, out, data=data)
 
 
+def reference_network(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The released WRN (benchmarks/network_speed.py's reference copy) of the trainer's size,
+    with the same SGD settings, to time its forward+backward+SGD step on the same batches."""
+    from network_speed import ReferenceWideResNet
+
+    arch = trainer.config.model.arch
+    depth, width = {"wrn10_1": (10, 1), "wrn28_2": (28, 2)}[arch]
+    net = ReferenceWideResNet(depth, width, trainer.data.num_classes, trainer.in_channels,
+                              trainer.config.model.proj_dim).to(trainer.device).train()
+    o = trainer.config.optim
+    opt = torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                          weight_decay=o.weight_decay)
+    return net, opt
+
+
 class PhaseTimer:
     """The trainer's phase timer: synchronises the device around each phase and adds its
     duration to the current step's record (nested phases are timed separately)."""
@@ -98,13 +114,15 @@ class PhaseTimer:
         return record
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[float]]:
+def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = False) -> dict[str, list[float]]:
     """Run ``warmup + steps`` of the trainer's own training steps with its phase timer on;
-    per-step phase times (s)."""
+    per-step phase times (s). With ``reference`` the network-alone time is the released
+    network's (reference copy) forward+backward+SGD step on the same batch."""
     labelled, unlabelled = trainer.loaders()
     keys = ("step", "data", "network", "method", "optimizer", "network_only")
     phases: dict[str, list[float]] = {k: [] for k in keys}
     timer = trainer.timer = PhaseTimer(trainer.device)
+    ref = reference_network(trainer) if reference else None
     trainer.model.train()
     for i in range(warmup + steps):
         timer.take()  # drop what the network-only timing recorded
@@ -117,7 +135,7 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
         step = time.perf_counter() - t0
         split = timer.take()
         inputs = torch.cat([*batch.labelled.values(), *batch.unlabelled.values()])
-        network_only = time_network_only(trainer, inputs, batch.targets)
+        network_only = time_network_only(trainer, inputs, batch.targets, ref)
         if i >= warmup:
             for key, value in (("step", step), ("data", split["data"]),
                                ("network", split["network"] + split["backward"]),
@@ -128,13 +146,23 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict[str, list[floa
     return phases
 
 
-def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor,
+                      ref: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None) -> float:
     """One forward + backward + optimizer step of the network alone on the same batch
     (normalisation, autocast and channels-last as in training; plain cross-entropy instead of
     the method's loss). Interleaved with the training steps, so both see the same machine."""
     optimizer, device = trainer.optimizer, trainer.device
     labels = torch.cat([targets, targets.new_zeros(inputs.shape[0] - targets.shape[0])])
     t0 = time.perf_counter()
+    if ref is not None:  # the reference network on the same normalised images
+        net, optimizer = ref
+        logits, _ = net(trainer.normalize(inputs) if inputs.dtype == torch.uint8 else inputs)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        return time.perf_counter() - t0
     logits, _ = trainer.encode(inputs)
     loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -204,11 +232,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--reference", action="store_true",
+                        help="time the released network (reference copy, WRN settings only) as 'network alone'")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.setting, args.overrides, Path(tmp))
-        phases = time_steps(trainer, args.steps, args.warmup)
+        phases = time_steps(trainer, args.steps, args.warmup, args.reference)
         aug = augmentation_cpu_seconds(trainer)
         per_image = per_image_cpu_seconds(trainer)
     result = summarize(args.setting, phases, aug, per_image)
@@ -218,7 +248,7 @@ def main() -> None:
           f"max {result['step_max_s'] * 1e3:.1f})")
     print(f"  shares: data wait {s['data']:.1%}, network fwd+bwd {s['network']:.1%}, "
           f"method arithmetic {s['method']:.2%}, optimizer+EMA+state update {s['optimizer']:.1%}")
-    print(f"  network-only fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
+    print(f"  {'reference (released) network' if args.reference else 'network-only'} fwd+bwd+step {result['network_only_median_s'] * 1e3:.1f} ms; "
           f"step / network-only = {result['step_over_network_only']:.3f} "
           f"(median of paired ratios {result['median_paired_ratio']:.3f})")
     print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f} batched, "

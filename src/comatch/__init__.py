@@ -7,6 +7,15 @@ together for one training step. The large-scale (ImageNet) variant adds
 :class:`MomentumCoMatchCriterion` (see :mod:`comatch.methods.momentum`).
 """
 
+import os as _os
+
+# Idle OpenMP threads of PyTorch sleep instead of spinning (unless the environment already says
+# otherwise). A CPU run shares its cores with its own data-loader workers, and often with other
+# jobs; spinning threads then hold the cores the others need and a step can take several times
+# longer (docs/performance.md measures it). libgomp reads the variable when torch is first
+# loaded, so this must run before any torch import; it changes no number computed.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from typing import TYPE_CHECKING, Any
 
 # The public names, imported on first use (PEP 562): importing ``comatch`` (and so starting the

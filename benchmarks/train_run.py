@@ -1,0 +1,178 @@
+"""A whole `comatch train` run, timed and with its peak memory (main process plus workers).
+
+The setting of the released CoMatch code's CPU comparison: scikit-learn's digits written as
+CIFAR-10 files (upscaled to 32x32, replicated to RGB; the 540 test images as ``test_batch``),
+WRN-10-1, B = 16, mu = 7 (352 images per step), 2 loader workers. The run is started as a
+subprocess; every 0.1 s the script sums the resident memory (VmRSS) of that process and all
+its descendants (the loader workers), as RSS and as PSS (shared pages split between the
+processes that share them). Step times come from the run's own metrics.jsonl:
+``images per step / images_per_sec`` over each ``run.log_every`` window.
+
+    python benchmarks/train_run.py --iterations 200
+    python benchmarks/train_run.py --iterations 1920 --json out.json run.compile=true
+    python benchmarks/train_run.py --preset-default          # the default `comatch train` (digits)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETTING = ["--preset", "cifar10-40", "model.arch=wrn10_1", "optim.batch_size=16", "optim.mu=7",
+           "data.num_workers=2", "run.device=cpu", "data.val_per_class=0"]
+
+
+def write_digits_as_cifar10(root: Path) -> None:
+    """``root/cifar-10-batches-py``: the digits at 32 px RGB, 540 test images, 5 train batches.
+
+    Args:
+        root: Data root (created).
+    """
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] * (255 / 16)  # [N, 1, 8, 8]
+    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False)  # [N, 1, 32, 32]
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).numpy()  # [N, 3, 32, 32]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(labels))
+    test, train = order[:540], order[540:]
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(np.array_split(train, 5), start=1):
+        _write_batch(folder / f"data_batch_{i}", images[part], labels[part])
+    _write_batch(folder / "test_batch", images[test], labels[test])
+    meta = {"num_cases_per_batch": len(train) // 5, "label_names": [str(c) for c in range(10)], "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def _write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    entry = {"batch_label": path.name, "labels": labels.tolist(),
+             "data": np.ascontiguousarray(images).reshape(len(labels), 3072),  # [n, 3*32*32]
+             "filenames": [f"{i}.png" for i in range(len(labels))]}
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+
+
+def tree_memory(pid: int) -> dict[int, tuple[int, int]]:
+    """Resident (RSS) and proportional (PSS) memory of ``pid`` and all its descendants.
+
+    RSS counts the pages a forked worker shares with its parent in both; PSS splits shared
+    pages between the processes that share them, so the sum of PSS is what the run costs.
+
+    Args:
+        pid: Root process id.
+
+    Returns:
+        ``{pid: (rss_bytes, pss_bytes)}`` of the processes alive now.
+    """
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = {}
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
+                key, value = line.split(":", 1)
+                fields[key] = int(value.split()[0]) * 1024
+            out[p] = (fields.get("Rss", 0), fields.get("Pss", 0))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return out
+
+
+def run(args: list[str], out: Path, env: dict[str, str]) -> dict:
+    """Run ``python -m comatch train`` with ``args``; wall time and peak tree RSS.
+
+    Args:
+        args: Arguments after ``train``.
+        out: Run directory.
+        env: Environment of the subprocess.
+
+    Returns:
+        ``{"wall_s", "peak_rss_bytes", "peak_pss_bytes", "peak_rss_per_process_bytes", "returncode"}``.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "comatch", "train", "--out", str(out), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_rss = peak_pss = 0
+    peak_each: dict[int, int] = {}
+    while proc.poll() is None:
+        now = tree_memory(proc.pid)
+        peak_rss = max(peak_rss, sum(r for r, _ in now.values()))
+        peak_pss = max(peak_pss, sum(p for _, p in now.values()))
+        for p, (r, _) in now.items():
+            peak_each[p] = max(peak_each.get(p, 0), r)
+        time.sleep(0.1)
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        print(err, file=sys.stderr)
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_bytes": peak_rss, "peak_pss_bytes": peak_pss,
+            "peak_rss_per_process_bytes": sorted(peak_each.values(), reverse=True), "returncode": proc.returncode}
+
+
+def step_times(out: Path, images_per_step: int) -> list[float]:
+    """Seconds per step of every logged window after the first (warm-up) one.
+
+    Args:
+        out: Run directory.
+        images_per_step: Images in one step (``B (1 + 3 mu)``).
+
+    Returns:
+        Per-window mean step times.
+    """
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_sec"] for r in records if r.get("kind") == "train"]
+    return [images_per_step / r for r in rates[1:]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--preset-default", action="store_true", help="time the default `comatch train` instead")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
+    a = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if a.preset_default:
+            args, per_step = ["--iterations", str(a.iterations), *a.overrides], 16 * 22
+        else:
+            write_digits_as_cifar10(root / "data")
+            args = [*SETTING, "--data-root", str(root / "data"), "--iterations", str(a.iterations),
+                    "run.log_every=10", f"run.eval_every={a.iterations}", *a.overrides]
+            per_step = 16 * 22
+        result = run([*args, "run.tensorboard=false", "run.report=false"], root / "run", dict(os.environ))
+        summary = json.loads((root / "run" / "summary.json").read_text()) if result["returncode"] == 0 else {}
+        times = step_times(root / "run", per_step) if summary else []
+    result.update({
+        "args": args, "iterations": a.iterations, "train_wall_s": summary.get("wall_seconds"),
+        "test_accuracy_ema": summary.get("test_accuracy_ema"),
+        "step_median_s": statistics.median(times) if times else None,
+        "load_average_1min_at_end": os.getloadavg()[0],
+    })
+    print(f"{'default digits run' if a.preset_default else 'WRN-10-1 on digits as CIFAR-10 files'}: "
+          f"{a.iterations} steps, training {result['train_wall_s']:.1f} s (process {result['wall_s']:.1f} s), "
+          f"median step {result['step_median_s'] * 1e3 if times else float('nan'):.1f} ms, "
+          f"peak memory (main + workers) RSS {result['peak_rss_bytes'] / 1e9:.3f} GB, "
+          f"PSS {result['peak_pss_bytes'] / 1e9:.3f} GB (per process RSS, GB: "
+          f"{', '.join(f'{b / 1e9:.2f}' for b in result['peak_rss_per_process_bytes'])}), "
+          f"EMA test accuracy {result['test_accuracy_ema']}, load {result['load_average_1min_at_end']:.1f}")
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
