@@ -20,6 +20,10 @@ from comatch.training.signals import StopSignals
 if TYPE_CHECKING:
     from comatch import config as cfg
 
+CPU_DEFAULT_BUDGET = "15m"
+"""Wall-clock budget of a CPU run of the user's folders when no step count or budget is given."""
+CPU_PROVISIONAL_STEPS = 3000
+"""Steps assumed for choosing settings before the budget fixes the real number."""
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 # What a new run writes before its first checkpoint (removed when a signal stops it there).
 UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
@@ -138,10 +142,60 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     preset = args.preset
     if preset is None and args.config is None and args.labeled is not None:
         preset = "folder"  # your own images: not the digits defaults
-    return cfg.build_config(
-        preset=preset, config_file=args.config, overrides=overrides,
-        method=args.method, seed=args.seed,
-    )
+    config = cfg.build_config(preset=preset, config_file=args.config, overrides=overrides,
+                              method=args.method, seed=args.seed)
+    if preset == "folder" and args.preset is None:  # settings that fit the files and this machine
+        chosen = own_data_defaults(config, explicit_keys(overrides))
+        config = cfg.build_config(preset=preset, overrides=chosen + overrides, method=args.method, seed=args.seed)
+    return config
+
+
+def explicit_keys(overrides: list[str]) -> set[str]:
+    """The dotted config keys a command line sets (flags included, as their overrides)."""
+    return {item.partition("=")[0] for item in overrides}
+
+
+def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
+    """``key=value`` settings chosen for the user's folders and this machine (explicit keys kept).
+
+    The image size and channels come from the files, the network, batch and loader workers
+    from the device and cores (:func:`comatch.training.defaults.choose_defaults`). On a CPU,
+    unless the command gives ``--iterations`` or ``--budget``, the run gets a 15-minute
+    budget; the settings that depend on its length are chosen again once the budget has fixed
+    the number of steps (``run.fit_to_length``). The choices are printed and land in config.yaml.
+    """
+    import torch
+
+    from comatch.data.folders import probe_folders
+    from comatch.methods import METHODS, MethodContext
+    from comatch.training.defaults import Situation, choose_defaults, run_length_settings
+
+    probe = probe_folders(config.data.labeled, config.data.unlabeled)
+    device = "cuda" if config.run.device != "cpu" and torch.cuda.is_available() else "cpu"
+    budgeted = device == "cpu" and not {"optim.iterations", "run.budget"} & explicit
+    iterations = CPU_PROVISIONAL_STEPS if budgeted else config.optim.iterations
+    method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim))
+    situation = Situation(device=device, cpu_cores=len(os.sched_getaffinity(0)), image_size=probe.image_size,
+                          channels=probe.channels, num_labelled=probe.num_labelled,
+                          num_unlabelled=probe.num_unlabelled, iterations=iterations,
+                          num_classes=probe.num_classes, unlabelled_views=len(method.unlabelled_views))
+    values = config.model_dump()
+    chosen = choose_defaults(situation, {k: _dotted(values, k) for k in explicit})
+    extra = chosen.as_override_strings()
+    if budgeted:
+        refit = [k for k in run_length_settings(iterations) if k not in explicit]
+        extra += [f"run.budget={CPU_DEFAULT_BUDGET}", f"optim.iterations={iterations}", f"run.fit_to_length={refit}"]
+        chosen.reasons.append(f"run.budget={CPU_DEFAULT_BUDGET}: a CPU run of your own folders fits in "
+                              f"{CPU_DEFAULT_BUDGET} unless you give --iterations or --budget")
+    for reason in chosen.reasons:
+        print(f"defaults: {reason}", flush=True)
+    return extra
+
+
+def _dotted(values: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
 
 
 def has_checkpoint(run_dir: Path) -> bool:

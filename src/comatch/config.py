@@ -247,6 +247,10 @@ class RunConfig(_Section):
             parse_duration(str(value))
         return value
 
+    fit_to_length: list[str] = Field(
+        default_factory=list, description="Settings that depend on the run's length (model.bn_momentum, optim.ema_decay, run.eval_every, "
+        "run.log_every) to choose again once run.budget has fixed the number of steps; set by the automatic defaults of your own folders.",
+    )
     report: bool = Field(True, description="When the run finishes, write plots and report.html to the run directory (a few seconds; `comatch report` makes them later).", json_schema_extra=RESUMABLE)
     baseline: bool = Field(
         False, description="At the end, fit logistic regression and kNN on frozen initial features (and on pixels for small images) "

@@ -212,3 +212,45 @@ def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:
     test = keep_readable(scan_class_folder(base / "val", "ImageNet val", names)[1], skipped,
                          strict=strict, check=check)
     return FolderData(names, pool, FileList(), None, test, skipped, [])
+
+
+@dataclass(frozen=True)
+class FolderProbe:
+    """What a quick look at the user's folders finds (for choosing settings before loading).
+
+    Attributes:
+        image_size: median shorter side of a sample of the files, pixels.
+        channels: 1 if every sampled file is grayscale, else 3.
+        num_labelled, num_unlabelled: files in the labelled and unlabelled folders.
+        num_classes: class sub-folders of the labelled folder.
+    """
+
+    image_size: int
+    channels: int
+    num_labelled: int
+    num_unlabelled: int
+    num_classes: int
+
+
+def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> FolderProbe:
+    """Count the files and read the headers (not the pixels) of an evenly spaced sample.
+
+    Raises:
+        UserError: a folder is missing or holds no images.
+    """
+    from PIL import Image
+
+    classes, labelled = scan_class_folder(labeled, "labelled")
+    unlabelled = scan_images(unlabeled, "unlabelled") if unlabeled else FileList()
+    paths = labelled.paths + unlabelled.paths
+    picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)]
+    sides, gray = [], []
+    for path in picked:
+        try:
+            with Image.open(path) as image:  # the header only: no decoding
+                sides.append(min(image.size))
+                gray.append(image.mode in ("1", "L", "LA", "I", "I;16", "F"))
+        except OSError:
+            continue  # unreadable files are met (and counted) when the data is loaded
+    size = int(np.median(sides)) if sides else 32
+    return FolderProbe(size, 1 if gray and all(gray) else 3, len(labelled.paths), len(unlabelled.paths), len(classes))

@@ -411,6 +411,7 @@ class Trainer:
             elapsed = time.perf_counter() - self._started + self.wall_before + self.setup_seconds
             total = steps_within(parse_duration(c.run.budget), elapsed, self.step, costs, c.run.eval_every)
             c.optim.iterations = max(total, self.step)
+            self._fit_to_length(c.optim.iterations)
             self.monitor.set_total(c.optim.iterations)
             if distributed.is_main_process():
                 atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
@@ -423,6 +424,25 @@ class Trainer:
         advice = too_long_advice(left, c.optim.iterations, step_seconds, self.device.type)
         if advice:
             self.monitor.message(advice)
+
+    def _fit_to_length(self, total: int) -> None:
+        """Choose again the settings of ``run.fit_to_length`` for a run of ``total`` steps, and
+        apply them to the network's BatchNorm layers and the EMA from this step on."""
+        from comatch.training.defaults import run_length_settings
+
+        c = self.config
+        for key, (value, reason) in run_length_settings(total).items():
+            if key not in c.run.fit_to_length:
+                continue
+            section, name = key.split(".")
+            setattr(getattr(c, section), name, value)
+            self.monitor.message(f"defaults: {key}={value}: {reason}")
+        if "model.bn_momentum" in c.run.fit_to_length:
+            for layer in self.model.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.momentum = c.model.bn_momentum
+        if "optim.ema_decay" in c.run.fit_to_length:
+            self.ema.decay = c.optim.ema_decay
 
     def _time_evaluation(self) -> float:
         """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
