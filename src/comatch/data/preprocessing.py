@@ -13,11 +13,13 @@ from comatch.data.views import ViewSettings
 
 # DataConfig fields about loading speed, not about which data a run sees.
 LOADING_FIELDS = {"num_workers", "augment_on"}
+# DataConfig fields applied by the trainer after loading (not by build_data).
+TRAINING_FIELDS = {"exclude_outliers"}
 
 
 def run_data(config: cfg.Config, root: str | None = None) -> RunData:
     """The datasets ``config`` describes (``root``: read the benchmark files from there instead)."""
-    fields = config.data.model_dump(exclude=LOADING_FIELDS)
+    fields = config.data.model_dump(exclude=LOADING_FIELDS | TRAINING_FIELDS)
     if root is not None:
         fields["root"] = root
     return build_data(**fields, seed=config.seed)

@@ -74,6 +74,8 @@ class CoMatchCriterion(nn.Module):
             one step's entries, i.e. from the second step) or ``"full_bank"`` (once the bank
             is full, as the released CIFAR code does). Setting :attr:`smoothing_paused`
             holds it back further (the ImageNet recipe smooths only after the first epoch).
+        prior: target class distribution ``[C]`` of distribution alignment
+            (``normalise(p * prior / p_avg)``); None: uniform, the paper's alignment.
         defer_updates: False (for your own loop): the aligner, bank (and queue) are updated
             at the end of each call, unless an input was not finite, in which case nothing
             is recorded. True (the trainer): the updates wait for :meth:`commit`, which the
@@ -99,6 +101,7 @@ class CoMatchCriterion(nn.Module):
         self_loop_only: bool = False,
         hard_labels: bool = False,
         smoothing_from: Literal["start", "full_bank"] = "start",
+        prior: torch.Tensor | None = None,
         defer_updates: bool = False,
     ) -> None:
         super().__init__()
@@ -114,7 +117,7 @@ class CoMatchCriterion(nn.Module):
         self.lambda_u, self.lambda_c = lambda_u, lambda_c
         self.smoothing, self.contrastive = smoothing, contrastive
         self.self_loop_only, self.hard_labels = self_loop_only, hard_labels
-        self.aligner = DistributionAligner(num_classes, da_window) if alignment else None
+        self.aligner = DistributionAligner(num_classes, da_window, prior) if alignment else None
         self.bank = MemoryBank(bank_size, proj_dim, num_classes) if smoothing else None
 
     @property
