@@ -21,7 +21,7 @@ from torch.utils.data import Subset
 from comatch.data import RunData
 from comatch.data.views import View
 from comatch.tools.evaluation import Preprocess
-from comatch.tools.pool import candidate_rows, outputs_on, path_of
+from comatch.tools.pool import candidate_rows, centred, outputs_on, path_of
 from comatch.tools.scores import ood_scores
 
 OUTLIERS_FILE = "outliers.json"  # the rows a run left out, so that a resume leaves out the same
@@ -48,8 +48,8 @@ def score_pool(model: nn.Module, data: RunData, view: View, preprocess: Preproce
         data: the run's data.
         view: the evaluation view; preprocess: normalisation.
         temperature: ``T`` of the probabilities.
-        use_features: compare encoder features instead of projection embeddings (for an
-            untrained network, whose projection head is random).
+        use_features: compare encoder features, centred on the pool's mean, instead of
+            projection embeddings (for an untrained network, whose projection head is random).
         max_images: score a random subset of at most this many (large pools).
         seed: of that subset.
     """
@@ -59,7 +59,11 @@ def score_pool(model: nn.Module, data: RunData, view: View, preprocess: Preproce
     pool = outputs_on(model, Subset(data.unlabelled, rows.tolist()), view, preprocess)
     labelled = outputs_on(model, data.labelled, view, preprocess)
     probs = torch.softmax(pool.logits.double() / temperature, dim=1).float()
-    emb, ref = (pool.feats, labelled.feats) if use_features else (pool.z, labelled.z)
+    if use_features:
+        mean = pool.feats.mean(dim=0)
+        emb, ref = centred(pool.feats, mean), centred(labelled.feats, mean)
+    else:
+        emb, ref = pool.z, labelled.z
     scores = ood_scores(emb, probs, ref, k=NEIGHBOURS)
     confidence, predicted = probs.max(dim=1)
     return PoolScores(rows, scores, predicted, confidence, pool.labels)

@@ -45,6 +45,12 @@ def outputs_on(model: nn.Module, dataset: Dataset, view: View, preprocess: Prepr
     return Outputs(logits, F.normalize(feats.flatten(1), dim=1), F.normalize(z, dim=1), labels)
 
 
+def centred(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``normalise(x - mean)`` row by row: the features of an untrained network all point the
+    same way (ReLU outputs), so their cosine similarities are near 1 until centred."""
+    return F.normalize(x - mean, dim=1)
+
+
 def candidate_rows(data: RunData) -> np.ndarray:
     """Rows of ``data.unlabelled`` that are not labelled images (sorted).
 
