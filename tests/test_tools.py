@@ -46,11 +46,13 @@ def summary(run):
 
 
 def reference_probs(run, images, weights="ema"):
-    """Probabilities of the checkpoint's model on uint8 images, through the trainer's preprocessing."""
+    """Calibrated probabilities (the run's fitted temperature) of the checkpoint's model on
+    uint8 images, through the trainer's preprocessing."""
     loaded = load_model(run, weights, "cpu")
+    assert loaded.temperature == json.loads((run / "calibration.json").read_text())["temperature"]
     with torch.no_grad():
         logits, _ = loaded.model(loaded.preprocess()(images))
-    return torch.softmax(logits, dim=1)
+    return torch.softmax(logits / loaded.temperature, dim=1)
 
 
 def assert_png(path, min_side=200):

@@ -115,6 +115,9 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
         preprocess = Normalizer(data.mean, data.std, channels, target)
         view = build_views(view_settings(config, data.image_size))["eval"]
     else:
+        if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.pt")):
+            raise UserError(f"{run_dir} holds no checkpoint; train the run first, or rank with the initial "
+                            "network: --before-training")
         loaded = load_model(run_dir, "ema", device)
         config, model, temperature = loaded.config, loaded.model, loaded.temperature
         data = _run_data(config, run_dir)
