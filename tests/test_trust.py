@@ -296,3 +296,19 @@ def test_evaluate_reports_balanced_metrics_and_calibration(run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy(result["confusion_matrix"]))
     assert 0 <= result["macro_f1"] <= 1 and "ece_calibrated" in result
+
+
+def test_a_resume_leaves_out_the_same_images(run):
+    from torch.utils.data import Subset
+
+    from comatch import config as cfg
+    from comatch.data.preprocessing import run_data
+    from comatch.tools.ood import exclude_outliers
+
+    config = cfg.build_config(config_file=run / "config.yaml")
+    data = run_data(config)
+    size = len(data.unlabelled)
+    kept = exclude_outliers(config, data, None, None, None, run, write=False, say=lambda _: None)  # no scoring
+    rows = json.loads((run / "outliers.json").read_text())["rows"]
+    assert isinstance(kept.unlabelled, Subset) and len(kept.unlabelled) == size - len(rows)
+    assert not set(kept.unlabelled.indices) & set(rows)
