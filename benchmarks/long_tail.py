@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trust_runs import per_seed, digits_pool, mean_std, parallel, run_data, save, train
 

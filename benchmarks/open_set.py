@@ -21,7 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from trust_runs import per_seed, digits_pool, mean_std, parallel, run_data, save, train
@@ -46,7 +45,6 @@ def open_set_data(seed: int, per_class: int):
 
 def one_run(out: Path, seed: int, steps: int, per_class: int, fraction: float) -> dict:
     """Train one arm; AUROC of the trained model's score and of the initial network's."""
-    from comatch.data.loaders import eval_loader  # noqa: F401  (warm import in the worker)
     from comatch.tools.inference import load_model
     from comatch.tools.ood import score_pool
     from comatch.tools.scores import auroc

@@ -60,37 +60,34 @@ def candidate_rows(data: RunData) -> np.ndarray:
     size = len(data.unlabelled)
     if isinstance(data.labelled, Subset) and data.labelled.dataset is _root(data.unlabelled):
         taken = set(int(i) for i in data.labelled_ids)  # type: ignore[arg-type]
-        return np.array([i for i in range(size) if _root_index(data.unlabelled, i) not in taken], dtype=np.int64)
+        return np.array([i for i in range(size) if root_index(data.unlabelled, i) not in taken], dtype=np.int64)
     if isinstance(data.labelled, ImageFiles) and isinstance(_root(data.unlabelled), ImageFiles):
         labelled = set(data.labelled.paths)
         root = _root(data.unlabelled)
-        return np.array([i for i in range(size) if root.paths[_root_index(data.unlabelled, i)] not in labelled],
+        return np.array([i for i in range(size) if root.paths[root_index(data.unlabelled, i)] not in labelled],
                         dtype=np.int64)
     return np.arange(size, dtype=np.int64)
 
 
 def _root(dataset: Dataset) -> Dataset:
+    """The underlying (non-Subset) dataset."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return dataset
 
 
-def _root_index(dataset: Dataset, index: int) -> int:
+def root_index(dataset: Dataset, index: int) -> int:
+    """The index in the underlying (non-Subset) dataset of row ``index``."""
     while isinstance(dataset, Subset):
         index = int(dataset.indices[index])
         dataset = dataset.dataset
     return index
 
 
-def root_index(dataset: Dataset, index: int) -> int:
-    """The index in the underlying (non-Subset) dataset of row ``index``."""
-    return _root_index(dataset, index)
-
-
 def path_of(dataset: Dataset, index: int) -> str | None:
     """The file of row ``index`` of ``dataset``, or None for in-memory images."""
     root = _root(dataset)
-    return root.paths[_root_index(dataset, index)] if isinstance(root, ImageFiles) else None
+    return root.paths[root_index(dataset, index)] if isinstance(root, ImageFiles) else None
 
 
 def labelled_targets(data: RunData) -> torch.Tensor:

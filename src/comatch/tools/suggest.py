@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -179,7 +178,7 @@ def write_links(suggestions: list[Suggestion], data: RunData, folder: Path) -> i
     return len(suggestions)
 
 
-def next_labelled_list(run_dir: Path, data: RunData, suggestions: list[Suggestion]) -> list[Any]:
+def next_labelled_list(data: RunData, suggestions: list[Suggestion]) -> list[Any]:
     """The run's labelled list plus the suggested images (benchmarks: indices into the pool,
     whose labels the dataset knows; for your own folders, move the files instead)."""
     if any(s.path is not None for s in suggestions):
@@ -203,7 +202,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         write_links(suggestions, data, args.links)
     if args.next_list is not None:
         args.next_list.parent.mkdir(parents=True, exist_ok=True)
-        args.next_list.write_text(json.dumps(next_labelled_list(args.run_dir, data, suggestions)) + "\n")
+        args.next_list.write_text(json.dumps(next_labelled_list(data, suggestions)) + "\n")
     where = [f"CSV {args.out}"] if args.out else []
     where += [f"links in {args.links}"] if args.links else []
     where += [f"next labelled list {args.next_list}"] if args.next_list else []

@@ -88,7 +88,7 @@ def run_warnings(run_dir: Any, records: list[dict[str, Any]] | None = None, writ
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     summary = read("summary.json") or {}
     data = read("data.json") or {}
-    counts = _labelled_counts(run_dir, data)
+    counts = _labelled_counts(run_dir)
     found = guardrails.check(records, total_steps=summary.get("iterations"), summary=summary,
                              baseline=read("baseline.json"), prior=counts, class_names=data.get("classes"))
     if write:
@@ -96,7 +96,7 @@ def run_warnings(run_dir: Any, records: list[dict[str, Any]] | None = None, writ
     return found
 
 
-def _labelled_counts(run_dir: Any, data: dict[str, Any]) -> list[float] | None:
+def _labelled_counts(run_dir: Any) -> list[float] | None:
     """The labelled class counts written at the start of the run (``labelled_counts.json``)."""
     path = run_dir / "labelled_counts.json"
     return json.loads(path.read_text()) if path.is_file() else None
