@@ -20,6 +20,7 @@ TINY = ["--iterations", "4", "run.eval_every=2", "run.log_every=2", "data.num_wo
         "optim.batch_size=4", "optim.mu=2"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("accuracy", "losses", "pseudo_labels", "confusion", "embedding")
+TRUST_FIGURES = ("pseudo_label_classes", "reliability", "outliers")  # docs/trust.md
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,13 @@ def summary(run):
 
 
 def reference_probs(run, images, weights="ema"):
-    """Probabilities of the checkpoint's model on uint8 images, through the trainer's preprocessing."""
+    """Calibrated probabilities (the run's fitted temperature) of the checkpoint's model on
+    uint8 images, through the trainer's preprocessing."""
     loaded = load_model(run, weights, "cpu")
+    assert loaded.temperature == json.loads((run / "calibration.json").read_text())["temperature"]
     with torch.no_grad():
         logits, _ = loaded.model(loaded.preprocess()(images))
-    return torch.softmax(logits, dim=1)
+    return torch.softmax(logits / loaded.temperature, dim=1)
 
 
 def assert_png(path, min_side=200):
@@ -89,7 +92,7 @@ def test_report_plots_the_metrics_series(run, tmp_path):
     # the confusion matrix is the trainer's own final evaluation of the EMA model
     assert report.evaluation["top1"] == pytest.approx(summary(run)["test_accuracy_ema"], abs=1e-6)
     assert sum(map(sum, report.evaluation["confusion_matrix"])) == 540
-    assert set(report.figures) == set(FIGURES)
+    assert set(report.figures) == set(FIGURES) | set(TRUST_FIGURES)
 
 
 def test_report_command_compares_runs(run, tmp_path, capsys):

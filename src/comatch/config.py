@@ -79,6 +79,10 @@ class DataConfig(_Section):
     std: list[float] | None = Field(None, description="Per-channel normalisation std; None: computed from a sample of the data.")
     num_workers: int | None = Field(
         None, ge=0, description="Data-loading worker processes per loader (0: in the training process; None: chosen from the CPU count).", json_schema_extra=RESUMABLE)
+    exclude_outliers: float = Field(
+        0.0, ge=0, lt=1, description="Share of the unlabelled images left out of training as likely outliers (images of "
+        "no labelled class), scored before training with the initial network's features (see docs/trust.md); 0: keep all."
+    )
     augment_on: Literal["cpu", "gpu"] = Field(
         "cpu", description="Where batches are augmented: 'cpu' (in the data workers, overlapping the step) or 'gpu' (on the training device, from uint8 batches).", json_schema_extra=RESUMABLE)
     unlabeled_includes_labeled: bool = Field(

@@ -13,6 +13,8 @@ from comatch.data.views import ViewSettings
 
 # DataConfig fields about loading speed, not about which data a run sees.
 LOADING_FIELDS = {"num_workers", "augment_on"}
+# DataConfig fields applied by the trainer after loading (not by build_data).
+TRAINING_FIELDS = {"exclude_outliers"}
 
 
 def run_data(config: cfg.Config, root: str | None = None) -> RunData:
@@ -23,7 +25,7 @@ def run_data(config: cfg.Config, root: str | None = None) -> RunData:
     from comatch.models.timm_backbone import backbone_data_defaults
 
     config, notes = backbone_data_defaults(config)
-    fields = config.data.model_dump(exclude=LOADING_FIELDS)
+    fields = config.data.model_dump(exclude=LOADING_FIELDS | TRAINING_FIELDS)
     if root is not None:
         fields["root"] = root
     data = build_data(**fields, seed=config.seed)

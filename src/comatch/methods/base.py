@@ -106,12 +106,15 @@ class MethodContext:
         proj_dim: embedding size ``D`` of the projection head.
         model: the trained network, unwrapped (a momentum encoder copies it).
         unlabelled_size: images in the unlabelled pool (an epoch's length), 0 if none.
+        labelled_counts: labelled images per class ``[C]`` (for a prior from the labelled
+            class frequencies), or None when unknown.
     """
 
     num_classes: int
     proj_dim: int
     model: nn.Module | None = None
     unlabelled_size: int = 0
+    labelled_counts: tuple[int, ...] | None = None
 
 
 class Method(nn.Module):

@@ -19,8 +19,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from comatch.errors import UserError
 from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOutput, MethodSettings
 from comatch.methods.criterion import CoMatchCriterion
+from comatch.methods.memory import check_prior
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
 from comatch.training.schedule import epoch_of, ramped_lambda_c
 
@@ -41,6 +43,11 @@ class CoMatchSettings(MethodSettings):
     queue_batches: int = Field(5, ge=1, description="Memory bank size in steps: bank = queue_batches * (1 + mu) * batch_size (global batch: the bank holds every process's entries).")
     bank_size: int | None = Field(None, ge=1, description="Memory bank entries, global (the bank holds every process's entries); overrides queue_batches (30000 on ImageNet).")
     alignment: bool = Field(True, description="Ablation: distribution alignment on/off.")
+    da_prior: Literal["uniform", "labelled"] | list[float] = Field(
+        "uniform", description="Class distribution that distribution alignment pulls the pseudo-labels towards: "
+        "'uniform' (the paper: right for balanced data), 'labelled' (the labelled images' class frequencies: for skewed "
+        "data whose labelled part has the unlabelled part's skew), or C positive numbers (a known prior; renormalised)."
+    )
     smoothing: bool = Field(True, description="Ablation: memory-smoothed pseudo-labels on/off.")
     contrastive: bool = Field(True, description="Ablation: graph contrastive loss on/off.")
     self_loop_only: bool = Field(False, description="Ablation: pseudo-label graph of self-loops only (instance contrast).")
@@ -71,6 +78,35 @@ def bank_size(settings: CoMatchSettings, batch_size: int, mu: int) -> int:
     if settings.bank_size is not None:
         return settings.bank_size
     return settings.queue_batches * (1 + mu) * batch_size
+
+
+def alignment_prior(settings: CoMatchSettings, context: MethodContext) -> torch.Tensor | None:
+    """The target prior ``[C]`` of distribution alignment that ``comatch.da_prior`` names.
+
+    Returns:
+        None for ``uniform`` (the paper's alignment, computed exactly as before), the
+        labelled class frequencies for ``labelled``, or the given values renormalised.
+
+    Raises:
+        UserError: ``labelled`` without labelled counts in ``context``, a class without
+            labelled images, or a list of the wrong length or with a non-positive value.
+    """
+    prior = settings.da_prior
+    if prior == "uniform":
+        return None
+    if prior == "labelled":
+        counts = context.labelled_counts
+        if counts is None:
+            raise UserError("comatch.da_prior=labelled needs the labelled class counts of the run; give the prior as a list")
+        if min(counts) <= 0:
+            empty = [c for c, n in enumerate(counts) if n <= 0]
+            raise UserError(f"comatch.da_prior=labelled: class {empty[0]} has no labelled image; "
+                             "give the prior as a list of numbers instead")
+        prior = [float(n) for n in counts]
+    try:
+        return check_prior(prior, context.num_classes)
+    except ValueError as err:
+        raise UserError(f"comatch.da_prior: {err}; give 'uniform', 'labelled' or {context.num_classes} positive numbers") from None
 
 
 class CoMatch(Method):
@@ -122,7 +158,8 @@ class CoMatch(Method):
         if c.momentum is not None:
             return MomentumCoMatch.from_config(config, context)
         criterion = CoMatchCriterion(context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu),
-                                     defer_updates=True, **cls.criterion_settings(c))  # type: ignore[arg-type]
+                                     prior=alignment_prior(c, context), defer_updates=True,
+                                     **cls.criterion_settings(c))  # type: ignore[arg-type]
         return cls(criterion, **cls._schedule_settings(config, context))
 
     @staticmethod
@@ -221,7 +258,8 @@ class MomentumCoMatch(CoMatch):
             raise ValueError("the momentum variant needs the trained network to copy")
         criterion = MomentumCoMatchCriterion(
             context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu), queue_size=c.queue_size,
-            queue_init=c.queue_init, defer_updates=True, **cls.criterion_settings(c),  # type: ignore[arg-type]
+            queue_init=c.queue_init, prior=alignment_prior(c, context), defer_updates=True,
+            **cls.criterion_settings(c),  # type: ignore[arg-type]
         )
         encoder = MomentumEncoder(context.model, c.momentum)  # type: ignore[arg-type]
         return cls(criterion, encoder, momentum_first_epoch=c.momentum_first_epoch,

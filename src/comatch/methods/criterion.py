@@ -69,6 +69,8 @@ class CoMatchCriterion(nn.Module):
         self_loop_only: ablation switch: ``W^q`` keeps only self-loops (instance contrast).
         hard_labels: ablation switch: one-hot ``argmax(q)`` instead of the soft ``q`` in both
             ``L_u`` and ``W^q``.
+        prior: target class distribution ``[C]`` of distribution alignment
+            (``normalise(p * prior / p_avg)``); None: uniform, the paper's alignment.
         defer_updates: False (for your own loop): the aligner, bank (and queue) are updated
             at the end of each call, unless an input was not finite, in which case nothing
             is recorded. True (the trainer): the updates wait for :meth:`commit`, which the
@@ -93,6 +95,7 @@ class CoMatchCriterion(nn.Module):
         contrastive: bool = True,
         self_loop_only: bool = False,
         hard_labels: bool = False,
+        prior: torch.Tensor | None = None,
         defer_updates: bool = False,
     ) -> None:
         super().__init__()
@@ -106,7 +109,7 @@ class CoMatchCriterion(nn.Module):
         self.lambda_u, self.lambda_c = lambda_u, lambda_c
         self.smoothing, self.contrastive = smoothing, contrastive
         self.self_loop_only, self.hard_labels = self_loop_only, hard_labels
-        self.aligner = DistributionAligner(num_classes, da_window) if alignment else None
+        self.aligner = DistributionAligner(num_classes, da_window, prior) if alignment else None
         self.bank = MemoryBank(bank_size, proj_dim, num_classes) if smoothing else None
 
     @property

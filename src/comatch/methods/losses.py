@@ -79,12 +79,17 @@ def _number(name: str, value: float, low: float | None = None, high: float | Non
         raise ValueError(f"{name} must be a number{bounds}, got {value!r}")
 
 
-def distribution_alignment(probs: torch.Tensor, mean_probs: torch.Tensor) -> torch.Tensor:
-    """Distribution alignment: ``normalise(p / p_avg)`` (CoMatch eq. 3, after ReMixMatch).
+def distribution_alignment(
+    probs: torch.Tensor, mean_probs: torch.Tensor, prior: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Distribution alignment: ``normalise(p * prior / p_avg)`` (CoMatch eq. 3, after ReMixMatch).
 
     Args:
         probs: class probabilities ``[N, C]``.
         mean_probs: running average of the model's predicted class distribution ``[C]``.
+        prior: target class distribution ``[C]`` the aligned predictions are pulled towards;
+            None: uniform (the paper), computed without the multiplication so that the
+            result is bit for bit the paper's ``normalise(p / p_avg)``.
 
     Returns:
         Aligned probabilities ``[N, C]`` whose rows sum to 1.
@@ -98,6 +103,8 @@ def distribution_alignment(probs: torch.Tensor, mean_probs: torch.Tensor) -> tor
         shape = list(mean_probs.shape) if isinstance(mean_probs, torch.Tensor) else type(mean_probs).__name__
         raise ValueError(f"mean_probs must be the mean class distribution [C] = [{classes}], got {shape}")
     aligned = probs.detach() / mean_probs.detach().clamp_min(torch.finfo(probs.dtype).tiny)
+    if prior is not None:
+        aligned = aligned * prior.detach().to(aligned.dtype)  # [N, C] * [C]
     return aligned / aligned.sum(dim=1, keepdim=True)
 
 

@@ -25,13 +25,17 @@ class DistributionAligner(nn.Module):
     Args:
         num_classes: ``C``.
         window: number of past steps averaged (32 on CIFAR/STL, 128 on ImageNet).
+        prior: target class distribution ``[C]`` (positive, sums to 1) the aligned
+            probabilities are pulled towards: ``normalise(p * prior / p_avg)``; None: uniform
+            (the paper's ``normalise(p / p_avg)``, bit for bit).
     """
 
-    def __init__(self, num_classes: int, window: int) -> None:
+    def __init__(self, num_classes: int, window: int, prior: torch.Tensor | None = None) -> None:
         super().__init__()
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
+        self.prior = None if prior is None else check_prior(prior, num_classes)
         self.register_buffer("history", torch.zeros(window, num_classes))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         # Host copy of num_updates, so that the training step never waits on the device.
@@ -62,7 +66,7 @@ class DistributionAligner(nn.Module):
         history[self._num_updates % self.window] = batch_mean.to(history)
         filled = min(self._num_updates + 1, self.window)
         mean_probs = history[:filled].mean(dim=0)  # [C]
-        return distribution_alignment(probs, mean_probs.to(probs.dtype)), batch_mean
+        return distribution_alignment(probs, mean_probs.to(probs.dtype), self._prior_for(probs)), batch_mean
 
     @torch.no_grad()
     def record(self, batch_mean: torch.Tensor) -> None:
@@ -79,7 +83,25 @@ class DistributionAligner(nn.Module):
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         """Update the history with ``probs [N, C]`` and return them aligned ``[N, C]``."""
         self.update(probs)
-        return distribution_alignment(probs, self.mean_probs.to(probs.dtype))
+        return distribution_alignment(probs, self.mean_probs.to(probs.dtype), self._prior_for(probs))
+
+    def _prior_for(self, probs: torch.Tensor) -> torch.Tensor | None:
+        """The prior on ``probs``' device and dtype (None: uniform)."""
+        return None if self.prior is None else self.prior.to(probs.device, probs.dtype)
+
+
+def check_prior(prior: torch.Tensor | list[float], num_classes: int) -> torch.Tensor:
+    """A class prior as a float32 tensor ``[C]``, renormalised to sum to 1.
+
+    Raises:
+        ValueError: wrong length, or a value that is not positive and finite.
+    """
+    prior = torch.as_tensor(prior, dtype=torch.float32).flatten()
+    if prior.numel() != num_classes:
+        raise ValueError(f"the class prior has {prior.numel()} values but there are {num_classes} classes")
+    if not bool(torch.isfinite(prior).all()) or bool((prior <= 0).any()):
+        raise ValueError("every value of the class prior must be positive and finite")
+    return prior / prior.sum()
 
 
 class MemoryBank(nn.Module):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from comatch.errors import UserError
 from comatch.tools.baseline import add_baseline_parser, cmd_baseline
+from comatch.tools import trust_commands
 
 
 def _positive(text: str) -> int:
@@ -79,6 +80,8 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
     predict.add_argument("--top-k", type=_positive, default=1, metavar="K", help="classes listed per image (default 1)")
+    predict.add_argument("--unknown-threshold", type=float, metavar="P",
+                         help="label an image 'unknown' when its top (calibrated) probability is below P, e.g. 0.5")
 
     export = subparsers.add_parser(
         "export", help="export a uint8-images-to-probabilities model (TorchScript or ONNX)",
@@ -100,6 +103,7 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
                         help="2-D map of the test embeddings (tsne: clearer, slower)")
     report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
     add_baseline_parser(subparsers)
+    trust_commands.add_parsers(subparsers, _positive)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -124,6 +128,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"{missing[0]} does not exist; give image files or folders that exist")
     if args.out is not None:
         writable_file(args.out, "--out", "predictions.csv")
+    if args.unknown_threshold is not None and not 0 < args.unknown_threshold <= 1:
+        raise UserError(f"--unknown-threshold must lie in (0, 1], got {args.unknown_threshold}; e.g. 0.5")
     files = find_images(args.paths)
     if not files:
         raise UserError(f"no images (.png, .jpg, .jpeg, .bmp, .webp) in {', '.join(map(str, args.paths))}")
@@ -131,11 +137,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = predict_files(loaded, files, args.batch_size, args.top_k)
     k = min(args.top_k, len(loaded.class_names))
     if args.out is None:
-        write_predictions_csv(predictions, sys.stdout, k)
+        write_predictions_csv(predictions, sys.stdout, k, args.unknown_threshold)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as handle:
-            write_predictions_csv(predictions, handle, k)
+            write_predictions_csv(predictions, handle, k, args.unknown_threshold)
     failed = sum(1 for p in predictions if p.error)
     where = f"; written to {args.out}" if args.out else ""
     print(f"predicted {len(predictions) - failed} image(s); {failed} could not be read"
@@ -175,4 +181,4 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
-                 "baseline": cmd_baseline}
+                 "baseline": cmd_baseline, **trust_commands.COMMANDS}

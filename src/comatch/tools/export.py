@@ -41,10 +41,13 @@ class ProbabilityModel(nn.Module):
         model: returns ``(logits, z)``.
         mean, std: per-channel statistics in [0, 1] (one value is repeated for every channel).
         channels: ``C``.
+        temperature: ``T`` of the calibration (1.0: the raw softmax).
     """
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], channels: int,
+                 temperature: float = 1.0) -> None:
         super().__init__()
+        self.temperature = float(temperature)  # calibrated probabilities: softmax(logits / T)
         if len(mean) != channels:
             mean, std = mean * channels, std * channels
         self.model = model
@@ -54,7 +57,7 @@ class ProbabilityModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Args: ``images`` uint8 ``[N, C, S, S]``. Returns: probabilities ``[N, num_classes]``."""
         logits, _ = self.model((images.float() - self.mean) / self.std)  # [N, num_classes]
-        return torch.softmax(logits, dim=1)
+        return torch.softmax(logits / self.temperature, dim=1)
 
 
 def sample_inputs(loaded: LoadedModel, batch: int, seed: int) -> torch.Tensor:
@@ -118,7 +121,9 @@ def metadata(loaded: LoadedModel, fmt: str, max_diff: float) -> dict[str, Any]:
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", len(loaded.class_names)]},
         "preprocessing": {**pipeline_description(s, c),
                           "mean": list(loaded.mean), "std": list(loaded.std), "units": "[0, 1]",
-                          "inside_model": "x = (images / 255 - mean) / std, then softmax of the logits"},
+                          "inside_model": "x = (images / 255 - mean) / std, then softmax(logits / temperature)"},
+        "calibration": {"temperature": loaded.temperature,
+                        "calibrated": loaded.temperature != 1.0},
         "source": {"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights,
                    "arch": loaded.config.model.arch},
         "check": {"max_abs_diff": max_diff, "tolerance": TOLERANCE},
@@ -145,7 +150,7 @@ def export_model(loaded: LoadedModel, fmt: str, out: Path | None = None) -> tupl
         raise UserError(f"unknown export format {fmt!r}; choose torchscript or onnx")
     out = Path(out) if out is not None else default_output(loaded, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ProbabilityModel(loaded.model, loaded.mean, loaded.std, loaded.channels).cpu().eval()
+    wrapper = ProbabilityModel(loaded.model, loaded.mean, loaded.std, loaded.channels, loaded.temperature).cpu().eval()
     save = _save_torchscript if fmt == "torchscript" else _save_onnx
     run_export = save(wrapper, sample_inputs(loaded, 2, seed=0), out)
     checks = [sample_inputs(loaded, n, seed=n) for n in (1, 3, 8)]  # other batch sizes than the example

@@ -33,6 +33,7 @@ from comatch.training.runtime import resolve_device
 from comatch.data.preprocessing import Normalizer, run_data, view_settings
 
 WEIGHTS = ("ema", "raw")
+UNKNOWN = "unknown"  # the class of an image below predict's --unknown-threshold
 
 
 @dataclass
@@ -49,6 +50,8 @@ class LoadedModel:
         step: the training step of the checkpoint.
         path: the checkpoint file.
         channels, image_size: what the network takes (as the checkpoint records it).
+        temperature: ``T`` of the calibrated probabilities ``softmax(logits / T)``, from the
+            run's ``calibration.json`` (1.0: not calibrated).
     """
 
     model: nn.Module
@@ -62,6 +65,7 @@ class LoadedModel:
     path: Path
     channels: int
     image_size: int
+    temperature: float = 1.0
 
     def eval_view(self) -> View:
         """The trainer's per-image evaluation view, built from the checkpoint's settings."""
@@ -103,13 +107,15 @@ def _weights_of(state: dict[str, Any], weights: str, path: Path) -> dict[str, to
     return {k.removeprefix("module."): v for k, v in state["ema"].items()}
 
 
-def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") -> LoadedModel:
+def load_model(source: str | Path, weights: str = "ema", device: str = "cpu", calibrated: bool = True) -> LoadedModel:
     """Load a checkpoint's network and preprocessing.
 
     Args:
         source: a checkpoint file or a run directory (its newest checkpoint).
         weights: ``"ema"`` (the evaluation average, default) or ``"raw"``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        calibrated: use the temperature of the run's ``calibration.json`` (EMA weights only;
+            it was fitted for them).
 
     Returns:
         The model in eval mode on ``device`` with its class names and statistics.
@@ -141,7 +147,16 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu") ->
         ) from None
     target = resolve_device(device)
     return LoadedModel(model.to(target).eval(), config, list(names), tuple(norm["mean"]), tuple(norm["std"]),
-                       target, weights, int(state.get("step", 0)), path, channels, size)
+                       target, weights, int(state.get("step", 0)), path, channels, size,
+                       run_temperature(path) if calibrated and weights == "ema" else 1.0)
+
+
+def run_temperature(checkpoint: Path) -> float:
+    """The fitted temperature of a checkpoint's run (``calibration.json``), else 1.0."""
+    from comatch.tools.calibration import read_calibration, run_dir_of
+
+    calibration = read_calibration(run_dir_of(checkpoint))
+    return float(calibration["temperature"]) if calibration else 1.0
 
 
 def run_test_set(config: cfg.Config, data_root: str | Path | None = None) -> Dataset:
@@ -187,8 +202,22 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, batch_size: int = 256) -> di
     """
     loader = eval_loader(dataset, loaded.eval_view(), batch_size)
     logits, _, labels = predict(loaded.model, loader, loaded.preprocess())
+    metrics = classification_metrics(logits, labels, loaded.class_names)
     return {"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights,
-            "class_names": loaded.class_names, **classification_metrics(logits, labels, loaded.class_names)}
+            "class_names": loaded.class_names, **metrics, **trust_metrics(logits, labels, metrics, loaded.temperature)}
+
+
+def trust_metrics(logits: torch.Tensor, labels: torch.Tensor, metrics: dict[str, Any], temperature: float) -> dict[str, Any]:
+    """Balanced accuracy, macro-F1 and the calibration error (15 bins) before and after ``T``."""
+    from comatch.tools.calibration import balanced_accuracy, expected_calibration_error, macro_f1
+
+    return {
+        "balanced_accuracy": balanced_accuracy(metrics["confusion_matrix"]),
+        "macro_f1": macro_f1(metrics["confusion_matrix"]),
+        "temperature": temperature,
+        "ece": expected_calibration_error(torch.softmax(logits.double(), 1), labels),
+        "ece_calibrated": expected_calibration_error(torch.softmax(logits.double() / temperature, 1), labels),
+    }
 
 
 def evaluation_data(
@@ -240,7 +269,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
                     row.error = str(err)
             if images:
                 logits, _ = loaded.model(preprocess(torch.stack(images)))  # [n, C]
-                probs, idx = torch.softmax(logits.float(), dim=1).topk(k, dim=1)  # [n, k]
+                probs, idx = torch.softmax(logits.float() / loaded.temperature, dim=1).topk(k, dim=1)  # [n, k]
                 for row, p, i in zip(readable, probs.cpu().tolist(), idx.cpu().tolist()):
                     row.top = [(loaded.class_names[c], q) for c, q in zip(i, p)]
             results.extend(rows)
@@ -248,8 +277,13 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
     return results
 
 
-def write_predictions_csv(predictions: Sequence[Prediction], handle: TextIO, top_k: int) -> None:
-    """Write ``path,class,probability[,class_2,probability_2,...],error`` rows."""
+def write_predictions_csv(predictions: Sequence[Prediction], handle: TextIO, top_k: int,
+                          unknown_threshold: float | None = None) -> None:
+    """Write ``path,class,probability[,class_2,probability_2,...],error`` rows.
+
+    With ``unknown_threshold`` P, an image whose top probability is below P gets the class
+    ``unknown`` (its probability stays the top class's, the next columns name the classes).
+    """
     extra = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "probability")]
     writer = csv.writer(handle)
     writer.writerow(["path", "class", "probability", *extra, "error"])
@@ -257,5 +291,7 @@ def write_predictions_csv(predictions: Sequence[Prediction], handle: TextIO, top
         cells: list[Any] = []
         for i in range(top_k):
             name, prob = p.top[i] if i < len(p.top) else ("", "")
+            if i == 0 and unknown_threshold is not None and prob != "" and prob < unknown_threshold:
+                name = UNKNOWN
             cells += [name, f"{prob:.6f}" if prob != "" else ""]
         writer.writerow([str(p.path), *cells, p.error])

@@ -30,6 +30,7 @@ from comatch.tools.inference import classification_metrics, load_model, run_test
 from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
 from comatch.tools.report_html import comparison_page, run_page
 from comatch.training.monitor import parse_records
+from comatch.tools.report_trust import trust_sections
 
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)
@@ -188,7 +189,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     summary = _read_json(run_dir / "summary.json")
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     html = out / "report.html"
-    html.write_text(run_page(run_dir.name, summary, evaluation, written, config_text, html.parent))
+    page = run_page(run_dir.name, summary, evaluation, written, config_text, html.parent)
+    trust_figures, trust_html = trust_sections(run_dir, out, device, evaluation, say)  # docs/trust.md
+    written.update(trust_figures)
+    html.write_text(page.replace("<h2>Configuration</h2>", trust_html + "\n<h2>Configuration</h2>", 1))
     return Report(html, written, figures, evaluation)
 
 

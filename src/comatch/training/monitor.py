@@ -161,7 +161,8 @@ class RunMonitor:
         if record["kind"] == "train" and step > self.start:
             eta = (time.monotonic() - self.started_at) / (step - self.start) * (self.total - step)
             where += f" eta={_duration(eta)}"
-        text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("kind", "step"))
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items()
+                        if k not in ("kind", "step") and not k.startswith("pseudo_label_share_"))  # per class: file only
         print(f"[{record['kind']}] {where} {text}", file=self.stream, flush=True)
 
     def set_total(self, total: int) -> None:

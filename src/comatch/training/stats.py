@@ -18,8 +18,11 @@ class StepStats:
     FIELDS = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "graph_edges",
               "pseudo_label_acc", "pseudo_label_acc_confident", "pseudo_label_known")
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, num_classes: int = 0) -> None:
         self.device = device
+        # per-class share of the pseudo-labels' argmax (the guardrails and the report read them)
+        self.FIELDS = StepStats.FIELDS + tuple(f"pseudo_label_share_{c}" for c in range(num_classes))
+        self.num_classes = num_classes
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
 
@@ -38,6 +41,8 @@ class StepStats:
             self._accumulate(name, getattr(out, name))
         for name, value in out.stats.items():
             self._accumulate(name, value)
+        if out.pseudo_labels is not None and self.num_classes:
+            self._add_class_shares(out.pseudo_labels)
         if out.pseudo_labels is None or out.mask is None or truth is None:
             return
         known = truth >= 0  # [N]; unknown ground truth is -1
@@ -47,6 +52,13 @@ class StepStats:
         self._accumulate("pseudo_label_acc", correct.sum(), known.sum())
         self._accumulate("pseudo_label_acc_confident", (correct & confident).sum(), confident.sum())
         self._accumulate("pseudo_label_known", known.sum(), float(known.numel()))
+
+    def _add_class_shares(self, pseudo_labels: torch.Tensor) -> None:
+        """Count each class's share of this step's pseudo-labels (argmax of ``[N, C]``)."""
+        counts = torch.bincount(pseudo_labels.argmax(dim=1), minlength=self.num_classes).float()  # [C]
+        total = float(pseudo_labels.shape[0])
+        for c in range(self.num_classes):
+            self._accumulate(f"pseudo_label_share_{c}", counts[c], total)
 
     def reduce_to_main(self) -> None:
         """Sum every process's running sums into rank 0 (one collective; all processes call it).

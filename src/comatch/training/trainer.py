@@ -35,6 +35,8 @@ from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, to
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
+from comatch.training import trust_hooks
+from comatch.data.labels import class_counts
 
 # Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
 LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
@@ -70,10 +72,13 @@ class Trainer:
         self.data: RunData = data or run_data(config)
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
+        if config.data.exclude_outliers and self.data.unlabelled is not None:
+            self.data = trust_hooks.leave_out_outliers(self)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup,
                             buffers=config.optim.ema_buffers)
         unlabelled = len(self.data.unlabelled) if self.data.unlabelled is not None else 0  # type: ignore[arg-type]
-        context = MethodContext(self.data.num_classes, config.model.proj_dim, self.model, unlabelled)
+        context = MethodContext(self.data.num_classes, config.model.proj_dim, self.model, unlabelled,
+                                class_counts(self.data.labelled, self.data.num_classes))
         self.method = METHODS[config.method].from_config(config, context).to(self.device)
         self.ddp_model = distributed.wrap_ddp(self.model, self.device, not self.method.uses_every_parameter)
         if config.run.compile:
@@ -100,7 +105,7 @@ class Trainer:
         self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
         self.rows_x = parallel.batch_rows(o.batch_size, "labelled")
         self.rows_u = parallel.batch_rows(o.batch_size * o.mu, "unlabelled")
-        self.stats = StepStats(self.device)
+        self.stats = StepStats(self.device, self.data.num_classes)
         self.monitor: RunMonitor | parallel.NullMonitor | None = None
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
         self.wall_before = 0.0
@@ -361,6 +366,7 @@ class Trainer:
                     rate = self.images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
                     self.monitor.log({"step": self.step, "kind": "train", **self.stats.read(),
                                       "lr": self.scheduler.get_last_lr()[0], "images_per_sec": rate})
+                    trust_hooks.warn_during_run(self)
                     tick, tick_step = now, self.step
                 if main and (self.step % cfg_run.eval_every == 0 or self.step == total):
                     self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
@@ -465,6 +471,8 @@ class Trainer:
             if not stopped and self.config.run.baseline:
                 summary["baseline"] = self._baselines()
                 atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            if not stopped:
+                trust_hooks.end_of_run(self)
             if not stopped and self.config.run.report:
                 self._report()
         if stopped:

@@ -1,0 +1,230 @@
+"""``comatch suggest``: which unlabelled images to label next.
+
+The ranking (docs/trust.md) mixes uncertainty and diversity:
+
+1. The EMA model predicts every unlabelled image (evaluation view): ``p = softmax(logits / T)``
+   with the run's fitted temperature.
+2. CoMatch's memory smoothing over the pool: ``q = alpha p + (1 - alpha) sum_j a_j p_j``, the
+   neighbours being the labelled images (one-hot) and the other pool images
+   (:func:`comatch.tools.scores.smoothed_pool_labels`).
+3. Uncertainty ``u = (1 - max q) C / (C - 1)``.
+4. Uncertainty-weighted k-centre greedy on the embeddings ``z``
+   (:func:`comatch.tools.scores.diverse_ranking`): each pick maximises ``(0.05 + u) d``,
+   ``d`` being the cosine distance to the labelled images and the earlier picks.
+
+With ``--before-training`` the network is the run's initial one (random, or ``model.init``),
+rebuilt from its config and seed; its predictions mean nothing yet, so ``u = 1`` and the
+ranking is pure k-centre coverage of its encoder features (centred on the pool's mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from comatch import config as cfg
+from comatch.data import RunData
+from comatch.errors import UserError
+from comatch.tools.pool import candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index
+from comatch.tools.scores import diverse_ranking, smoothed_pool_labels, uncertainty
+
+
+@dataclass
+class Suggestion:
+    """One image to label: its row in the unlabelled pool and why."""
+
+    rank: int
+    row: int
+    index: int
+    path: str | None
+    score: float
+    uncertainty: float
+    distance: float
+    predicted: str
+    probability: float
+
+
+def run_config(run_dir: Path) -> cfg.Config:
+    """The configuration in ``RUN_DIR/config.yaml``.
+
+    Raises:
+        UserError: there is none.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no config.yaml; give a run directory (for a first round before any "
+                        "training, write one with `comatch train ... --show-config > DIR/config.yaml`)")
+    return cfg.build_config(config_file=path)
+
+
+def _run_data(config: cfg.Config, run_dir: Path) -> RunData:
+    """The run's data, with its saved labelled subset when it has one (``labelled.json``)."""
+    from comatch.data.preprocessing import run_data
+
+    saved = Path(run_dir) / "labelled.json"
+    if saved.is_file() and not config.data.labeled_list:
+        config = config.model_copy(deep=True)
+        config.data.labeled_list = str(saved)
+    return run_data(config)
+
+
+def _initial_network(config: cfg.Config, data: RunData, device: torch.device) -> torch.nn.Module:
+    """The run's network as its trainer starts it: same seed, ``model.init`` when given."""
+    from comatch.models import build_model
+    from comatch.models.pretrained import load_encoder_weights
+    from comatch.training.runtime import seed_everything
+
+    seed_everything(config.seed)
+    m = config.model
+    model = build_model(m.arch, data.num_classes, in_channels=m.in_channels or data.channels,
+                        proj_dim=m.proj_dim, bn_momentum=m.bn_momentum)
+    if m.init:
+        load_encoder_weights(model.encoder, m.init)
+    return model.to(device).eval()
+
+
+def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = "cpu",
+            batch_size: int = 256) -> tuple[list[Suggestion], RunData]:
+    """Rank the run's unlabelled images and return the first ``k``.
+
+    Raises:
+        UserError: not a run directory, no checkpoint (without ``before_training``), or no
+            unlabelled image left.
+    """
+    from comatch.data.preprocessing import Normalizer, view_settings
+    from comatch.data.views import build_views
+    from comatch.tools.inference import load_model
+    from comatch.training.runtime import resolve_device
+
+    run_dir = Path(run_dir)
+    if before_training:
+        config = run_config(run_dir)
+        target = resolve_device(device)
+        data = _run_data(config, run_dir)
+        model, temperature = _initial_network(config, data, target), 1.0
+        channels = config.model.in_channels or data.channels
+        preprocess = Normalizer(data.mean, data.std, channels, target)
+        view = build_views(view_settings(config, data.image_size))["eval"]
+    else:
+        if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.pt")):
+            raise UserError(f"{run_dir} holds no checkpoint; train the run first, or rank with the initial "
+                            "network: --before-training")
+        loaded = load_model(run_dir, "ema", device)
+        config, model, temperature = loaded.config, loaded.model, loaded.temperature
+        data = _run_data(config, run_dir)
+        preprocess, view = loaded.preprocess(), loaded.eval_view()
+    rows = candidate_rows(data)
+    if len(rows) == 0:
+        raise UserError("every image of the run is labelled already; there is nothing to suggest")
+    pool = outputs_on(model, Subset(data.unlabelled, rows.tolist()), view, preprocess, batch_size)
+    labelled = outputs_on(model, data.labelled, view, preprocess, batch_size)
+    probs = torch.softmax(pool.logits.double() / temperature, dim=1).float()
+    if before_training:
+        mean = pool.feats.mean(dim=0)
+        emb, ref, u = centred(pool.feats, mean), centred(labelled.feats, mean), torch.ones(len(rows))
+    else:
+        c = getattr(config, "comatch", None)
+        alpha, t = (c.alpha, c.temperature) if c is not None else (0.9, 0.2)
+        q = smoothed_pool_labels(probs, pool.z, labelled.z, labelled_targets(data), alpha, t)
+        emb, ref, u = pool.z, labelled.z, uncertainty(q)
+        probs = q
+    ranking = diverse_ranking(emb, u, k, ref)
+    confidence, predicted = probs.max(dim=1)
+    result = []
+    for rank, (i, score, ui, di) in enumerate(zip(ranking.order.tolist(), ranking.score.tolist(),
+                                                   ranking.uncertainty.tolist(), ranking.distance.tolist()), 1):
+        row = int(rows[i])
+        result.append(Suggestion(rank, row, root_index(data.unlabelled, row), path_of(data.unlabelled, row), score,
+                                 ui, di, data.class_names[int(predicted[i])], float(confidence[i])))
+    return result, data
+
+
+def write_csv(suggestions: list[Suggestion], handle: Any) -> None:
+    """``rank,index,path,score,uncertainty,distance,predicted,probability`` rows."""
+    writer = csv.writer(handle)
+    writer.writerow(["rank", "index", "path", "score", "uncertainty", "distance", "predicted", "probability"])
+    for s in suggestions:
+        writer.writerow([s.rank, s.index, s.path or "", f"{s.score:.6f}", f"{s.uncertainty:.6f}",
+                         f"{s.distance:.6f}", s.predicted, f"{s.probability:.6f}"])
+
+
+def write_links(suggestions: list[Suggestion], data: RunData, folder: Path) -> int:
+    """``FOLDER/PREDICTED_CLASS/RANK_NAME``: symbolic links to the files, or PNG copies of
+    in-memory images. Returns the number written."""
+    from PIL import Image
+
+    from comatch.data.datasets import gather
+
+    for s in suggestions:
+        target = folder / s.predicted
+        target.mkdir(parents=True, exist_ok=True)
+        if s.path is not None:
+            link = target / f"{s.rank:04d}_{Path(s.path).name}"
+            link.unlink(missing_ok=True)
+            os.symlink(os.path.abspath(s.path), link)
+        else:
+            image, _ = gather(data.unlabelled, torch.tensor([s.row]))
+            pixels = image[0].permute(1, 2, 0).numpy()  # [H, W, C]
+            Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(
+                target / f"{s.rank:04d}_index{s.index}.png")
+    return len(suggestions)
+
+
+def next_labelled_list(data: RunData, suggestions: list[Suggestion]) -> list[Any]:
+    """The run's labelled list plus the suggested images (benchmarks: indices into the pool,
+    whose labels the dataset knows; for your own folders, move the files instead)."""
+    if any(s.path is not None for s in suggestions):
+        raise UserError("--next-list works for benchmark data (indices); for your own images move the suggested "
+                        "files into their class folders under --labeled and train again")
+    return list(data.labelled_ids) + [s.index for s in suggestions]
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """``comatch suggest RUN_DIR --n K``."""
+    import sys
+
+    suggestions, data = suggest(args.run_dir, args.n, args.before_training, args.device, args.batch_size)
+    if args.out is None:
+        write_csv(suggestions, sys.stdout)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", newline="") as handle:
+            write_csv(suggestions, handle)
+    if args.links is not None:
+        write_links(suggestions, data, args.links)
+    if args.next_list is not None:
+        args.next_list.parent.mkdir(parents=True, exist_ok=True)
+        args.next_list.write_text(json.dumps(next_labelled_list(data, suggestions)) + "\n")
+    where = [f"CSV {args.out}"] if args.out else []
+    where += [f"links in {args.links}"] if args.links else []
+    where += [f"next labelled list {args.next_list}"] if args.next_list else []
+    print(f"suggested {len(suggestions)} image(s) to label" + (f": {', '.join(where)}" if where else ""), file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction, positive: Any) -> None:
+    """The ``suggest`` subcommand."""
+    p = subparsers.add_parser(
+        "suggest", help="rank unlabelled images to label next (uncertain and diverse)",
+        description="Rank the run's unlabelled images by the uncertainty of their smoothed pseudo-label, picked "
+        "by k-centre greedy on the embeddings so that the K suggestions cover different regions (see docs/trust.md). "
+        "Labels come back by moving the files into their class folders under --labeled (your own images) or "
+        "with --labeled-list (benchmarks: see --next-list).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (config.yaml; a checkpoint unless --before-training)")
+    p.add_argument("--n", type=positive, required=True, metavar="K", help="images to suggest")
+    p.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
+    p.add_argument("--links", type=Path, metavar="DIR", help="also write DIR/PREDICTED_CLASS/ links to the suggested files")
+    p.add_argument("--next-list", type=Path, metavar="FILE",
+                   help="benchmarks: write the run's labelled.json plus the suggested indices, for --labeled-list")
+    p.add_argument("--before-training", action="store_true",
+                   help="rank with the run's initial network (random or model.init): the first round, before training")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    p.add_argument("--batch-size", type=positive, default=256, help="images per forward pass")

@@ -1,0 +1,102 @@
+"""The trainer's few calls into the trust features: leaving out outliers before training,
+the guardrails' warnings while it logs, and the temperature fit and final checks at the end.
+
+Kept out of :mod:`comatch.training.trainer` so that the loop stays one screen of code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from comatch import distributed
+from comatch.data import RunData
+from comatch.data.labels import class_counts
+from comatch.training import guardrails
+
+if TYPE_CHECKING:
+    from comatch.training.trainer import Trainer
+
+GUARDRAILS_FILE = "guardrails.json"
+
+
+def leave_out_outliers(trainer: Trainer) -> RunData:
+    """``trainer.data`` without the ``data.exclude_outliers`` share of likely outliers,
+    scored with the network as built (random or ``model.init`` weights)."""
+    from comatch.data.preprocessing import Normalizer, view_settings
+    from comatch.data.views import build_views
+    from comatch.tools.ood import exclude_outliers
+
+    data, config = trainer.data, trainer.config
+    view = build_views(view_settings(config, data.image_size))["eval"]
+    normalize = Normalizer(data.mean, data.std, trainer.in_channels, trainer.device)
+    main = distributed.is_main_process()
+    return exclude_outliers(config, data, trainer.model, view, normalize, trainer.out_dir, write=main,
+                            say=(print if main else (lambda _: None)))
+
+
+def _prior(trainer: Trainer) -> list[float]:
+    return [float(n) for n in class_counts(trainer.data.labelled, trainer.data.num_classes)]
+
+
+def warn_during_run(trainer: Trainer) -> None:
+    """Print each guardrail's warning once, when it first fires (main process)."""
+    if not distributed.is_main_process() or trainer.monitor is None:
+        return
+    seen: set[str] = trainer.__dict__.setdefault("_guardrails_seen", set())
+    found = guardrails.check(trainer.monitor.records, total_steps=trainer.config.optim.iterations,
+                             prior=_prior(trainer), class_names=trainer.data.class_names)
+    for warning in found:
+        if warning.kind not in seen:
+            seen.add(warning.kind)
+            trainer.monitor.message(f"comatch: warning: {warning.message}")
+
+
+def end_of_run(trainer: Trainer) -> None:
+    """Fit the temperature (``calibration.json``) and write every guardrail's finding
+    (``guardrails.json``); a failure of either only warns: the run's results are saved."""
+    try:
+        from comatch.tools.calibration import calibrate_run
+
+        result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
+        trainer.monitor.message(
+            f"calibration: temperature {result['temperature']:.3f} fitted on the {result['fitted_on'].split(' (')[0]}; "
+            f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f} there"
+            + (f", test {result['test_ece_before']:.3f} -> {result['test_ece_after']:.3f}" if "test_ece_after" in result else ""))
+    except Exception as err:  # noqa: BLE001 - reported; the run itself is finished
+        trainer.monitor.message(f"comatch: warning: no temperature fitted ({type(err).__name__}: {err}); "
+                                f"retry with `comatch calibrate {trainer.out_dir}`")
+    try:
+        (trainer.out_dir / "labelled_counts.json").write_text(json.dumps(_prior(trainer)) + "\n")
+        found = run_warnings(trainer.out_dir, trainer.monitor.records)
+        seen: set[str] = trainer.__dict__.setdefault("_guardrails_seen", set())
+        for warning in found:
+            if warning.kind not in seen:
+                trainer.monitor.message(f"comatch: warning: {warning.message}")
+    except Exception as err:  # noqa: BLE001
+        trainer.monitor.message(f"comatch: warning: the guardrails could not run ({type(err).__name__}: {err})")
+
+
+def run_warnings(run_dir: Any, records: list[dict[str, Any]] | None = None, write: bool = True) -> list[guardrails.Warning]:
+    """Every guardrail's finding on a finished run directory; written to ``guardrails.json``."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
+    if records is None:
+        path = run_dir / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    summary = read("summary.json") or {}
+    data = read("data.json") or {}
+    counts = _labelled_counts(run_dir)
+    found = guardrails.check(records, total_steps=summary.get("iterations"), summary=summary,
+                             baseline=read("baseline.json"), prior=counts, class_names=data.get("classes"))
+    if write:
+        (run_dir / GUARDRAILS_FILE).write_text(json.dumps([w.as_dict() for w in found], indent=2) + "\n")
+    return found
+
+
+def _labelled_counts(run_dir: Any) -> list[float] | None:
+    """The labelled class counts written at the start of the run (``labelled_counts.json``)."""
+    path = run_dir / "labelled_counts.json"
+    return json.loads(path.read_text()) if path.is_file() else None
