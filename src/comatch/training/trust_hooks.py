@@ -7,6 +7,7 @@ Kept out of :mod:`comatch.training.trainer` so that the loop stays one screen of
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from comatch import distributed
@@ -59,10 +60,13 @@ def end_of_run(trainer: Trainer) -> None:
         from comatch.tools.calibration import calibrate_run
 
         result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
-        trainer.monitor.message(
-            f"calibration: temperature {result['temperature']:.3f} fitted on the {result['fitted_on'].split(' (')[0]}; "
-            f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f} there"
-            + (f", test {result['test_ece_before']:.3f} -> {result['test_ece_after']:.3f}" if "test_ece_after" in result else ""))
+        if not math.isfinite(result.get("ece_before", float("nan"))):
+            trainer.monitor.message("calibration: no temperature fitted: the model's probabilities are not finite")
+        else:
+            trainer.monitor.message(
+                f"calibration: temperature {result['temperature']:.3f} fitted on the {result['fitted_on'].split(' (')[0]}; "
+                f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f} there"
+                + (f", test {result['test_ece_before']:.3f} -> {result['test_ece_after']:.3f}" if "test_ece_after" in result else ""))
     except Exception as err:  # noqa: BLE001 - reported; the run itself is finished
         trainer.monitor.message(f"comatch: warning: no temperature fitted ({type(err).__name__}: {err}); "
                                 f"retry with `comatch calibrate {trainer.out_dir}`")
