@@ -170,9 +170,10 @@ class ModelConfig(_Section):
     def _known_arch(cls, arch: str) -> str:
         """One of the architectures :mod:`comatch.models` builds (checked before any data loads)."""
         from comatch.models import ARCHITECTURES  # the models' own list; imported here, when validated
+        from comatch.models.timm_backbone import is_timm_arch
 
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture; choose one of: {', '.join(ARCHITECTURES)}")
+        if arch not in ARCHITECTURES and not is_timm_arch(arch):
+            raise ValueError(f"unknown architecture; choose one of: {', '.join(ARCHITECTURES)}, or a timm model as timm:NAME")
         return arch
 
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from comatch.errors import UserError
 from comatch.tools.plots import Panel, _save, draw_panels
+from comatch.training.monitor import parse_records
 
 SUSPICIOUS = 16  # thumbnails of the highest OOD scores
 MAX_SCORED = 5000  # unlabelled images scored for the report (a seeded sample of larger pools)
@@ -170,7 +171,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return parse_records(path.read_bytes())[0] if path.is_file() else []  # damaged lines dropped
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -210,21 +210,3 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction, positive: Any) -> None:
-    """The ``suggest`` subcommand."""
-    p = subparsers.add_parser(
-        "suggest", help="rank unlabelled images to label next (uncertain and diverse)",
-        description="Rank the run's unlabelled images by the uncertainty of their smoothed pseudo-label, picked "
-        "by k-centre greedy on the embeddings so that the K suggestions cover different regions (see docs/trust.md). "
-        "Labels come back by moving the files into their class folders under --labeled (your own images) or "
-        "with --labeled-list (benchmarks: see --next-list).")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (config.yaml; a checkpoint unless --before-training)")
-    p.add_argument("--n", type=positive, required=True, metavar="K", help="images to suggest")
-    p.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
-    p.add_argument("--links", type=Path, metavar="DIR", help="also write DIR/PREDICTED_CLASS/ links to the suggested files")
-    p.add_argument("--next-list", type=Path, metavar="FILE",
-                   help="benchmarks: write the run's labelled.json plus the suggested indices, for --labeled-list")
-    p.add_argument("--before-training", action="store_true",
-                   help="rank with the run's initial network (random or model.init): the first round, before training")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
-    p.add_argument("--batch-size", type=positive, default=256, help="images per forward pass")

@@ -9,11 +9,29 @@ from pathlib import Path
 from typing import Any
 
 
-def add_parsers(subparsers: argparse._SubParsersAction, positive: Any) -> None:
-    """Add ``suggest`` and ``calibrate``."""
-    from comatch.tools import suggest
+def add_suggest_parser(subparsers: argparse._SubParsersAction, positive: Any) -> None:
+    """The ``suggest`` subcommand."""
+    p = subparsers.add_parser(
+        "suggest", help="rank unlabelled images to label next (uncertain and diverse)",
+        description="Rank the run's unlabelled images by the uncertainty of their smoothed pseudo-label, picked "
+        "by k-centre greedy on the embeddings so that the K suggestions cover different regions (see docs/trust.md). "
+        "Labels come back by moving the files into their class folders under --labeled (your own images) or "
+        "with --labeled-list (benchmarks: see --next-list).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (config.yaml; a checkpoint unless --before-training)")
+    p.add_argument("--n", type=positive, required=True, metavar="K", help="images to suggest")
+    p.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
+    p.add_argument("--links", type=Path, metavar="DIR", help="also write DIR/PREDICTED_CLASS/ links to the suggested files")
+    p.add_argument("--next-list", type=Path, metavar="FILE",
+                   help="benchmarks: write the run's labelled.json plus the suggested indices, for --labeled-list")
+    p.add_argument("--before-training", action="store_true",
+                   help="rank with the run's initial network (random or model.init): the first round, before training")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    p.add_argument("--batch-size", type=positive, default=256, help="images per forward pass")
 
-    suggest.add_parser(subparsers, positive)
+
+def add_parsers(subparsers: argparse._SubParsersAction, positive: Any) -> None:
+    """Add ``suggest`` and ``calibrate`` (nothing heavy is imported until a command runs)."""
+    add_suggest_parser(subparsers, positive)
     calibrate = subparsers.add_parser(
         "calibrate", help="fit the temperature of a run's probabilities (calibration.json)",
         description="Fit one temperature T on the run's validation part (else its labelled images) so that "

@@ -14,6 +14,7 @@ from comatch import distributed
 from comatch.data import RunData
 from comatch.data.labels import class_counts
 from comatch.training import guardrails
+from comatch.training.monitor import parse_records
 
 if TYPE_CHECKING:
     from comatch.training.trainer import Trainer
@@ -89,7 +90,7 @@ def run_warnings(run_dir: Any, records: list[dict[str, Any]] | None = None, writ
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
     if records is None:
         path = run_dir / "metrics.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        records = parse_records(path.read_bytes())[0] if path.is_file() else []  # damaged lines dropped
     summary = read("summary.json") or {}
     data = read("data.json") or {}
     counts = _labelled_counts(run_dir)
