@@ -150,7 +150,7 @@ def calibration_split(data: Any) -> tuple[Any, str]:
     """
     if data.val is not None and len(data.val):
         return data.val, "validation part"
-    return data.labelled, "labelled images (trained on: no validation part; the temperature under-corrects)"
+    return data.labelled, "labelled images (trained on: no validation part; not applied)"
 
 
 def calibrate_run(run_dir: Path, device: str = "cpu", batch_size: int = 256, data: Any = None) -> dict[str, Any]:
@@ -174,6 +174,10 @@ def calibrate_run(run_dir: Path, device: str = "cpu", batch_size: int = 256, dat
     part, name = calibration_split(data)
     logits, _, labels = predict(loaded.model, eval_loader(part, loaded.eval_view(), batch_size), loaded.preprocess())
     result = calibrate(logits, labels, name)
+    if part is not data.val:  # fitted on trained-on images it would make new ones over-confident: not applied
+        result.update(temperature=1.0, ece_after=result["ece_before"], nll_after=result["nll_before"], fitted_on=None,
+                      not_fitted="no validation part: the labelled images were trained on; give --val (or "
+                                 "data.val_per_class) for a temperature")
     if data.test is not None and len(data.test):
         logits, _, labels = predict(loaded.model, eval_loader(data.test, loaded.eval_view(), batch_size),
                                     loaded.preprocess())

@@ -63,6 +63,9 @@ def end_of_run(trainer: Trainer) -> None:
         result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
         if not math.isfinite(result.get("ece_before", float("nan"))):
             trainer.monitor.message("calibration: no temperature fitted: the model's probabilities are not finite")
+        elif result.get("fitted_on") is None:
+            test = f"; test ECE {result['test_ece_before']:.3f}" if "test_ece_before" in result else ""
+            trainer.monitor.message(f"calibration: no temperature fitted ({result['not_fitted']}){test}")
         else:
             trainer.monitor.message(
                 f"calibration: temperature {result['temperature']:.3f} fitted on the {result['fitted_on'].split(' (')[0]}; "
