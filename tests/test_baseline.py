@@ -70,3 +70,15 @@ def test_baseline_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     assert main(["baseline", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"comatch: error: {tmp_path} holds no config.yaml; give a run directory written by `comatch train`"
+
+
+def test_the_report_shows_the_run_beside_its_baselines():
+    from comatch.tools.report_html import baseline_section
+
+    found = {"run": {"test_accuracy_ema": 0.9593}, "features": {"source": "random", "dim": 64, "knn_1": 0.2072},
+             "pixels": {"label_spreading": 0.8676, "unlabelled_used": 10000},
+             "best_baseline": {"name": "pixels.label_spreading", "test_accuracy": 0.8676}, "gain_over_best": 0.0917}
+    page = baseline_section(found)
+    assert "this run (EMA model)" in page and "pixels: label_spreading" in page and "features: knn_1" in page
+    assert "+9.2 points from the best baseline (pixels.label_spreading)" in page
+    assert "unlabelled_used" not in page and baseline_section({}) == ""

@@ -28,7 +28,7 @@ from comatch.errors import UserError
 from comatch.tools.evaluation import predict
 from comatch.tools.inference import classification_metrics, load_model, run_test_set
 from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
-from comatch.tools.report_html import comparison_page, run_page
+from comatch.tools.report_html import baseline_section, comparison_page, run_page
 from comatch.training.monitor import parse_records
 from comatch.tools.report_trust import trust_sections
 
@@ -190,6 +190,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     html = out / "report.html"
     page = run_page(run_dir.name, summary, evaluation, written, config_text, html.parent)
+    page = page.replace("<h2>Plots</h2>", baseline_section(_read_json(run_dir / "baseline.json")) + "<h2>Plots</h2>", 1)
     trust_figures, trust_html = trust_sections(run_dir, out, device, evaluation, say)  # docs/trust.md
     written.update(trust_figures)
     html.write_text(page.replace("<h2>Configuration</h2>", trust_html + "\n<h2>Configuration</h2>", 1))

@@ -77,6 +77,21 @@ def run_page(name: str, summary: Mapping[str, Any], evaluation: Mapping[str, Any
     return _page(f"comatch run {name}", "\n".join(body))
 
 
+def baseline_section(found: Mapping[str, Any] | None) -> str:
+    """What the run reaches against what no unlabelled training reaches (``baseline.json``), or ''."""
+    if not found:
+        return ""
+    rows: dict[str, dict[str, Any]] = {"this run (EMA model)": {"test accuracy": found.get("run", {}).get("test_accuracy_ema")}}
+    for part in ("features", "pixels"):
+        for name, value in (found.get(part) or {}).items():
+            if isinstance(value, float) and name not in ("seconds",):
+                rows[f"{part}: {name}"] = {"test accuracy": value}
+    gain = found.get("gain_over_best")
+    note = "" if gain is None else (f"<p>The run is {gain * 100:+.1f} points from the best baseline "
+                                    f"({html.escape(str(found['best_baseline']['name']))}).</p>")
+    return "<h2>Against baselines without CoMatch training</h2>" + _table(rows, ["test accuracy"]) + note
+
+
 def comparison_page(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Path], base: Path) -> str:
     """The page comparing runs: one summary row per run, then the overlaid curves."""
     columns = ["method", "preset", "seed", "iterations", "num_labelled", "test_accuracy", "test_accuracy_ema",
