@@ -20,7 +20,7 @@ from comatch.config import build_config
 from comatch.data.datasets import shard_rows
 from comatch.data.sampling import IndexStream
 from comatch.models import build_model
-from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder
 from comatch.methods import Batch, CoMatch, MomentumCoMatch
 from comatch.data.preprocessing import run_data
 from comatch.training.trainer import LABELLED_STREAM, Trainer

@@ -9,7 +9,7 @@ from comatch import CoMatchCriterion, pseudo_label_graph
 from comatch.config import build_config
 from comatch.errors import UserError
 from comatch.models import build_model
-from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder
 from comatch.training.schedule import ramped_lambda_c
 from comatch.methods import Batch, CoMatch, MomentumCoMatch
 
