@@ -312,3 +312,18 @@ def test_a_resume_leaves_out_the_same_images(run):
     rows = json.loads((run / "outliers.json").read_text())["rows"]
     assert isinstance(kept.unlabelled, Subset) and len(kept.unlabelled) == size - len(rows)
     assert not set(kept.unlabelled.indices) & set(rows)
+
+
+def test_in_run_guardrails_see_the_same_as_the_whole_history():
+    from comatch.training import guardrails
+    from comatch.training.trust_hooks import recent_training
+
+    records = []
+    for step in range(1, 101):
+        records.append({"step": step, "kind": "train", "mask_rate": 0.001,
+                        "pseudo_label_share_0": 0.98, "pseudo_label_share_1": 0.01, "pseudo_label_share_2": 0.01})
+        records += [{"step": step, "kind": "eval", "test_acc": 0.3}] * 3
+    tail = recent_training(records)
+    assert [r["step"] for r in tail] == list(range(93, 101)) and all(r["kind"] == "train" for r in tail)
+    whole = {w.kind for w in guardrails.check(records, total_steps=100)}
+    assert whole == {w.kind for w in guardrails.check(tail, total_steps=100)} == {"mask_rate", "pile_up"}

@@ -17,12 +17,14 @@ class StepStats:
 
     FIELDS = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "graph_edges",
               "pseudo_label_acc", "pseudo_label_acc_confident", "pseudo_label_known")
+    SHARES = "pseudo_label_share"
+    """Per-class share of the pseudo-labels' argmax: one ``[C]`` sum, read as ``pseudo_label_share_c``
+    (the guardrails and the report read them)."""
 
     def __init__(self, device: torch.device, num_classes: int = 0) -> None:
         self.device = device
-        # per-class share of the pseudo-labels' argmax (the guardrails and the report read them)
-        self.FIELDS = StepStats.FIELDS + tuple(f"pseudo_label_share_{c}" for c in range(num_classes))
         self.num_classes = num_classes
+        self.layout = [(name, 1) for name in self.FIELDS] + ([(self.SHARES, num_classes)] if num_classes else [])
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
 
@@ -56,9 +58,7 @@ class StepStats:
     def _add_class_shares(self, pseudo_labels: torch.Tensor) -> None:
         """Count each class's share of this step's pseudo-labels (argmax of ``[N, C]``)."""
         counts = torch.bincount(pseudo_labels.argmax(dim=1), minlength=self.num_classes).float()  # [C]
-        total = float(pseudo_labels.shape[0])
-        for c in range(self.num_classes):
-            self._accumulate(f"pseudo_label_share_{c}", counts[c], total)
+        self._accumulate(self.SHARES, counts, float(pseudo_labels.shape[0]))
 
     def reduce_to_main(self) -> None:
         """Sum every process's running sums into rank 0 (one collective; all processes call it).
@@ -68,19 +68,26 @@ class StepStats:
         """
         if distributed.world_size() == 1:
             return
-        table = torch.zeros(3, len(self.FIELDS), device=self.device)  # sums, counts, present
-        for i, name in enumerate(self.FIELDS):
+        width = sum(size for _, size in self.layout)
+        table = torch.zeros(3, width, device=self.device)  # sums, counts, present; a [C] sum takes C columns
+        col = 0
+        for name, size in self.layout:
             if name in self._sums:
-                table[:, i] = torch.stack([self._sums[name], self._counts[name], torch.ones((), device=self.device)])
+                table[0, col:col + size] = self._sums[name].reshape(-1)
+                table[1:, col:col + size] = torch.stack([self._counts[name], torch.ones((), device=self.device)]).unsqueeze(1)
+            col += size
         table = distributed.all_reduce_sum(table)
         self._sums.clear()
         self._counts.clear()
         if not distributed.is_main_process():
             return
-        present = table[2].cpu()
-        for i, name in enumerate(self.FIELDS):
-            if present[i] > 0:
-                self._sums[name], self._counts[name] = table[0, i].clone(), table[1, i].clone()
+        present, col = table[2].cpu(), 0
+        for name, size in self.layout:
+            if present[col] > 0:
+                total = table[0, col:col + size].clone()
+                self._sums[name] = total if size > 1 else total[0]
+                self._counts[name] = table[1, col].clone()
+            col += size
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """The running sums, so that a resumed run logs the same averages."""
@@ -105,11 +112,22 @@ class StepStats:
         return averages
 
     def _read(self) -> dict[str, float]:
-        names = [n for n in self.FIELDS if n in self._sums]
+        names = [n for n, _ in self.layout if n in self._sums]
         if not names:
             return {}
-        sums = torch.stack([self._sums[n] for n in names]).cpu()
+        sums = torch.cat([self._sums[n].reshape(-1) for n in names]).cpu()  # one host sync
         counts = torch.stack([self._counts[n] for n in names]).cpu()
         self._sums.clear()
         self._counts.clear()
-        return {n: (s / c).item() for n, s, c in zip(names, sums, counts) if c > 0}  # no samples: no number
+        averages, col = {}, 0
+        for name, count in zip(names, counts):
+            size = self.num_classes if name == self.SHARES else 1
+            values = sums[col:col + size] / count if count > 0 else None  # no samples: no number
+            col += size
+            if values is None:
+                continue
+            if name == self.SHARES:
+                averages.update({f"{name}_{c}": v.item() for c, v in enumerate(values)})
+            else:
+                averages[name] = values[0].item()
+        return averages

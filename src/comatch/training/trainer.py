@@ -77,8 +77,9 @@ class Trainer:
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup,
                             buffers=config.optim.ema_buffers)
         unlabelled = len(self.data.unlabelled) if self.data.unlabelled is not None else 0  # type: ignore[arg-type]
+        self.labelled_counts = class_counts(self.data.labelled, self.data.num_classes)
         context = MethodContext(self.data.num_classes, config.model.proj_dim, self.model, unlabelled,
-                                class_counts(self.data.labelled, self.data.num_classes))
+                                self.labelled_counts)
         self.method = METHODS[config.method].from_config(config, context).to(self.device)
         self.ddp_model = distributed.wrap_ddp(self.model, self.device, not self.method.uses_every_parameter)
         if config.run.compile:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from comatch import distributed
 from comatch.data import RunData
-from comatch.data.labels import class_counts
 from comatch.training import guardrails
 from comatch.training.monitor import parse_records
 
@@ -38,7 +37,20 @@ def leave_out_outliers(trainer: Trainer) -> RunData:
 
 
 def _prior(trainer: Trainer) -> list[float]:
-    return [float(n) for n in class_counts(trainer.data.labelled, trainer.data.num_classes)]
+    """The labelled class frequencies (the trainer counted them once, for the method)."""
+    return [float(n) for n in trainer.labelled_counts]
+
+
+def recent_training(records: list[dict[str, Any]], count: int = 8) -> list[dict[str, Any]]:
+    """The last ``count`` training records (the in-run guardrails look at the last few only), found
+    from the end, so that a log line costs the same at step 100 as at step 1,000,000."""
+    found = []
+    for record in reversed(records):
+        if record.get("kind") == "train":
+            found.append(record)
+            if len(found) == count:
+                break
+    return found[::-1]
 
 
 def warn_during_run(trainer: Trainer) -> None:
@@ -46,7 +58,7 @@ def warn_during_run(trainer: Trainer) -> None:
     if not distributed.is_main_process() or trainer.monitor is None:
         return
     seen: set[str] = trainer.__dict__.setdefault("_guardrails_seen", set())
-    found = guardrails.check(trainer.monitor.records, total_steps=trainer.config.optim.iterations,
+    found = guardrails.check(recent_training(trainer.monitor.records), total_steps=trainer.config.optim.iterations,
                              prior=_prior(trainer), class_names=trainer.data.class_names)
     for warning in found:
         if warning.kind not in seen:
