@@ -154,7 +154,6 @@ class ModelConfig(_Section):
         False, description="timm models: start from the weights in timm's local cache (never downloaded; a pretrained start "
         "needs far fewer labels and steps). Fails with a message when they are not cached."
     )
-
     init_scheme: Literal["project", "released"] = Field(
         "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "
         "projection head with zero biases) or 'released' (the released code: fan_in convolutions in Wide ResNets, PyTorch's "

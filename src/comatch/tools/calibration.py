@@ -1,8 +1,7 @@
 """Confidence you can trust: temperature scaling, calibration error, class-balanced metrics.
 
-After training, one temperature ``T`` is fitted on held-out labelled images (the validation
-part when the run has one, otherwise the labelled images themselves: see
-:func:`calibration_split`) by minimising the negative log-likelihood of ``softmax(logits / T)``
+After training, one temperature ``T`` is fitted on the validation part (held-out labelled
+images; without one ``T`` stays 1: see :func:`calibration_split`) by minimising the negative log-likelihood of ``softmax(logits / T)``
 over ``log T`` with L-BFGS. ``RUN_DIR/calibration.json`` stores it; ``predict``, ``export``,
 ``evaluate`` and the report read it from there.
 """
@@ -142,11 +141,12 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, fitted_on: str, bins: 
 
 
 def calibration_split(data: Any) -> tuple[Any, str]:
-    """The images ``T`` is fitted on: the validation part, else the labelled images.
+    """The images ``T`` is fitted on: the validation part, else the labelled images, whose fit
+    :func:`calibrate_run` measures but does not apply.
 
     The labelled images were trained on, so the network is more confident on them than on
-    new images: a temperature fitted there is too low (under-corrects). Give the run a
-    validation part (``--val`` for folders; digits has one) for a proper fit.
+    new images: a temperature fitted there makes new images over-confident. Give the run a
+    validation part (``--val`` for folders; digits has one) for a fit.
     """
     if data.val is not None and len(data.val):
         return data.val, "validation part"

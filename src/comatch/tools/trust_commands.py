@@ -34,8 +34,9 @@ def add_parsers(subparsers: argparse._SubParsersAction, positive: Any) -> None:
     add_suggest_parser(subparsers, positive)
     calibrate = subparsers.add_parser(
         "calibrate", help="fit the temperature of a run's probabilities (calibration.json)",
-        description="Fit one temperature T on the run's validation part (else its labelled images) so that "
-        "softmax(logits / T) is calibrated; writes RUN_DIR/calibration.json, which predict, export, evaluate "
+        description="Fit one temperature T on the run's validation part so that softmax(logits / T) is "
+        "calibrated (without a validation part none is applied: the labelled images were trained on); writes "
+        "RUN_DIR/calibration.json, which predict, export, evaluate "
         "and report read. Training does this at its end; run it again after changing the checkpoint.")
     calibrate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")

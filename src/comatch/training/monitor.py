@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from comatch.training.pace import duration
+
 from comatch.training.runtime import atomic_write_text
 
 SHOWN = ("loss", "loss_x", "loss_u", "loss_c", "mask_rate", "pseudo_label_acc")
@@ -80,12 +82,6 @@ def recover_metrics(path: Path, offset: int, step: int) -> tuple[list[dict[str, 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _duration(seconds: float) -> str:
-    """``H:MM:SS`` of a non-negative number of seconds."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 class RunMonitor:
@@ -160,7 +156,7 @@ class RunMonitor:
         where = f"step={step}/{self.total}"
         if record["kind"] == "train" and step > self.start:
             eta = (time.monotonic() - self.started_at) / (step - self.start) * (self.total - step)
-            where += f" eta={_duration(eta)}"
+            where += f" eta={duration(eta)}"
         text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items()
                         if k not in ("kind", "step") and not k.startswith("pseudo_label_share_"))  # per class: file only
         print(f"[{record['kind']}] {where} {text}", file=self.stream, flush=True)
