@@ -80,3 +80,28 @@ def test_the_choices_are_valid_config_overrides():
     chosen = choose_defaults(LAPTOP_DIGITS)
     config = build_config("folder", overrides=chosen.as_override_strings())
     assert config.model.arch == "wrn10_1" and config.data.channels == 1 and config.run.threads == 2
+
+
+def test_own_folder_defaults_from_the_command_line(tmp_path, capsys):
+    """What `comatch train --labeled ... --unlabeled ...` resolves to: settings from the files and
+    the machine, a CPU budget, the user's own settings kept; the momentum variant too."""
+    import yaml
+
+    from datafiles import write_class_folder
+
+    from comatch.cli import main
+
+    write_class_folder(tmp_path / "lab", ["a", "b"], 3, size=(20, 24))
+    write_class_folder(tmp_path / "unl", ["x"], 6, size=(20, 24))
+    common = ["train", "--labeled", str(tmp_path / "lab"), "--unlabeled", str(tmp_path / "unl"), "--show-config",
+              "run.device=cpu"]
+    assert main([*common, "optim.mu=3", "comatch.momentum=0.99"]) == 0
+    out = capsys.readouterr().out
+    shown = yaml.safe_load(out[out.index("preset:"):])
+    assert shown["data"]["image_size"] == 20 and shown["data"]["channels"] == 3, "from the files"
+    assert shown["model"]["arch"] == "wrn10_1" and shown["optim"]["mu"] == 3, "the user's mu is kept"
+    assert shown["run"]["budget"] == "15m" and "run.eval_every" in shown["run"]["fit_to_length"]
+    assert "defaults: data.image_size=20: from the files" in out
+    assert main([*common, "--iterations", "50"]) == 0
+    shown = yaml.safe_load((out := capsys.readouterr().out)[out.index("preset:"):])
+    assert shown["run"]["budget"] is None and shown["optim"]["iterations"] == 50

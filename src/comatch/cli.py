@@ -174,7 +174,9 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     device = "cuda" if config.run.device != "cpu" and torch.cuda.is_available() else "cpu"
     budgeted = device == "cpu" and not {"optim.iterations", "run.budget"} & explicit
     iterations = CPU_PROVISIONAL_STEPS if budgeted else config.optim.iterations
-    method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim))
+    # the method as configured (a stand-in network: only its views are asked for)
+    method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim,
+                                                                      torch.nn.Module()))
     situation = Situation(device=device, cpu_cores=len(os.sched_getaffinity(0)), image_size=probe.image_size,
                           channels=probe.channels, num_labelled=probe.num_labelled,
                           num_unlabelled=probe.num_unlabelled, iterations=iterations,

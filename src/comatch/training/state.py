@@ -36,6 +36,7 @@ class NormBuffers:
                     seen.add(id(layer))
                     self.live.extend(b for b in layer.buffers(recurse=False) if b is not None)
         self.saved = [b.detach().clone() for b in self.live]
+        self.floating = [b for b in self.live if b.is_floating_point()]  # what a finiteness check reads
 
     def save(self) -> None:
         """Copy the current statistics aside."""

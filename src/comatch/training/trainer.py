@@ -225,7 +225,7 @@ class Trainer:
         business (it skips the step and lowers the scale).
         """
         ok = torch.isfinite(loss)
-        tensors = [b for b in self.norm_buffers.live if b.is_floating_point()]
+        tensors = list(self.norm_buffers.floating)
         if not self.precision.scales_loss:
             tensors += [p.grad for p in self.trainable if p.grad is not None]
         if tensors:
