@@ -206,27 +206,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def provenance(threads: int) -> dict[str, Any]:
-    """What the numbers of this grid depend on: code, torch build, threads; and how it was made."""
-    import platform
-
-    import torch
-
-    def git(*argv: str) -> str:
-        found = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=Path(__file__).parent)
-        return found.stdout.strip()
-
-    return {
-        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")),
-        "torch": torch.__version__,
-        "threads_per_run": threads,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="digits")
@@ -243,7 +222,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "provenance.json").write_text(json.dumps(provenance(threads), indent=2) + "\n")
+    from provenance import provenance  # benchmarks/provenance.py, beside this script
+
+    (args.out / "provenance.json").write_text(json.dumps(provenance(threads_per_run=threads), indent=2) + "\n")
     cells = [(m, n, s) for n in args.labels for m in args.methods for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda c: run_cell(args, *c, threads), cells))

@@ -226,19 +226,6 @@ def summarize(name: str, phases: dict[str, list[float]], aug_cpu: float, per_ima
     }
 
 
-def provenance() -> dict:
-    """What the numbers depend on and how they were made: command, commit, torch, threads."""
-    import subprocess
-    import sys
-
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-
-    return {"command": "python benchmarks/step_time.py " + " ".join(sys.argv[1:]), "commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="digits")
@@ -267,7 +254,9 @@ def main() -> None:
     print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f} batched, "
           f"{result['per_image_augmentation_cpu_s_per_step']:.4f} with per-image torchvision.transforms.v2 views")
     if args.json:
-        result["provenance"] = provenance()
+        from provenance import provenance  # benchmarks/provenance.py, beside this script
+
+        result["provenance"] = provenance(threads=torch.get_num_threads())
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
