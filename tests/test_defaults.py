@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from comatch.config import build_config
 from comatch.training.defaults import (
-    Situation, activation_mib, choose_defaults, choose_network, choose_workers, run_length_settings, step_images,
+    Situation, activation_mib, choose_defaults, choose_network, choose_workers, default_workers, run_length_settings,
+    step_images, workers_for,
 )
 
 LAPTOP_DIGITS = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
@@ -105,3 +108,12 @@ def test_own_folder_defaults_from_the_command_line(tmp_path, capsys):
     assert main([*common, "--iterations", "50"]) == 0
     shown = yaml.safe_load((out := capsys.readouterr().out)[out.index("preset:"):])
     assert shown["run"]["budget"] is None and shown["optim"]["iterations"] == 50
+
+
+def test_preset_runs_augment_in_the_training_process_on_small_cpus():
+    """A preset run (no folder defaults) picks its workers with the same rule: none on a CPU
+    with up to 4 cores, where loader workers would take the cores the network needs."""
+    assert [workers_for("cpu", n) for n in (1, 2, 4, 5, 9, 64)] == [0, 0, 0, 1, 2, 2]
+    assert [workers_for("cuda", n) for n in (1, 2, 3, 8, 64)] == [0, 0, 1, 3, 6]
+    assert default_workers(3, "cpu") == 3  # asked for: as asked
+    assert default_workers(None, "cpu") == workers_for("cpu", os.cpu_count() or 1)

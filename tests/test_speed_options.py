@@ -1,7 +1,11 @@
 """Speed options: automatic mixed precision and channels-last choices, torch.compile."""
 
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from comatch.cli import main
@@ -64,3 +68,32 @@ def test_deterministic_mode_gives_the_same_run_on_the_cpu(tmp_path):
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+_MALLOC_PROBE = """
+import ctypes, sys
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
+from comatch.training.runtime import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+before = libc.mallinfo2().hblks
+libc.malloc(8 << 20)
+print(applied, libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_freed_tensor_memory_stays_in_the_heap_unless_the_environment_tunes_malloc():
+    """keep_freed_memory makes an 8 MiB block come from the heap (glibc would mmap it, and unmap
+    it again when freed), and leaves an allocator the environment tunes alone."""
+    def probe(mode: str, **env: str) -> str:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+        return subprocess.run([sys.executable, "-c", _MALLOC_PROBE, mode], capture_output=True, text=True,
+                              env={**environ, **env}, check=True).stdout.split()
+
+    assert probe("default") == ["None", "1"]  # glibc's default: a mapping of its own
+    assert probe("keep") == ["True", "0"]  # from the heap
+    assert probe("keep", MALLOC_ARENA_MAX="2") == ["False", "1"]  # the user's tuning wins

@@ -45,14 +45,6 @@ def use_deterministic_kernels() -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def default_workers(requested: int | None) -> int:
-    """Workers per loader: as asked, or (None) half the CPUs left after the training process,
-    at least 1 and at most 6 (batched augmentation needs few workers)."""
-    if requested is not None:
-        return requested
-    return max(1, min(6, ((os.cpu_count() or 2) - 1) // 2))
-
-
 class Normalizer:
     """Moves a uint8 batch to the device, matches the channel count and normalises it."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,6 +169,28 @@ def choose_batch(s: Situation, arch: str, image_size: int, batch: int | None = N
     return batch, mu, why
 
 
+def workers_for(device: str, cpu_cores: int) -> int:
+    """Workers per loader for a run on ``device`` ("cpu" or "cuda") with ``cpu_cores`` cores.
+
+    The two training loaders each get ``w`` workers, so ``1 + 2w <= cores``. On a CPU the
+    network needs the cores more than the batched augmentation does: ``w = min(2, (cores - 1)
+    // 4)``, i.e. augmentation runs in the training process up to 4 cores (on 2 cores a
+    worker per loader made the default digits step 1.3x slower: docs/performance.md). On a GPU,
+    ``w = min(6, (cores - 1) // 2)``.
+    """
+    cores = max(1, cpu_cores)
+    if device == "cpu":
+        return min(2, (cores - 1) // 4)
+    return min(6, (cores - 1) // 2)
+
+
+def default_workers(requested: int | None, device: str = "cpu") -> int:
+    """Workers per loader: as asked, or (None) :func:`workers_for` this machine's CPU count."""
+    if requested is not None:
+        return requested
+    return workers_for(device, os.cpu_count() or 1)
+
+
 def choose_workers(device: str, cpu_cores: int) -> tuple[int, int | None, str]:
     """``(workers per loader, training threads or None, reason)``.
 
@@ -177,11 +200,10 @@ def choose_workers(device: str, cpu_cores: int) -> tuple[int, int | None, str]:
     (cores - 1) // 2)`` and PyTorch's default threads.
     """
     cores = max(1, cpu_cores)
+    workers = workers_for(device, cores)
     if device == "cpu":
-        workers = min(2, (cores - 1) // 4)
         threads = max(1, cores - 2 * workers)
         return workers, threads, f"{cores} core(s): {workers} worker(s) per loader, {threads} training thread(s)"
-    workers = min(6, (cores - 1) // 2)
     return workers, None, f"{cores} core(s): {workers} worker(s) per loader beside the training process"
 
 

@@ -18,7 +18,7 @@ from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch, batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
-from comatch.data.preprocessing import Normalizer, default_workers, run_data, use_deterministic_kernels, view_settings
+from comatch.data.preprocessing import Normalizer, run_data, use_deterministic_kernels, view_settings
 from comatch.data.views import build_views
 from comatch.errors import TrainingDiverged, UserError
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
@@ -26,10 +26,11 @@ from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.models.optim import param_groups_layer_decay
 from comatch.models.pretrained import load_encoder_weights
 from comatch.tools.evaluation import accuracy
+from comatch.training.defaults import default_workers
 from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
-from comatch.training.runtime import atomic_write_text, seed_everything
+from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
 from comatch.training.signals import StopSignals, Terminated
 from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
 from comatch.training.schedule import lr_factor, steps_per_epoch
@@ -64,6 +65,7 @@ class Trainer:
         self.config, self.out_dir = config, Path(out_dir)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
+        keep_freed_memory()
         self.device = parallel.start(config.run.device, config.run.dist_timeout)
         self.channels_last = resolve_channels_last(config.run.channels_last, self.device)
         if config.run.deterministic:
@@ -135,7 +137,7 @@ class Trainer:
     # ----------------------------------------------------------------- data
     def loaders(self) -> tuple[Any, Any | None]:
         """The endless labelled and (if the method uses unlabelled data) unlabelled loaders."""
-        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers)
+        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers, self.device.type)
         on_device = self.config.data.augment_on == "gpu"
         common = dict(start_batch=self.step, num_workers=workers, pin_memory=self.device.type == "cuda",
                       shard=(distributed.rank(), distributed.world_size()))
@@ -391,7 +393,7 @@ class Trainer:
         views_u = len(self.method.unlabelled_views)
         unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
         threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
-        workers = default_workers(c.data.num_workers)
+        workers = default_workers(c.data.num_workers, self.device.type)
         budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps" if c.run.budget and self.step == 0 else ""
         lines = [
             f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
