@@ -97,3 +97,12 @@ def test_freed_tensor_memory_stays_in_the_heap_unless_the_environment_tunes_mall
     assert probe("default") == ["None", "1"]  # glibc's default: a mapping of its own
     assert probe("keep") == ["True", "0"]  # from the heap
     assert probe("keep", MALLOC_ARENA_MAX="2") == ["False", "1"]  # the user's tuning wins
+
+
+def test_the_training_process_loads_scikit_learn_only_for_the_digits_data():
+    """scikit-learn and SciPy add ~70 MB to the trainer and to every forked loader worker;
+    only the digits loader needs them (it imports them when called)."""
+    code = ("import sys, comatch.training.trainer, comatch.data.sources; "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SPLIT_SEED = 20211011  # fixed: the test part is the same for every run and every seed
 TEST_FRACTION = 0.3
@@ -36,6 +34,9 @@ def load_digits_split(val_per_class: int) -> DigitsSplit:
     Args:
         val_per_class: training images per class moved to the validation part.
     """
+    from sklearn.datasets import load_digits  # imported here: scikit-learn costs ~70 MB in every process
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     # Pixel values are 0..16; scale to the 0..255 range every other dataset uses.
     images = np.clip(bunch.images * 16.0, 0, 255).round().astype(np.uint8)[:, None]  # [N, 1, 8, 8]
