@@ -2,11 +2,14 @@
 
 The setting of the released CoMatch code's CPU comparison: scikit-learn's digits written as
 CIFAR-10 files (upscaled to 32x32, replicated to RGB; the 540 test images as ``test_batch``),
-WRN-10-1, B = 16, mu = 7 (352 images per step), 2 loader workers. The run is started as a
-subprocess; every 0.1 s the script sums the resident memory (VmRSS) of that process and all
-its descendants (the loader workers), as RSS and as PSS (shared pages split between the
-processes that share them). Step times come from the run's own metrics.jsonl:
-``images per step / images_per_sec`` over each ``run.log_every`` window.
+WRN-10-1, B = 16, mu = 7 (352 images per step), 2 loader workers (one per loader;
+``data.num_workers=0`` overrides it: the choice this code makes by itself on up to 4 cores).
+The run is started as a subprocess; every 0.1 s the script sums the resident memory (VmRSS)
+of that process and all its descendants (the loader workers) and keeps each process's own
+high-water mark (VmHWM); every ``--pss-every`` seconds it also sums PSS (shared pages split
+between the processes that share them). CPU time (user, system) is the process tree's, from
+``wait4``. Step times come from the run's own metrics.jsonl: ``images per step /
+images_per_sec`` over each ``run.log_every`` window after the first.
 
     python benchmarks/train_run.py --iterations 200
     python benchmarks/train_run.py --iterations 1920 --json out.json run.compile=true
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 SETTING = ["--preset", "cifar10-40", "model.arch=wrn10_1", "optim.batch_size=16", "optim.mu=7",
-           "data.num_workers=2", "run.device=cpu", "data.val_per_class=0"]
+           "data.num_workers=1", "run.device=cpu", "data.val_per_class=0"]
 
 
 def write_digits_as_cifar10(root: Path) -> None:
@@ -65,61 +68,89 @@ def _write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     path.write_bytes(pickle.dumps(entry, protocol=2))
 
 
-def tree_memory(pid: int) -> dict[int, tuple[int, int]]:
-    """Resident (RSS) and proportional (PSS) memory of ``pid`` and all its descendants.
-
-    RSS counts the pages a forked worker shares with its parent in both; PSS splits shared
-    pages between the processes that share them, so the sum of PSS is what the run costs.
-
-    Args:
-        pid: Root process id.
-
-    Returns:
-        ``{pid: (rss_bytes, pss_bytes)}`` of the processes alive now.
-    """
-    out, todo = {}, [pid]
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
         try:
-            fields = {}
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
-                key, value = line.split(":", 1)
-                fields[key] = int(value.split()[0]) * 1024
-            out[p] = (fields.get("Rss", 0), fields.get("Pss", 0))
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
             continue
+        out.append(p)
     return out
 
 
-def run(args: list[str], out: Path, env: dict[str, str]) -> dict:
-    """Run ``python -m comatch train`` with ``args``; wall time and peak tree RSS.
+def status_memory(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of ``pid`` in bytes (0, 0 if it is gone). Cheap: the kernel's counters,
+    no page-table walk, so sampling it does not slow the run down."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return tuple(int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+    except (FileNotFoundError, ProcessLookupError, KeyError, ValueError):
+        return 0, 0
+
+
+def proportional_memory(pids: list[int]) -> int:
+    """Sum of PSS (shared pages split between the processes sharing them) over ``pids``.
+    Walks the page tables (smaps_rollup), which stalls the process's page faults meanwhile, so
+    it is sampled rarely (``--pss-every``)."""
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
+                key, value = line.split(":", 1)
+                if key == "Pss":
+                    total += int(value.split()[0]) * 1024
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return total
+
+
+def run(args: list[str], out: Path, env: dict[str, str], pss_every: float = 2.0) -> dict:
+    """Run ``python -m comatch train`` with ``args``: wall time, CPU time and peak memory.
+
+    Every 0.1 s the resident memory (VmRSS) of the process tree is summed; each process's own
+    peak is its high-water mark (VmHWM). RSS counts the pages a forked worker shares with the
+    main process in both; every ``pss_every`` s the PSS sum is sampled too (shared pages split),
+    which is what the run costs.
 
     Args:
         args: Arguments after ``train``.
         out: Run directory.
         env: Environment of the subprocess.
+        pss_every: Seconds between PSS samples.
 
     Returns:
-        ``{"wall_s", "peak_rss_bytes", "peak_pss_bytes", "peak_rss_per_process_bytes", "returncode"}``.
+        ``{"wall_s", "user_s", "system_s", "peak_rss_bytes", "peak_pss_bytes",
+        "peak_rss_per_process_bytes", "returncode"}``.
     """
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "comatch", "train", "--out", str(out), *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     peak_each: dict[int, int] = {}
-    while proc.poll() is None:
-        now = tree_memory(proc.pid)
+    next_pss = time.perf_counter()
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            break
+        pids = tree_pids(proc.pid)
+        now = {p: status_memory(p) for p in pids}
         peak_rss = max(peak_rss, sum(r for r, _ in now.values()))
-        peak_pss = max(peak_pss, sum(p for _, p in now.values()))
-        for p, (r, _) in now.items():
-            peak_each[p] = max(peak_each.get(p, 0), r)
+        for p, (_, hwm) in now.items():
+            peak_each[p] = max(peak_each.get(p, 0), hwm)
+        if time.perf_counter() >= next_pss:
+            peak_pss = max(peak_pss, proportional_memory(pids))
+            next_pss = time.perf_counter() + pss_every
         time.sleep(0.1)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read()
     if proc.returncode != 0:
         print(err, file=sys.stderr)
-    return {"wall_s": time.perf_counter() - t0, "peak_rss_bytes": peak_rss, "peak_pss_bytes": peak_pss,
+    return {"wall_s": time.perf_counter() - t0, "user_s": usage.ru_utime, "system_s": usage.ru_stime,
+            "peak_rss_bytes": peak_rss, "peak_pss_bytes": peak_pss,
             "peak_rss_per_process_bytes": sorted(peak_each.values(), reverse=True), "returncode": proc.returncode}
 
 
@@ -143,6 +174,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--preset-default", action="store_true", help="time the default `comatch train` instead")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pss-every", type=float, default=2.0, help="seconds between PSS samples (default 2)")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +186,7 @@ def main() -> None:
             args = [*SETTING, "--data-root", str(root / "data"), "--iterations", str(a.iterations),
                     "run.log_every=10", f"run.eval_every={a.iterations}", *a.overrides]
             per_step = 16 * 22
-        result = run([*args, "run.tensorboard=false", "run.report=false"], root / "run", dict(os.environ))
+        result = run([*args, "run.tensorboard=false", "run.report=false"], root / "run", dict(os.environ), a.pss_every)
         summary = json.loads((root / "run" / "summary.json").read_text()) if result["returncode"] == 0 else {}
         times = step_times(root / "run", per_step) if summary else []
     result.update({
@@ -166,8 +198,9 @@ def main() -> None:
     print(f"{'default digits run' if a.preset_default else 'WRN-10-1 on digits as CIFAR-10 files'}: "
           f"{a.iterations} steps, training {result['train_wall_s']:.1f} s (process {result['wall_s']:.1f} s), "
           f"median step {result['step_median_s'] * 1e3 if times else float('nan'):.1f} ms, "
+          f"CPU user {result['user_s']:.1f} s, system {result['system_s']:.1f} s, "
           f"peak memory (main + workers) RSS {result['peak_rss_bytes'] / 1e9:.3f} GB, "
-          f"PSS {result['peak_pss_bytes'] / 1e9:.3f} GB (per process RSS, GB: "
+          f"PSS {result['peak_pss_bytes'] / 1e9:.3f} GB (per process peak RSS, GB: "
           f"{', '.join(f'{b / 1e9:.2f}' for b in result['peak_rss_per_process_bytes'])}), "
           f"EMA test accuracy {result['test_accuracy_ema']}, load {result['load_average_1min_at_end']:.1f}")
     if a.json:
