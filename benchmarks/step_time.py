@@ -223,6 +223,7 @@ def summarize(name: str, phases: dict[str, list[float]], aug_cpu: float, per_ima
         "augmentation_cpu_s_per_step": aug_cpu,
         "per_image_augmentation_cpu_s_per_step": per_image_cpu,
         "threads": torch.get_num_threads(),
+        "cuda_peak_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
     }
 
 
@@ -253,6 +254,8 @@ def main() -> None:
           f"(median of paired ratios {result['median_paired_ratio']:.3f})")
     print(f"  augmentation CPU-seconds per step: {result['augmentation_cpu_s_per_step']:.4f} batched, "
           f"{result['per_image_augmentation_cpu_s_per_step']:.4f} with per-image torchvision.transforms.v2 views")
+    if result["cuda_peak_memory_bytes"] is not None:
+        print(f"  GPU memory: peak {result['cuda_peak_memory_bytes'] / 2**30:.2f} GiB allocated")
     if args.json:
         from provenance import provenance  # benchmarks/provenance.py, beside this script
 
