@@ -65,7 +65,5 @@ class DigitsNet(nn.Module):
         Returns:
             Features ``[N, 2 * width]``.
         """
-        if x.device.type == "cpu" and x.dim() == 4:  # oneDNN convolutions are faster channels-last
-            x = x.contiguous(memory_format=torch.channels_last)
         out = self.body(x)  # [N, 2c, H/2, W/2]
         return torch.flatten(self.pool(out), 1)  # [N, 2c, 1, 1] -> [N, 2c]
