@@ -113,3 +113,22 @@ def test_parameter_counts_are_the_released_ones() -> None:
     # WRN-28-2: 1,467,610 (encoder and 10-class classifier, as released) + 24,768 (projector 128-128-64)
     counts = {a: sum(p.numel() for p in build_model(a, 10, 3, 64).parameters()) for a in ("wrn10_1", "wrn28_2")}
     assert counts == {"wrn10_1": 86170, "wrn28_2": 1492378}
+
+
+def test_digits_max_pool_is_bit_for_bit_nn_maxpool_including_ties() -> None:
+    """The channels-last 2x2 max-pool of the digits CNN gives nn.MaxPool2d's output and
+    gradient exactly, also where a window holds equal values (black background)."""
+    from comatch.models.small import MaxPool2x2
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 32, 8, 8)
+    x[:, :, :4, :] = 0.25  # ties in every window of the top half
+    grad = torch.randn(8, 32, 4, 4)
+    outs = []
+    for pool in (torch.nn.MaxPool2d(2), MaxPool2x2()):
+        xi = x.clone().requires_grad_(True)
+        y = pool(xi)
+        y.backward(grad)
+        outs.append((y.detach(), xi.grad, y.is_contiguous()))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert outs[1][2]  # handed on as NCHW, like its input

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from comatch.models.wideresnet import init_conv_bn
@@ -30,6 +31,22 @@ def _conv_bn_act(in_ch: int, out_ch: int, bn_momentum: float) -> nn.Sequential:
     )
 
 
+class MaxPool2x2(nn.Module):
+    """2x2 max-pooling, run in the channels-last memory format on the CPU.
+
+    PyTorch's CPU kernel for NCHW tensors is slow on small maps (2.0 ms against 0.8 ms for the
+    digits CNN's 352 x 32 x 8 x 8 activations, conversions included). Max-pooling reads and
+    returns exact values, so the output and the gradient (routed to the first maximum of each
+    window, in the same order) are bit for bit those of ``nn.MaxPool2d(2)``; the output is
+    handed on in the input's memory format.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
+            return F.max_pool2d(x, 2)
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
+
+
 class DigitsNet(nn.Module):
     """Four-conv CNN for 8x8 images: two convs at 8x8, max-pool, two convs at 4x4.
 
@@ -48,7 +65,7 @@ class DigitsNet(nn.Module):
         self.body = nn.Sequential(
             _conv_bn_act(in_channels, c, bn_momentum),
             _conv_bn_act(c, c, bn_momentum),
-            nn.MaxPool2d(2),  # 8x8 -> 4x4
+            MaxPool2x2(),  # 8x8 -> 4x4
             _conv_bn_act(c, 2 * c, bn_momentum),
             _conv_bn_act(2 * c, 2 * c, bn_momentum),
         )
