@@ -34,8 +34,8 @@ def seed_everything(seed: int) -> None:
 
 
 # glibc mallopt parameters (malloc.h) and the values :func:`keep_freed_memory` sets.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_ALLOCATOR_SETTINGS = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_ALLOCATOR_SETTINGS = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 64 << 20))
 
 
 def keep_freed_memory() -> bool:
@@ -44,11 +44,10 @@ def keep_freed_memory() -> bool:
     A CPU step allocates and frees the same activation tensors every time. With glibc's
     defaults, blocks above 128 KiB (or, once it adapts, some MiB) are mmap-ed and unmapped one
     by one and the top of the heap is trimmed, so every step faults its activations in again
-    page by page: a third of the default digits run's CPU time was spent in the kernel. Blocks
-    up to 32 MiB now come from the heap (the largest threshold glibc accepts), and up to
-    256 MiB of free memory stays mapped. Peak memory is unchanged (docs/performance.md
-    measures both); what changes is that the process no longer hands memory back between
-    steps. Nothing computed changes.
+    page by page, in the kernel. Blocks up to 32 MiB now come from the heap (the largest
+    threshold glibc accepts), and up to 64 MiB of free memory stays mapped at its top. The
+    kernel time and the peak memory this trades are measured in docs/performance.md. Nothing
+    computed changes.
 
     Does nothing when the environment already tunes the allocator (``GLIBC_TUNABLES`` with
     malloc settings, ``MALLOC_*`` variables, or ``LD_PRELOAD`` of another allocator) or the C
