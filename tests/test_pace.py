@@ -60,3 +60,29 @@ def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
     first_log = next(i for i, line in enumerate(lines) if line.startswith("[train]"))
     assert timing < first_log and "s per step (steps 2-5)" in lines[timing] and "for the 3 steps left" in lines[timing]
     assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
+
+
+def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatch, capsys):
+    """Steps that become 40 ms slower after the probe (another job starts, say) would overrun a
+    budget fitted on the first steps by about half; fitted again a quarter into the run, the run
+    still ends within it."""
+    from comatch.training.trainer import Trainer
+
+    step = Trainer.training_step
+
+    def slower_after_the_probe(self, batch):
+        if self.step >= 8:
+            time.sleep(0.04)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "training_step", slower_after_the_probe)
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert main(["train", "--budget", "20s", "--out", str(out), "run.report=false", "run.tensorboard=false",
+                 "data.num_workers=0", "run.eval_every=100"]) == 0
+    wall = time.perf_counter() - t0
+    printed = capsys.readouterr().out
+    assert "steps fit instead of" in printed, printed
+    assert 0.6 * 20 <= wall <= 1.1 * 20, wall
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"iterations: {summary['iterations']}" in (out / "config.yaml").read_text()

@@ -349,6 +349,7 @@ class Trainer:
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
         tick, tick_step, first_step, probe_from = start, self.step, self.step, None
+        not_stepping, refit_at = 0.0, None  # seconds of evaluations and pacing since probe_from
         self.model.train()
         with StopSignals() as stop:
             while self.step < self.config.optim.iterations and not distributed.any_process(stop.requested, self.device):
@@ -359,9 +360,18 @@ class Trainer:
                 self.monitor.advance()
                 total = self.config.optim.iterations
                 if self.step == first_step + 1:
-                    probe_from = time.perf_counter()  # the first step (warm-up) is not timed
+                    probe_from, not_stepping = time.perf_counter(), 0.0  # the first step (warm-up) is not timed
                 elif self.step == first_step + PROBE_STEPS and probe_from is not None:
-                    self._pace((time.perf_counter() - probe_from) / (PROBE_STEPS - 1), first_step == 0)
+                    t0 = time.perf_counter()
+                    self._pace((t0 - probe_from) / (PROBE_STEPS - 1), first_step == 0)
+                    not_stepping += time.perf_counter() - t0
+                    total = self.config.optim.iterations
+                    refit_at = self.step + (total - self.step) // 4 if cfg_run.budget and first_step == 0 else None
+                elif self.step == refit_at and refit_at > first_step + PROBE_STEPS:
+                    # a budget fitted on 4 steps misses a machine that slows down: fit it again on a
+                    # quarter of the run, evaluations left out of the step time
+                    seconds = (time.perf_counter() - probe_from - not_stepping) / (self.step - first_step - 1)
+                    self._refit_budget(seconds)
                     total = self.config.optim.iterations
                 if self.step % cfg_run.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
@@ -372,7 +382,9 @@ class Trainer:
                     trust_hooks.warn_during_run(self)
                     tick, tick_step = now, self.step
                 if main and (self.step % cfg_run.eval_every == 0 or self.step == total):
+                    t0 = time.perf_counter()
                     self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
+                    not_stepping += time.perf_counter() - t0
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
             self.save_checkpoint()
@@ -416,14 +428,8 @@ class Trainer:
         if c.run.budget and fresh:
             evaluation_seconds = self._time_evaluation()
             finish = 2.0 + (15.0 if c.run.report and self.device.type == "cpu" else 5.0 if c.run.report else 0.0)
-            costs = Costs(step_seconds, evaluation_seconds, finish)
-            elapsed = time.perf_counter() - self._started + self.wall_before + self.setup_seconds
-            total = steps_within(parse_duration(c.run.budget), elapsed, self.step, costs, c.run.eval_every)
-            c.optim.iterations = max(total, self.step)
-            self._fit_to_length(c.optim.iterations)
-            self.monitor.set_total(c.optim.iterations)
-            if distributed.is_main_process():
-                atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
+            self._budget_costs = Costs(step_seconds, evaluation_seconds, finish)
+            elapsed = self._fit_budget(self._budget_costs)
             self.monitor.message(f"budget {c.run.budget}: {c.optim.iterations} steps fit "
                                  f"(setup and {self.step} steps took {duration(elapsed)}, one evaluation "
                                  f"{evaluation_seconds:.1f} s)")
@@ -433,6 +439,31 @@ class Trainer:
         advice = too_long_advice(left, c.optim.iterations, step_seconds, self.device.type)
         if advice:
             self.monitor.message(advice)
+
+    def _fit_budget(self, costs: Costs) -> float:
+        """Set ``optim.iterations`` to the most steps that end within ``run.budget`` at ``costs``
+        (rank 0's answer on every process) and what depends on the run's length; returns the
+        seconds the run has taken so far."""
+        c = self.config
+        elapsed = time.perf_counter() - self._started + self.wall_before + self.setup_seconds
+        total = steps_within(parse_duration(c.run.budget), elapsed, self.step, costs, c.run.eval_every)
+        if distributed.world_size() > 1:  # the processes timed their own steps: take one answer
+            total = int(distributed.broadcast(torch.tensor([total], device=self.device), src=0)[0])
+        c.optim.iterations = max(total, self.step)
+        self._fit_to_length(c.optim.iterations)
+        self.monitor.set_total(c.optim.iterations)
+        if distributed.is_main_process():
+            atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
+        return elapsed
+
+    def _refit_budget(self, step_seconds: float) -> None:
+        """Fit ``run.budget`` again with the step time measured over a longer stretch."""
+        before = self.config.optim.iterations
+        self._budget_costs = Costs(step_seconds, self._budget_costs.evaluation, self._budget_costs.finish)
+        self._fit_budget(self._budget_costs)
+        if self.config.optim.iterations != before:
+            self.monitor.message(f"budget {self.config.run.budget}: {step_seconds:.3g} s per step so far: "
+                                 f"{self.config.optim.iterations} steps fit instead of {before}")
 
     def _fit_to_length(self, total: int) -> None:
         """Choose again the settings of ``run.fit_to_length`` for a run of ``total`` steps, and
