@@ -80,10 +80,9 @@ def table(results: dict[str, dict], check: dict) -> str:
              "| --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         memory = r.get("cuda_peak_memory_bytes")
+        shown = "-" if memory is None else f"{memory / 2**30:.2f}"
         lines.append(f"| {name} | {1 / r['step_median_s']:.2f} | {r['step_median_s'] * 1e3:.1f} | "
-                     f"{r['median_paired_ratio']:.3f} | {memory / 2**30:.2f} |" if memory is not None else
-                     f"| {name} | {1 / r['step_median_s']:.2f} | {r['step_median_s'] * 1e3:.1f} | "
-                     f"{r['median_paired_ratio']:.3f} | - |")
+                     f"{r['median_paired_ratio']:.3f} | {shown} |")
     lines += ["", f"bf16 run: {check['steps']} steps, loss {statistics.mean(check['first_losses']):.3f} "
                   f"(first three logs) -> {statistics.mean(check['last_losses']):.3f} (last three), "
                   f"{check['skipped_steps']} skipped step(s), EMA test accuracy {check['test_accuracy_ema']}: "

@@ -406,7 +406,7 @@ class Trainer:
         unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
         threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
         workers = default_workers(c.data.num_workers, self.device.type)
-        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps" if c.run.budget and self.step == 0 else ""
+        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps and again a quarter in" if c.run.budget and self.step == 0 else ""
         lines = [
             f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
             f"  data     labelled {size(d.labelled)}, unlabelled {size(d.unlabelled)}, val {size(d.val)}, "
