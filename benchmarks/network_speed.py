@@ -11,9 +11,10 @@ to 64 dimensions, L2-normalised. It lives in this benchmark only, to time agains
 Both networks run forward + backward + SGD step (momentum 0.9, Nesterov, weight decay 5e-4) on
 the same random batch, alternating one step each, many repeats, in one process so that both see
 the same machine; the script reports the medians and the median of the paired ratios
-(this project / reference, step by step). Both run under the OpenMP wait policy comatch sets
-(``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it; run with ``OMP_WAIT_POLICY=ACTIVE``
-to time both with spinning threads).
+(this project / reference, step by step). Both run under the OpenMP wait setting comatch
+chooses when it is imported (10,000 spins then sleep on an idle machine, sleep at once on a busy
+one, unless the environment sets ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``: set one of them to
+time both under the same setting whatever the load).
 
     python benchmarks/network_speed.py                      # WRN-10-1 at 352 and WRN-28-2 at 1,408
     python benchmarks/network_speed.py --setting wrn10-1 --repeats 40 --json out.json

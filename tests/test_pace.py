@@ -1,6 +1,8 @@
 """Run length: the budget turned into steps, the start block and the first ETA in piped output."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -48,11 +50,14 @@ def test_budget_is_met_within_ten_percent(tmp_path):
 def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
     cmd = [sys.executable, "-m", "comatch", "train", "--iterations", "8", "--out", str(tmp_path / "run"),
            "run.report=false", "run.tensorboard=false", "data.num_workers=0", "run.log_every=50"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "COMATCH_OPENMP_CHOSEN")}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # the user's choice, which the block names
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "comatch: comatch on digits, seed 0"
     block = "\n".join(lines[:8])
+    assert re.search(r"device   cpu \(\d+ threads; as the environment sets: OMP_WAIT_POLICY=PASSIVE\), ", block), block
     for part in ("labelled 40, unlabelled", "10 classes; 8x8 px, 1 channel(s)", "digits_cnn", "device   cpu",
                  "16 labelled + 112 unlabelled x 3 views: 352 images per step", "steps    8;", f"run dir  {tmp_path / 'run'}"):
         assert part in block, part

@@ -106,3 +106,49 @@ def test_the_training_process_loads_scikit_learn_only_for_the_digits_data():
             "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+_OPENMP_PROBE = """
+import os
+os.getloadavg = lambda: (float(os.environ.pop("PROBE_LOAD")), 0.0, 0.0)
+os.sched_getaffinity = lambda pid: set(range(int(os.environ.pop("PROBE_CORES"))))
+import comatch
+print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
+print(comatch.OPENMP_WAIT)
+"""
+
+
+def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one():
+    """Importing comatch (before torch) lets idle OpenMP threads spin 10,000 times before they
+    sleep when the machine is idle (1-minute load under a quarter of its cores) and one process trains
+    on it, and makes them sleep at once otherwise; a wait policy or spin count the user sets
+    is left as it is."""
+    def probe(load: float, cores: int = 2, **env: str) -> list[str]:
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")}
+        environ.update(PROBE_LOAD=str(load), PROBE_CORES=str(cores), **env)
+        out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], capture_output=True, text=True,
+                             env=environ, check=True).stdout.splitlines()
+        said.append(out[1])  # what the run's start block says
+        return out[0].split()
+
+    said: list[str] = []
+    assert probe(0.3) == ["PASSIVE", "10000"]  # idle: brief spinning (libgomp: the count wins)
+    assert said[-1] == "idle threads spin briefly (the machine was idle as the run started)"
+    assert probe(0.49) == ["PASSIVE", "10000"]
+    assert probe(0.5) == ["PASSIVE", "None"]  # a quarter of the cores busy: sleep at once
+    assert said[-1] == "idle threads sleep (the machine was busy as the run started: load 0.5 on 2 cores)"
+    assert probe(1.9, cores=8) == ["PASSIVE", "10000"]
+    assert probe(2.0, cores=8) == ["PASSIVE", "None"]
+    assert probe(0.1, cores=1) == ["PASSIVE", "None"]  # one core: nothing to spin for
+    assert probe(0.1, LOCAL_WORLD_SIZE="2") == ["PASSIVE", "None"]  # several processes share the cores
+    assert probe(0.1, OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]  # a spin count would override it
+    assert said[-1] == "as the environment sets: OMP_WAIT_POLICY=ACTIVE"
+    assert probe(5.0, OMP_WAIT_POLICY="PASSIVE") == ["PASSIVE", "None"]
+    assert probe(0.1, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
+    assert probe(5.0, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
+    # a process started by one that chose (a torchrun worker, a subprocess) chooses again
+    chosen = dict(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="10000", COMATCH_OPENMP_CHOSEN="1")
+    assert probe(0.1, LOCAL_WORLD_SIZE="2", **chosen) == ["PASSIVE", "None"]
+    assert probe(5.0, **chosen) == ["PASSIVE", "None"]
+    assert probe(0.1, OMP_WAIT_POLICY="PASSIVE", COMATCH_OPENMP_CHOSEN="1") == ["PASSIVE", "10000"]

@@ -9,12 +9,51 @@ together for one training step. The large-scale (ImageNet) variant adds
 
 import os as _os
 
-# Idle OpenMP threads of PyTorch sleep instead of spinning (unless the environment already says
-# otherwise). A CPU run shares its cores with its own data-loader workers, and often with other
-# jobs; spinning threads then hold the cores the others need and a step can take several times
-# longer (docs/performance.md measures it). libgomp reads the variable when torch is first
-# loaded, so this must run before any torch import; it changes no number computed.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def _why_not_idle() -> str:
+    """Why OpenMP threads should not spin here ("" if this process looks alone on the machine:
+    one training process, at least 2 usable cores, a 1-minute load average under a quarter of them)."""
+    if int(_os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+        return "several training processes share the machine"
+    try:
+        cores = len(_os.sched_getaffinity(0))
+        load = _os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Linux, or no load average
+        return "the machine's load is unknown"
+    if cores < 2:
+        return "one core"
+    return "" if load < cores / 4 else f"the machine was busy as the run started: load {load:.1f} on {cores} cores"
+
+
+# How idle OpenMP threads of PyTorch wait, unless the environment already says. Spinning pays
+# only on an idle machine: there a default digits step took 0.74x as long with 10,000 spins as
+# with threads that sleep at once (PASSIVE, which pays a wake-up for every parallel region),
+# but beside one busy process 2.1x as long, beside two 1.3x (libgomp's own default, 300,000
+# spins, is as bad or worse; docs/performance.md has the measurements). So threads spin briefly
+# when the machine is idle as the run starts, and sleep at once otherwise. GOMP_SPINCOUNT is
+# libgomp's (PyTorch's OpenMP on Linux) and overrides the policy there; other OpenMP runtimes
+# see PASSIVE. Both are read when torch is first loaded, so this must run before any torch
+# import; neither changes a number computed.
+# A process started by one that made this choice (torchrun's workers, subprocesses) inherits the
+# variables; the marker tells it that they were chosen here, and it chooses again for itself.
+_CHOSEN = "COMATCH_OPENMP_CHOSEN"
+if _os.environ.pop(_CHOSEN, None) == "1":
+    _os.environ.pop("OMP_WAIT_POLICY", None)
+    _os.environ.pop("GOMP_SPINCOUNT", None)
+OPENMP_WAIT = "as the environment sets: " + ", ".join(
+    f"{key}={_os.environ[key]}" for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if key in _os.environ)
+"""How idle OpenMP threads wait in this process, and why (shown when a run starts)."""
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ[_CHOSEN] = "1"
+    _busy = _why_not_idle()
+    if _busy:
+        OPENMP_WAIT = f"idle threads sleep ({_busy})"
+    else:
+        _os.environ["GOMP_SPINCOUNT"] = "10000"
+        OPENMP_WAIT = "idle threads spin briefly (the machine was idle as the run started)"
+elif "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from typing import TYPE_CHECKING, Any
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+import comatch
 from comatch import config as cfg
 from comatch.config import parse_duration
 from comatch import distributed
@@ -404,7 +405,7 @@ class Trainer:
         parameters = sum(p.numel() for p in self.model.parameters())
         views_u = len(self.method.unlabelled_views)
         unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
-        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        threads = f" ({torch.get_num_threads()} threads; {comatch.OPENMP_WAIT})" if self.device.type == "cpu" else ""
         workers = default_workers(c.data.num_workers, self.device.type)
         budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps and again a quarter in" if c.run.budget and self.step == 0 else ""
         lines = [
