@@ -134,10 +134,10 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one(
 
     said: list[str] = []
     assert probe(0.3) == ["PASSIVE", "10000"]  # idle: brief spinning (libgomp: the count wins)
-    assert said[-1] == "idle threads spin briefly (the machine was idle as the run started)"
+    assert said[-1] == "idle threads spin briefly: the machine was idle at the start"
     assert probe(0.49) == ["PASSIVE", "10000"]
     assert probe(0.5) == ["PASSIVE", "None"]  # a quarter of the cores busy: sleep at once
-    assert said[-1] == "idle threads sleep (the machine was busy as the run started: load 0.5 on 2 cores)"
+    assert said[-1] == "idle threads sleep: the machine was busy at the start, load 0.5 on 2 cores"
     assert probe(1.9, cores=8) == ["PASSIVE", "10000"]
     assert probe(2.0, cores=8) == ["PASSIVE", "None"]
     assert probe(0.1, cores=1) == ["PASSIVE", "None"]  # one core: nothing to spin for

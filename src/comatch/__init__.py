@@ -22,7 +22,7 @@ def _why_not_idle() -> str:
         return "the machine's load is unknown"
     if cores < 2:
         return "one core"
-    return "" if load < cores / 4 else f"the machine was busy as the run started: load {load:.1f} on {cores} cores"
+    return "" if load < cores / 4 else f"the machine was busy at the start, load {load:.1f} on {cores} cores"
 
 
 # How idle OpenMP threads of PyTorch wait, unless the environment already says. Spinning pays
@@ -48,10 +48,10 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ[_CHOSEN] = "1"
     _busy = _why_not_idle()
     if _busy:
-        OPENMP_WAIT = f"idle threads sleep ({_busy})"
+        OPENMP_WAIT = f"idle threads sleep: {_busy}"
     else:
         _os.environ["GOMP_SPINCOUNT"] = "10000"
-        OPENMP_WAIT = "idle threads spin briefly (the machine was idle as the run started)"
+        OPENMP_WAIT = "idle threads spin briefly: the machine was idle at the start"
 elif "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
