@@ -79,3 +79,39 @@ def test_a_pipe_gets_one_plain_line_per_record(tmp_path):
     assert lines[1] == "[eval] step=2/4 test_acc=0.5 test_acc_ema=0.625"
     assert lines[2].startswith("[train] step=4/4 eta=0:00:00 loss=1 mask_rate=0.5 lr=0.01")
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 2, 4]
+
+
+class LeftPipe(io.StringIO):
+    """stdout whose reader has gone (killed with the process group, or `| head` done)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_pipe_whose_reader_left_does_not_stop_the_run_and_messages_go_to_stderr(tmp_path, capsys):
+    """A signal to the process group also kills the reader of `comatch train | tee log`: the
+    lines logged after it must not end the run before its checkpoint, and the resume hint
+    still reaches the user on stderr."""
+    monitor = RunMonitor(tmp_path, total=4, stream=LeftPipe(), tensorboard=False)
+    monitor.advance(2)
+    monitor.log({"step": 2, "kind": "train", "loss": 1.5, "mask_rate": 0.25, "lr": 0.03})
+    monitor.log({"step": 2, "kind": "eval", "test_acc": 0.5, "test_acc_ema": 0.625})
+    monitor.message("stopped at step 2 of 4; checkpoint saved. Continue with: comatch train --resume R")
+    monitor.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 2]
+    assert capsys.readouterr().err == "stopped at step 2 of 4; checkpoint saved. Continue with: comatch train --resume R\n"
+
+
+def test_training_goes_on_to_the_end_when_the_reader_of_its_output_leaves(tmp_path):
+    """`comatch train | head -1`: the run still trains every step and writes its summary."""
+    cmd = [sys.executable, "-m", "comatch", "train", "--iterations", "30", "--out", str(tmp_path / "run"),
+           "run.report=false", "run.tensorboard=false", "run.log_every=5", "run.eval_every=10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves
+    _, err = proc.communicate(timeout=300)
+    assert first.startswith(b"comatch: comatch on digits")
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["iterations"] == 30 and not summary["stopped"]
+    assert b"Traceback" not in err

@@ -10,6 +10,7 @@ every metrics.jsonl record, at the record's step.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ class RunMonitor:
         self.records, self.notes = recover_metrics(self.path, metrics_offset, start)
         self.handle = self.path.open("a")
         self.stream = stream or sys.stdout
+        self.stream_lost = False
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -159,7 +161,31 @@ class RunMonitor:
             where += f" eta={duration(eta)}"
         text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items()
                         if k not in ("kind", "step") and not k.startswith("pseudo_label_share_"))  # per class: file only
-        print(f"[{record['kind']}] {where} {text}", file=self.stream, flush=True)
+        self._print(f"[{record['kind']}] {where} {text}")
+
+    def _print(self, text: str) -> bool:
+        """A line on the progress stream; False if nobody reads it any more.
+
+        When the reader of a pipe has gone (killed with the process group by a signal, or
+        ``| head`` done), the run goes on without it: metrics.jsonl and TensorBoard still get
+        every record, and the stream's file descriptor is pointed at /dev/null so that later
+        output (and Python's own flush at exit) does not fail either.
+        """
+        if self.stream_lost:
+            return False
+        try:
+            print(text, file=self.stream, flush=True)
+            return True
+        except BrokenPipeError:
+            self.stream_lost = True
+            try:
+                fd = self.stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                return False
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            return False
 
     def set_total(self, total: int) -> None:
         """The run's length changed (a time budget set it): ETA and bar follow."""
@@ -174,11 +200,14 @@ class RunMonitor:
             self.bar.update(steps)
 
     def message(self, text: str) -> None:
-        """A line for the user that does not break the bar."""
+        """A line for the user that does not break the bar (on stderr once nobody reads the progress stream)."""
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
+        elif not self._print(text):  # the progress stream's reader has gone: say it on stderr
+            try:
+                print(text, file=sys.stderr, flush=True)
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Close the bar, the TensorBoard writer and metrics.jsonl."""
