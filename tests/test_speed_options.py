@@ -152,3 +152,15 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one(
     assert probe(0.1, LOCAL_WORLD_SIZE="2", **chosen) == ["PASSIVE", "None"]
     assert probe(5.0, **chosen) == ["PASSIVE", "None"]
     assert probe(0.1, OMP_WAIT_POLICY="PASSIVE", COMATCH_OPENMP_CHOSEN="1") == ["PASSIVE", "10000"]
+
+
+def test_the_run_does_not_claim_an_openmp_choice_made_after_torch_was_loaded():
+    """Imported after torch, comatch can no longer change how OpenMP waits: it sets nothing and
+    says so."""
+    code = ("import os, torch, comatch; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COMATCH_OPENMP_CHOSEN')); print(comatch.OPENMP_WAIT)")
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "COMATCH_OPENMP_CHOSEN")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ,
+                         check=True).stdout.splitlines()
+    assert out == ["None None", "as when torch was loaded, before comatch"]

@@ -8,6 +8,7 @@ together for one training step. The large-scale (ImageNet) variant adds
 """
 
 import os as _os
+import sys as _sys
 
 
 def _why_not_idle() -> str:
@@ -43,15 +44,18 @@ if _os.environ.pop(_CHOSEN, None) == "1":
 OPENMP_WAIT = "as the environment sets: " + ", ".join(
     f"{key}={_os.environ[key]}" for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if key in _os.environ)
 """How idle OpenMP threads wait in this process, and why (shown when a run starts)."""
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+if "torch" in _sys.modules:  # OpenMP has read its settings already: choosing now would change nothing
+    OPENMP_WAIT = "as when torch was loaded, before comatch"
+elif "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     _os.environ[_CHOSEN] = "1"
-    _busy = _why_not_idle()
-    if _busy:
-        OPENMP_WAIT = f"idle threads sleep: {_busy}"
+    _reason = _why_not_idle()
+    if _reason:
+        OPENMP_WAIT = f"idle threads sleep: {_reason}"
     else:
         _os.environ["GOMP_SPINCOUNT"] = "10000"
         OPENMP_WAIT = "idle threads spin briefly: the machine was idle at the start"
+    del _reason
 elif "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
