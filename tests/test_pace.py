@@ -91,3 +91,25 @@ def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatc
     assert 0.6 * 20 <= wall <= 1.1 * 20, wall
     summary = json.loads((out / "summary.json").read_text())
     assert f"iterations: {summary['iterations']}" in (out / "config.yaml").read_text()
+
+
+def test_budget_is_fitted_again_when_the_machine_slows_down_late(tmp_path, monkeypatch, capsys):
+    """Steps that become 40 ms slower after 40% of the run (past the first refit at a quarter)
+    would overrun the budget (CI once took 29.0 s for 25 s this way); fitted again on the steps
+    since the last fit, halfway through what is left each time, the run still ends within it."""
+    from comatch.training.trainer import Trainer
+
+    step = Trainer.training_step
+
+    def slower_late(self, batch):
+        if self.step >= 0.4 * self.config.optim.iterations:
+            time.sleep(0.04)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "training_step", slower_late)
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert main(["train", "--budget", "20s", "--out", str(out), "run.report=false", "run.tensorboard=false",
+                 "data.num_workers=0", "run.eval_every=100"]) == 0
+    wall = time.perf_counter() - t0
+    assert 0.6 * 20 <= wall <= 1.1 * 20, (wall, capsys.readouterr().out)

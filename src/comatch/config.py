@@ -240,7 +240,7 @@ class RunConfig(_Section):
         1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever).", json_schema_extra=RESUMABLE)
     budget: str | None = Field(
         None, description="Wall-clock budget of the whole run, e.g. 15m, 2h or 1h30m (--budget): the number of steps is set from the "
-        "step time measured over the first steps (and again a quarter into the run), so that training, its learning-rate schedule, "
+        "step time measured over the first steps (and again from a quarter into the run on), so that training, its learning-rate schedule, "
         "evaluations and the report end within it; a resume keeps that number.", json_schema_extra=RESUMABLE,
     )
 

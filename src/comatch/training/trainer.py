@@ -351,6 +351,7 @@ class Trainer:
         start = self._started = time.perf_counter()
         tick, tick_step, first_step, probe_from = start, self.step, self.step, None
         not_stepping, refit_at = 0.0, None  # seconds of evaluations and pacing since probe_from
+        window_from, window_step = None, self.step  # where the step time of the next budget fit starts
         self.model.train()
         with StopSignals() as stop:
             while self.step < self.config.optim.iterations and not distributed.any_process(stop.requested, self.device):
@@ -362,6 +363,7 @@ class Trainer:
                 total = self.config.optim.iterations
                 if self.step == first_step + 1:
                     probe_from, not_stepping = time.perf_counter(), 0.0  # the first step (warm-up) is not timed
+                    window_from, window_step = probe_from, self.step
                 elif self.step == first_step + PROBE_STEPS and probe_from is not None:
                     t0 = time.perf_counter()
                     self._pace((t0 - probe_from) / (PROBE_STEPS - 1), first_step == 0)
@@ -369,11 +371,14 @@ class Trainer:
                     total = self.config.optim.iterations
                     refit_at = self.step + (total - self.step) // 4 if cfg_run.budget and first_step == 0 else None
                 elif self.step == refit_at and refit_at > first_step + PROBE_STEPS:
-                    # a budget fitted on 4 steps misses a machine that slows down: fit it again on a
-                    # quarter of the run, evaluations left out of the step time
-                    seconds = (time.perf_counter() - probe_from - not_stepping) / (self.step - first_step - 1)
-                    self._refit_budget(seconds)
+                    # a budget fitted on 4 steps misses a machine that slows down: fit it again a
+                    # quarter into the run, then halfway through what is left each time, on the step
+                    # time since the last fit (evaluations left out), while at least 10 steps are left
+                    t0 = time.perf_counter()
+                    self._refit_budget((t0 - window_from - not_stepping) / (self.step - window_step), self.step - window_step)
                     total = self.config.optim.iterations
+                    window_from, window_step, not_stepping = time.perf_counter(), self.step, 0.0
+                    refit_at = self.step + (total - self.step) // 2 if (total - self.step) // 2 >= 10 else None
                 if self.step % cfg_run.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
                     now = time.perf_counter()
@@ -407,7 +412,7 @@ class Trainer:
         unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
         threads = f" ({torch.get_num_threads()} threads; {comatch.OPENMP_WAIT})" if self.device.type == "cpu" else ""
         workers = default_workers(c.data.num_workers, self.device.type)
-        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps and again a quarter in" if c.run.budget and self.step == 0 else ""
+        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps, again a quarter in and halfway through what is left" if c.run.budget and self.step == 0 else ""
         lines = [
             f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
             f"  data     labelled {size(d.labelled)}, unlabelled {size(d.unlabelled)}, val {size(d.val)}, "
@@ -457,13 +462,13 @@ class Trainer:
             atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
         return elapsed
 
-    def _refit_budget(self, step_seconds: float) -> None:
-        """Fit ``run.budget`` again with the step time measured over a longer stretch."""
+    def _refit_budget(self, step_seconds: float, steps: int) -> None:
+        """Fit ``run.budget`` again with the step time measured over the last ``steps`` steps."""
         before = self.config.optim.iterations
         self._budget_costs = Costs(step_seconds, self._budget_costs.evaluation, self._budget_costs.finish)
         self._fit_budget(self._budget_costs)
         if self.config.optim.iterations != before:
-            self.monitor.message(f"budget {self.config.run.budget}: {step_seconds:.3g} s per step so far: "
+            self.monitor.message(f"budget {self.config.run.budget}: {step_seconds:.3g} s per step over the last {steps} steps: "
                                  f"{self.config.optim.iterations} steps fit instead of {before}")
 
     def _fit_to_length(self, total: int) -> None:
