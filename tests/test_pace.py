@@ -67,25 +67,30 @@ def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
     assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
 
 
-def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatch, capsys):
-    """Steps that become 40 ms slower after the probe (another job starts, say) would overrun a
-    budget fitted on the first steps by about half; fitted again a quarter into the run, the run
-    still ends within it."""
+def _budget_run_with_slower_steps(tmp_path, monkeypatch, slower_from):
+    """A 20 s budget run whose steps become 40 ms slower from step ``slower_from(trainer)`` on
+    (another job starts, say); (wall seconds, run directory)."""
     from comatch.training.trainer import Trainer
 
     step = Trainer.training_step
 
-    def slower_after_the_probe(self, batch):
-        if self.step >= 8:
+    def slower(self, batch):
+        if self.step >= slower_from(self):
             time.sleep(0.04)
         return step(self, batch)
 
-    monkeypatch.setattr(Trainer, "training_step", slower_after_the_probe)
+    monkeypatch.setattr(Trainer, "training_step", slower)
     out = tmp_path / "run"
     t0 = time.perf_counter()
     assert main(["train", "--budget", "20s", "--out", str(out), "run.report=false", "run.tensorboard=false",
                  "data.num_workers=0", "run.eval_every=100"]) == 0
-    wall = time.perf_counter() - t0
+    return time.perf_counter() - t0, out
+
+
+def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatch, capsys):
+    """Steps that become 40 ms slower after the probe would overrun a budget fitted on the first
+    steps by about half; fitted again a quarter into the run, the run still ends within it."""
+    wall, out = _budget_run_with_slower_steps(tmp_path, monkeypatch, lambda trainer: 8)
     printed = capsys.readouterr().out
     assert "steps fit instead of" in printed, printed
     assert 0.6 * 20 <= wall <= 1.1 * 20, wall
@@ -97,19 +102,6 @@ def test_budget_is_fitted_again_when_the_machine_slows_down_late(tmp_path, monke
     """Steps that become 40 ms slower after 40% of the run (past the first refit at a quarter)
     would overrun the budget (CI once took 29.0 s for 25 s this way); fitted again on the steps
     since the last fit, halfway through what is left each time, the run still ends within it."""
-    from comatch.training.trainer import Trainer
-
-    step = Trainer.training_step
-
-    def slower_late(self, batch):
-        if self.step >= 0.4 * self.config.optim.iterations:
-            time.sleep(0.04)
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "training_step", slower_late)
-    out = tmp_path / "run"
-    t0 = time.perf_counter()
-    assert main(["train", "--budget", "20s", "--out", str(out), "run.report=false", "run.tensorboard=false",
-                 "data.num_workers=0", "run.eval_every=100"]) == 0
-    wall = time.perf_counter() - t0
+    wall, _ = _budget_run_with_slower_steps(
+        tmp_path, monkeypatch, lambda trainer: 0.4 * trainer.config.optim.iterations)
     assert 0.6 * 20 <= wall <= 1.1 * 20, (wall, capsys.readouterr().out)

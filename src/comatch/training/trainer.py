@@ -349,9 +349,10 @@ class Trainer:
         self._start_block()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
-        tick, tick_step, first_step, probe_from = start, self.step, self.step, None
-        not_stepping, refit_at = 0.0, None  # seconds of evaluations and pacing since probe_from
-        window_from, window_step = None, self.step  # where the step time of the next budget fit starts
+        tick, tick_step, first_step = start, self.step, self.step
+        # the step time of the next fit of the budget is measured from window_from (step
+        # window_step), less the seconds of evaluations and pacing since then (not_stepping)
+        window_from, window_step, not_stepping, refit_at = None, self.step, 0.0, None
         self.model.train()
         with StopSignals() as stop:
             while self.step < self.config.optim.iterations and not distributed.any_process(stop.requested, self.device):
@@ -361,12 +362,11 @@ class Trainer:
                 self.step += 1
                 self.monitor.advance()
                 total = self.config.optim.iterations
-                if self.step == first_step + 1:
-                    probe_from, not_stepping = time.perf_counter(), 0.0  # the first step (warm-up) is not timed
-                    window_from, window_step = probe_from, self.step
-                elif self.step == first_step + PROBE_STEPS and probe_from is not None:
+                if self.step == first_step + 1:  # the first step (warm-up) is not timed
+                    window_from, window_step, not_stepping = time.perf_counter(), self.step, 0.0
+                elif self.step == first_step + PROBE_STEPS and window_from is not None:
                     t0 = time.perf_counter()
-                    self._pace((t0 - probe_from) / (PROBE_STEPS - 1), first_step == 0)
+                    self._pace((t0 - window_from) / (PROBE_STEPS - 1), first_step == 0)
                     not_stepping += time.perf_counter() - t0
                     total = self.config.optim.iterations
                     refit_at = self.step + (total - self.step) // 4 if cfg_run.budget and first_step == 0 else None
