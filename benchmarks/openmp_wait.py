@@ -9,8 +9,9 @@ Settings (environment of the run):
 
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once),
 - ``own``: nothing set: comatch's own choice as the run starts (10,000 spins, then sleep, on an
-  idle machine, a 1-minute load under a quarter of the cores; sleep at once otherwise); each
-  line says which it took (spins 0: sleep at once),
+  idle machine: other processes keeping under a quarter of the cores busy over the 0.1 s before
+  the choice; sleep at once otherwise); each line says which a probe started just before the
+  run took (spins 0: sleep at once),
 - ``spin-N``: ``GOMP_SPINCOUNT=N`` (300,000 is libgomp's default when no policy is set).
 
 Every run also prints its final EMA test accuracy: the setting must not change any number.

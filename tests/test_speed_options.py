@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -109,9 +110,22 @@ def test_the_training_process_loads_scikit_learn_only_for_the_digits_data():
 
 
 _OPENMP_PROBE = """
-import os
-os.getloadavg = lambda: (float(os.environ.pop("PROBE_LOAD")), 0.0, 0.0)
-os.sched_getaffinity = lambda pid: set(range(int(os.environ.pop("PROBE_CORES"))))
+import builtins, io, os, time
+# the machine as the probe describes it: PROBE_CORES usable cores, PROBE_BUSY of them kept busy
+cores, busy = int(os.environ.pop("PROBE_CORES")), float(os.environ.pop("PROBE_BUSY"))
+os.sched_getaffinity = lambda pid: set(range(cores))
+ticks = iter([0, round(busy * os.sysconf("SC_CLK_TCK") * 0.1)])  # busy ticks before and after 0.1 s
+real_open = builtins.open
+
+def fake_open(path, *args, **kwargs):
+    if path != "/proc/stat":
+        return real_open(path, *args, **kwargs)
+    busy_ticks = next(ticks)  # user, nice, system, idle, iowait, irq, softirq, steal on cpu0; idle elsewhere
+    lines = [f"cpu {busy_ticks} 0 0 0 0 0 0 0"] + [f"cpu{i} {busy_ticks if i == 0 else 0} 0 0 5000 7 0 0 900"
+                                             for i in range(cores)]
+    return io.StringIO("\\n".join(lines) + "\\n")
+
+builtins.open, time.sleep = fake_open, lambda seconds: None
 import comatch
 print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
 print(comatch.OPENMP_WAIT)
@@ -120,13 +134,13 @@ print(comatch.OPENMP_WAIT)
 
 def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one():
     """Importing comatch (before torch) lets idle OpenMP threads spin 10,000 times before they
-    sleep when the machine is idle (1-minute load under a quarter of its cores) and one process trains
-    on it, and makes them sleep at once otherwise; a wait policy or spin count the user sets
-    is left as it is."""
-    def probe(load: float, cores: int = 2, **env: str) -> list[str]:
+    sleep when the machine is idle (other processes keep under a quarter of its usable cores busy
+    over the 0.1 s before the choice) and one process trains on it, and makes them sleep at once
+    otherwise; a wait policy or spin count the user sets is left as it is."""
+    def probe(busy: float, cores: int = 2, **env: str) -> list[str]:
         environ = {k: v for k, v in os.environ.items()
                    if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")}
-        environ.update(PROBE_LOAD=str(load), PROBE_CORES=str(cores), **env)
+        environ.update(PROBE_BUSY=str(busy), PROBE_CORES=str(cores), **env)
         out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], capture_output=True, text=True,
                              env=environ, check=True).stdout.splitlines()
         said.append(out[1])  # what the run's start block says
@@ -135,23 +149,48 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one(
     said: list[str] = []
     assert probe(0.3) == ["PASSIVE", "10000"]  # idle: brief spinning (libgomp: the count wins)
     assert said[-1] == "idle threads spin briefly: the machine was idle at the start"
-    assert probe(0.49) == ["PASSIVE", "10000"]
+    assert probe(0.4) == ["PASSIVE", "10000"]
     assert probe(0.5) == ["PASSIVE", "None"]  # a quarter of the cores busy: sleep at once
-    assert said[-1] == "idle threads sleep: the machine was busy at the start, load 0.5 on 2 cores"
+    assert said[-1] == "idle threads sleep: the machine was busy at the start, 0.5 of 2 cores in use"
     assert probe(1.9, cores=8) == ["PASSIVE", "10000"]
     assert probe(2.0, cores=8) == ["PASSIVE", "None"]
-    assert probe(0.1, cores=1) == ["PASSIVE", "None"]  # one core: nothing to spin for
-    assert probe(0.1, LOCAL_WORLD_SIZE="2") == ["PASSIVE", "None"]  # several processes share the cores
-    assert probe(0.1, OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]  # a spin count would override it
+    assert probe(0.0, cores=1) == ["PASSIVE", "None"]  # one core: nothing to spin for
+    assert said[-1] == "idle threads sleep: one core"
+    assert probe(0.0, LOCAL_WORLD_SIZE="2") == ["PASSIVE", "None"]  # several processes share the cores
+    assert probe(0.0, OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]  # a spin count would override it
     assert said[-1] == "as the environment sets: OMP_WAIT_POLICY=ACTIVE"
-    assert probe(5.0, OMP_WAIT_POLICY="PASSIVE") == ["PASSIVE", "None"]
-    assert probe(0.1, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
-    assert probe(5.0, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
+    assert probe(2.0, OMP_WAIT_POLICY="PASSIVE") == ["PASSIVE", "None"]
+    assert probe(0.0, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
+    assert probe(2.0, GOMP_SPINCOUNT="50000") == ["PASSIVE", "50000"]
     # a process started by one that chose (a torchrun worker, a subprocess) chooses again
     chosen = dict(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="10000", COMATCH_OPENMP_CHOSEN="1")
-    assert probe(0.1, LOCAL_WORLD_SIZE="2", **chosen) == ["PASSIVE", "None"]
-    assert probe(5.0, **chosen) == ["PASSIVE", "None"]
-    assert probe(0.1, OMP_WAIT_POLICY="PASSIVE", COMATCH_OPENMP_CHOSEN="1") == ["PASSIVE", "10000"]
+    assert probe(0.0, LOCAL_WORLD_SIZE="2", **chosen) == ["PASSIVE", "None"]
+    assert probe(2.0, **chosen) == ["PASSIVE", "None"]
+    assert probe(0.0, OMP_WAIT_POLICY="PASSIVE", COMATCH_OPENMP_CHOSEN="1") == ["PASSIVE", "10000"]
+
+
+def test_the_busy_cores_are_measured_now_not_from_the_load_average():
+    """A job that ended a minute ago (an install, the previous run) still holds the load average
+    up; the choice looks at the cores over the moment before it. With the load average at 5 on
+    an idle machine, threads spin; with one of two cores kept busy now, they sleep."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")}
+    code = "import os; os.getloadavg = lambda: (5.0, 5.0, 5.0); " + _OPENMP_PROBE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**environ, "PROBE_BUSY": "0", "PROBE_CORES": "2"}).stdout.splitlines()
+    assert out == ["PASSIVE 10000", "idle threads spin briefly: the machine was idle at the start"]
+    # and the real /proc/stat: a busy loop on each usable core is seen
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.3)
+        code = "import os, comatch; print(os.environ.get('GOMP_SPINCOUNT')); print(comatch.OPENMP_WAIT)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=environ).stdout.splitlines()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert out[0] == "None" and out[1].startswith("idle threads sleep: the machine was busy at the start, "), out
 
 
 def test_the_run_does_not_claim_an_openmp_choice_made_after_torch_was_loaded():

@@ -11,19 +11,51 @@ import os as _os
 import sys as _sys
 
 
+def _busy_cores(cores: set[int], window: float = 0.1) -> float | None:
+    """How many of ``cores`` other processes keep busy now: their busy time (user, nice, system,
+    interrupts; not idle, I/O wait or time stolen by a hypervisor) over ``window`` seconds while
+    this process sleeps, from ``/proc/stat``. None where that cannot be read (not Linux)."""
+    import time
+
+    def busy_ticks() -> int:
+        total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+                    total += sum(int(values[i]) for i in (0, 1, 2, 5, 6))
+        return total
+
+    try:
+        start = busy_ticks()
+        time.sleep(window)
+        busy = busy_ticks() - start
+        ticks_per_second = _os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return min(busy / (ticks_per_second * window), float(len(cores)))  # ticks fall unevenly in the window
+
+
 def _why_not_idle() -> str:
     """Why OpenMP threads should not spin here ("" if this process looks alone on the machine:
-    one training process, at least 2 usable cores, a 1-minute load average under a quarter of them)."""
+    one training process, at least 2 usable cores, other processes keeping under a quarter of
+    them busy right now). The machine is looked at over the 0.1 s before the choice, not through
+    the load average, which still counts a job that ended a minute ago (an install, the previous
+    run): a run started right after one chose sleeping threads and took 1.6x as long per step."""
     if int(_os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
         return "several training processes share the machine"
     try:
-        cores = len(_os.sched_getaffinity(0))
-        load = _os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on Linux, or no load average
+        usable = _os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # not on Linux
         return "the machine's load is unknown"
-    if cores < 2:
+    if len(usable) < 2:
         return "one core"
-    return "" if load < cores / 4 else f"the machine was busy at the start, load {load:.1f} on {cores} cores"
+    busy = _busy_cores(usable)
+    if busy is None:
+        return "the machine's load is unknown"
+    if busy < len(usable) / 4:
+        return ""
+    return f"the machine was busy at the start, {busy:.1f} of {len(usable)} cores in use"
 
 
 # How idle OpenMP threads of PyTorch wait, unless the environment already says. Spinning pays
