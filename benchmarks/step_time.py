@@ -80,7 +80,7 @@ def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
 def reference_network(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The released WRN (benchmarks/network_speed.py's reference copy) of the trainer's size,
     with the same SGD settings, to time its forward+backward+SGD step on the same batches."""
-    from network_speed import ReferenceWideResNet
+    from released_network import ReferenceWideResNet
 
     arch = trainer.config.model.arch
     depth, width = {"wrn10_1": (10, 1), "wrn28_2": (28, 2)}[arch]

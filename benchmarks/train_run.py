@@ -11,7 +11,14 @@ between the processes that share them). CPU time (user, system) is the process t
 ``wait4``. Step times come from the run's own metrics.jsonl: ``images per step /
 images_per_sec`` over each ``run.log_every`` window after the first.
 
+``--released`` runs the reconstruction of the released training script
+(``benchmarks/released_loop.py``: its step, its two loaders with two workers each) under the
+same sampler instead; ``--alternate N`` runs this code and the reconstruction N times each,
+alternating (this code first in odd rounds, the reconstruction first in even ones), and reports
+the medians, so that both see the same machine and the same page cache.
+
     python benchmarks/train_run.py --iterations 200
+    python benchmarks/train_run.py --iterations 200 --alternate 3 data.num_workers=0
     python benchmarks/train_run.py --iterations 1920 --json out.json run.compile=true
     python benchmarks/train_run.py --preset-default          # the default `comatch train` (digits)
 """
@@ -108,8 +115,8 @@ def proportional_memory(pids: list[int]) -> int:
     return total
 
 
-def run(args: list[str], out: Path, env: dict[str, str], pss_every: float = 2.0) -> dict:
-    """Run ``python -m comatch train`` with ``args``: wall time, CPU time and peak memory.
+def run(command: list[str], env: dict[str, str], pss_every: float = 2.0) -> dict:
+    """Run ``command`` (a Python process): wall time, CPU time and peak memory.
 
     Every 0.1 s the resident memory (VmRSS) of the process tree is summed; each process's own
     peak is its high-water mark (VmHWM). RSS counts the pages a forked worker shares with the
@@ -117,8 +124,7 @@ def run(args: list[str], out: Path, env: dict[str, str], pss_every: float = 2.0)
     which is what the run costs.
 
     Args:
-        args: Arguments after ``train``.
-        out: Run directory.
+        command: The command line.
         env: Environment of the subprocess.
         pss_every: Seconds between PSS samples.
 
@@ -127,8 +133,7 @@ def run(args: list[str], out: Path, env: dict[str, str], pss_every: float = 2.0)
         "peak_rss_per_process_bytes", "returncode"}``.
     """
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "comatch", "train", "--out", str(out), *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     peak_each: dict[int, int] = {}
     next_pss = time.perf_counter()
@@ -169,42 +174,93 @@ def step_times(out: Path, images_per_step: int) -> list[float]:
     return [images_per_step / r for r in rates[1:]]
 
 
+def comatch_run(root: Path, name: str, a: argparse.Namespace) -> dict:
+    """One ``comatch train`` run (the WRN setting, or the default digits run): measurements and summary."""
+    out = root / name
+    if a.preset_default:
+        args = ["--iterations", str(a.iterations), *a.overrides]
+    else:
+        args = [*SETTING, "--data-root", str(root / "data"), "--iterations", str(a.iterations),
+                "run.log_every=10", f"run.eval_every={a.iterations}", *a.overrides]
+    command = [sys.executable, "-m", "comatch", "train", "--out", str(out), *args,
+               "run.tensorboard=false", "run.report=false"]
+    result = run(command, dict(os.environ), a.pss_every)
+    summary = json.loads((out / "summary.json").read_text()) if result["returncode"] == 0 else {}
+    times = step_times(out, 16 * 22) if summary else []
+    result.update({"code": "comatch", "args": args, "iterations": a.iterations,
+                   "train_wall_s": summary.get("wall_seconds"), "test_accuracy_ema": summary.get("test_accuracy_ema"),
+                   "step_median_s": statistics.median(times) if times else None})
+    return result
+
+
+def released_run(root: Path, name: str, a: argparse.Namespace) -> dict:
+    """One run of the reconstruction of the released training script: measurements and its result."""
+    out = root / f"{name}.json"
+    command = [sys.executable, str(Path(__file__).resolve().parent / "released_loop.py"), "--root", str(root / "data"),
+               "--iterations", str(a.iterations), "--workers", str(a.released_workers), "--json", str(out)]
+    result = run(command, dict(os.environ), a.pss_every)
+    own = json.loads(out.read_text()) if result["returncode"] == 0 else {}
+    result.update({"code": "released (reconstruction)", "args": command[2:-2], "iterations": a.iterations,
+                   "train_wall_s": own.get("train_seconds"), "test_accuracy_ema": own.get("test_accuracy_ema"),
+                   "step_median_s": own.get("step_median_s")})
+    return result
+
+
+def describe(result: dict) -> str:
+    """One line: times, CPU, memory (summed, PSS, each process's peak) and accuracy."""
+    step = result["step_median_s"]
+    return (f"{result['code']}: {result['iterations']} steps, training {result['train_wall_s'] or float('nan'):.1f} s "
+            f"(process {result['wall_s']:.1f} s), median step {step * 1e3 if step else float('nan'):.1f} ms, "
+            f"CPU user {result['user_s']:.1f} s, system {result['system_s']:.1f} s, "
+            f"peak memory (main + workers) RSS {result['peak_rss_bytes'] / 1e9:.3f} GB, "
+            f"PSS {result['peak_pss_bytes'] / 1e9:.3f} GB (per process peak RSS, GB: "
+            f"{', '.join(f'{b / 1e9:.2f}' for b in result['peak_rss_per_process_bytes'])}), "
+            f"EMA test accuracy {result['test_accuracy_ema']}, load {result['load_average_1min_at_end']:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--preset-default", action="store_true", help="time the default `comatch train` instead")
+    parser.add_argument("--released", action="store_true", help="run the reconstruction of the released script instead")
+    parser.add_argument("--alternate", type=int, default=0, metavar="N",
+                        help="run this code and the reconstruction N times each, alternating; report medians")
+    parser.add_argument("--released-workers", type=int, default=2, help="workers per loader of the reconstruction")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--pss-every", type=float, default=2.0, help="seconds between PSS samples (default 2)")
-    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides (this code's runs)")
     a = parser.parse_args()
+    if a.preset_default and (a.released or a.alternate):
+        parser.error("--released and --alternate run the WRN setting, not --preset-default")
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if a.preset_default:
-            args, per_step = ["--iterations", str(a.iterations), *a.overrides], 16 * 22
-        else:
+        if not a.preset_default:
             write_digits_as_cifar10(root / "data")
-            args = [*SETTING, "--data-root", str(root / "data"), "--iterations", str(a.iterations),
-                    "run.log_every=10", f"run.eval_every={a.iterations}", *a.overrides]
-            per_step = 16 * 22
-        result = run([*args, "run.tensorboard=false", "run.report=false"], root / "run", dict(os.environ), a.pss_every)
-        summary = json.loads((root / "run" / "summary.json").read_text()) if result["returncode"] == 0 else {}
-        times = step_times(root / "run", per_step) if summary else []
-    result.update({
-        "args": args, "iterations": a.iterations, "train_wall_s": summary.get("wall_seconds"),
-        "test_accuracy_ema": summary.get("test_accuracy_ema"),
-        "step_median_s": statistics.median(times) if times else None,
-        "load_average_1min_at_end": os.getloadavg()[0],
-    })
-    print(f"{'default digits run' if a.preset_default else 'WRN-10-1 on digits as CIFAR-10 files'}: "
-          f"{a.iterations} steps, training {result['train_wall_s']:.1f} s (process {result['wall_s']:.1f} s), "
-          f"median step {result['step_median_s'] * 1e3 if times else float('nan'):.1f} ms, "
-          f"CPU user {result['user_s']:.1f} s, system {result['system_s']:.1f} s, "
-          f"peak memory (main + workers) RSS {result['peak_rss_bytes'] / 1e9:.3f} GB, "
-          f"PSS {result['peak_pss_bytes'] / 1e9:.3f} GB (per process peak RSS, GB: "
-          f"{', '.join(f'{b / 1e9:.2f}' for b in result['peak_rss_per_process_bytes'])}), "
-          f"EMA test accuracy {result['test_accuracy_ema']}, load {result['load_average_1min_at_end']:.1f}")
+        if a.alternate:
+            order = [code for i in range(a.alternate)
+                     for code in (("comatch", "released") if i % 2 == 0 else ("released", "comatch"))]
+        else:
+            order = ["released" if a.released else "comatch"]
+        for i, code in enumerate(order):
+            result = (released_run if code == "released" else comatch_run)(root, f"run{i}", a)
+            result["load_average_1min_at_end"] = os.getloadavg()[0]
+            results.append(result)
+            print(("default digits run: " if a.preset_default else "") + describe(result), flush=True)
+    if a.alternate:
+        for code in ("comatch", "released (reconstruction)"):
+            mine = [r for r in results if r["code"] == code and r["returncode"] == 0]
+            if not mine:
+                continue
+
+            def median(key, rs=mine):
+                return statistics.median(r[key] for r in rs)
+            print(f"median of {len(mine)}, {code}: training {median('train_wall_s'):.1f} s, "
+                  f"step {median('step_median_s') * 1e3:.1f} ms, "
+                  f"largest process's peak RSS {statistics.median(r['peak_rss_per_process_bytes'][0] for r in mine) / 1e9:.3f} GB, "
+                  f"summed RSS {median('peak_rss_bytes') / 1e9:.3f} GB, PSS {median('peak_pss_bytes') / 1e9:.3f} GB")
     if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
+        a.json.write_text(json.dumps(results if a.alternate else results[0], indent=2) + "\n")
 
 
 if __name__ == "__main__":
