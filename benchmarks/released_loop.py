@@ -12,7 +12,9 @@ released script takes it: all ``B + 3 mu B`` images in one forward, distribution
 the last 32 batches, memory-smoothed pseudo-labels once the bank is filled, the bank update,
 the pseudo-label graph and the contrastive loss, the backward, the SGD and EMA updates and the
 per-step ``.item()`` meters. It imports nothing from comatch, so OpenMP runs with libgomp's own
-wait policy, as under the released code.
+wait policy, as under the released code, and the step's arithmetic is written out as the released
+script has it rather than taken from ``comatch.methods``: a reference must not share code with
+what it is timed against.
 
 What differs from the released code, and why it does not favour this project: the
 augmentations run torchvision's PIL transforms where the released code has its own numpy /
@@ -120,7 +122,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="worker processes per loader (released: 2)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="write the step times and test accuracy here")
+    parser.add_argument("--json", type=Path, help="write the training time, median step and EMA test accuracy here")
     a = parser.parse_args()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)

@@ -78,7 +78,7 @@ def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
 
 
 def reference_network(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The released WRN (benchmarks/network_speed.py's reference copy) of the trainer's size,
+    """The released WRN (the reference copy in benchmarks/released_network.py) of the trainer's size,
     with the same SGD settings, to time its forward+backward+SGD step on the same batches."""
     from released_network import ReferenceWideResNet
 

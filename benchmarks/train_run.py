@@ -187,7 +187,7 @@ def comatch_run(root: Path, name: str, a: argparse.Namespace) -> dict:
     result = run(command, dict(os.environ), a.pss_every)
     summary = json.loads((out / "summary.json").read_text()) if result["returncode"] == 0 else {}
     times = step_times(out, 16 * 22) if summary else []
-    result.update({"code": "comatch", "args": args, "iterations": a.iterations,
+    result.update({"args": args, "iterations": a.iterations,
                    "train_wall_s": summary.get("wall_seconds"), "test_accuracy_ema": summary.get("test_accuracy_ema"),
                    "step_median_s": statistics.median(times) if times else None})
     return result
@@ -200,7 +200,7 @@ def released_run(root: Path, name: str, a: argparse.Namespace) -> dict:
                "--iterations", str(a.iterations), "--workers", str(a.released_workers), "--json", str(out)]
     result = run(command, dict(os.environ), a.pss_every)
     own = json.loads(out.read_text()) if result["returncode"] == 0 else {}
-    result.update({"code": "released (reconstruction)", "args": command[2:-2], "iterations": a.iterations,
+    result.update({"args": command[2:-2], "iterations": a.iterations,
                    "train_wall_s": own.get("train_seconds"), "test_accuracy_ema": own.get("test_accuracy_ema"),
                    "step_median_s": own.get("step_median_s")})
     return result
@@ -232,33 +232,30 @@ def main() -> None:
     a = parser.parse_args()
     if a.preset_default and (a.released or a.alternate):
         parser.error("--released and --alternate run the WRN setting, not --preset-default")
+    runners = {"comatch": comatch_run, "released (reconstruction)": released_run}
+    if a.alternate:  # this code first in odd rounds, the reconstruction first in even ones
+        order = [code for i in range(a.alternate) for code in (list(runners) if i % 2 == 0 else list(runners)[::-1])]
+    else:
+        order = ["released (reconstruction)" if a.released else "comatch"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if not a.preset_default:
             write_digits_as_cifar10(root / "data")
-        if a.alternate:
-            order = [code for i in range(a.alternate)
-                     for code in (("comatch", "released") if i % 2 == 0 else ("released", "comatch"))]
-        else:
-            order = ["released" if a.released else "comatch"]
         for i, code in enumerate(order):
-            result = (released_run if code == "released" else comatch_run)(root, f"run{i}", a)
-            result["load_average_1min_at_end"] = os.getloadavg()[0]
+            result = runners[code](root, f"run{i}", a)
+            result.update(code=code, load_average_1min_at_end=os.getloadavg()[0])
             results.append(result)
             print(("default digits run: " if a.preset_default else "") + describe(result), flush=True)
-    if a.alternate:
-        for code in ("comatch", "released (reconstruction)"):
-            mine = [r for r in results if r["code"] == code and r["returncode"] == 0]
-            if not mine:
-                continue
-
-            def median(key, rs=mine):
-                return statistics.median(r[key] for r in rs)
-            print(f"median of {len(mine)}, {code}: training {median('train_wall_s'):.1f} s, "
-                  f"step {median('step_median_s') * 1e3:.1f} ms, "
-                  f"largest process's peak RSS {statistics.median(r['peak_rss_per_process_bytes'][0] for r in mine) / 1e9:.3f} GB, "
-                  f"summed RSS {median('peak_rss_bytes') / 1e9:.3f} GB, PSS {median('peak_pss_bytes') / 1e9:.3f} GB")
+    for code in runners if a.alternate else ():
+        done = [r for r in results if r["code"] == code and r["returncode"] == 0]
+        if done:
+            median = {key: statistics.median(r[key] for r in done)
+                      for key in ("train_wall_s", "step_median_s", "peak_rss_bytes", "peak_pss_bytes")}
+            largest = statistics.median(r["peak_rss_per_process_bytes"][0] for r in done)
+            print(f"median of {len(done)}, {code}: training {median['train_wall_s']:.1f} s, "
+                  f"step {median['step_median_s'] * 1e3:.1f} ms, largest process's peak RSS {largest / 1e9:.3f} GB, "
+                  f"summed RSS {median['peak_rss_bytes'] / 1e9:.3f} GB, PSS {median['peak_pss_bytes'] / 1e9:.3f} GB")
     if a.json:
         a.json.write_text(json.dumps(results if a.alternate else results[0], indent=2) + "\n")
 

@@ -109,6 +109,12 @@ def test_the_training_process_loads_scikit_learn_only_for_the_digits_data():
     assert out.strip() == "[]"
 
 
+def _without_openmp_choice(**extra: str) -> dict[str, str]:
+    """This process's environment without any OpenMP wait setting or comatch's choice marker, plus ``extra``."""
+    drop = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
 _OPENMP_PROBE = """
 import builtins, io, os, time
 # the machine as the probe describes it: PROBE_CORES usable cores, PROBE_BUSY of them kept busy
@@ -138,9 +144,7 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one(
     over the 0.1 s before the choice) and one process trains on it, and makes them sleep at once
     otherwise; a wait policy or spin count the user sets is left as it is."""
     def probe(busy: float, cores: int = 2, **env: str) -> list[str]:
-        environ = {k: v for k, v in os.environ.items()
-                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")}
-        environ.update(PROBE_BUSY=str(busy), PROBE_CORES=str(cores), **env)
+        environ = _without_openmp_choice(PROBE_BUSY=str(busy), PROBE_CORES=str(cores), **env)
         out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], capture_output=True, text=True,
                              env=environ, check=True).stdout.splitlines()
         said.append(out[1])  # what the run's start block says
@@ -172,12 +176,11 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one(
 def test_the_busy_cores_are_measured_now_not_from_the_load_average():
     """A job that ended a minute ago (an install, the previous run) still holds the load average
     up; the choice looks at the cores over the moment before it. With the load average at 5 on
-    an idle machine, threads spin; with one of two cores kept busy now, they sleep."""
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "COMATCH_OPENMP_CHOSEN")}
+    an idle machine, threads spin; with a busy loop on every usable core now, they sleep."""
+    environ = _without_openmp_choice()
     code = "import os; os.getloadavg = lambda: (5.0, 5.0, 5.0); " + _OPENMP_PROBE
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**environ, "PROBE_BUSY": "0", "PROBE_CORES": "2"}).stdout.splitlines()
+                         env=_without_openmp_choice(PROBE_BUSY="0", PROBE_CORES="2")).stdout.splitlines()
     assert out == ["PASSIVE 10000", "idle threads spin briefly: the machine was idle at the start"]
     # and the real /proc/stat: a busy loop on each usable core is seen
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
@@ -198,8 +201,6 @@ def test_the_run_does_not_claim_an_openmp_choice_made_after_torch_was_loaded():
     says so."""
     code = ("import os, torch, comatch; "
             "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COMATCH_OPENMP_CHOSEN')); print(comatch.OPENMP_WAIT)")
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "COMATCH_OPENMP_CHOSEN")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_without_openmp_choice(),
                          check=True).stdout.splitlines()
     assert out == ["None None", "as when torch was loaded, before comatch"]
