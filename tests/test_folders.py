@@ -161,3 +161,18 @@ def test_test_folder_with_an_unknown_class_is_refused(tmp_path, capsys):
     shutil.rmtree(tmp_path / "test" / "w")
     assert main(["train", "--labeled", str(tmp_path / "lab"), "--labels-per-class", "1", "--test",
                  str(tmp_path / "test"), "--out", str(tmp_path / "run"), *TINY]) == 0  # a class may be missing
+
+
+def test_the_report_of_a_run_without_a_validation_part_says_why_no_temperature_was_fitted(tmp_path, capsys):
+    """Own folders without --val: calibration fits no temperature (the labelled images were
+    trained on), and the end-of-run report must still be written and say so (it failed on the
+    missing `fitted_on`)."""
+    tree = write_user_tree(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--labeled", str(tree["labeled"]), "--unlabeled", str(tree["unlabeled"]),
+                 "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr()
+    assert "report failed" not in printed.out + printed.err
+    assert json.loads((out / "calibration.json").read_text())["fitted_on"] is None
+    page = (out / "report.html").read_text()
+    assert "Temperature T = 1, not fitted (no validation part: the labelled images were trained on" in page

@@ -148,8 +148,11 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
         reliability_bins(before, labels), reliability_bins(after, labels), plots / "reliability.png",
         f"Test set, EMA model: ECE {expected_calibration_error(before, labels):.3f} -> "
         f"{expected_calibration_error(after, labels):.3f} (T = {t:.3f})")
-    fitted = calibration.get("fitted_on", "not fitted (no calibration.json: run `comatch calibrate`)")
-    parts.append(_section("Calibration", f"<p>Temperature T = {t:.4g}, fitted on the {html.escape(fitted)}; "
+    if calibration.get("fitted_on"):
+        fitted = f"fitted on the {calibration['fitted_on']}"
+    else:  # calibrate() says why it fitted none; without calibration.json it never ran
+        fitted = f"not fitted ({calibration.get('not_fitted', 'no calibration.json: run `comatch calibrate`')})"
+    parts.append(_section("Calibration", f"<p>Temperature T = {t:.4g}, {html.escape(fitted)}; "
                           "expected calibration error over 15 confidence bins on the test set, before and after "
                           "dividing the logits by T.</p>" + _img(figures["reliability"], base, "reliability")))
     scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), t, max_images=MAX_SCORED)
