@@ -60,13 +60,13 @@ class _MaxPool2x2ChannelsLast(torch.autograd.Function):
 class MaxPool2x2(nn.Module):
     """2x2 max-pooling, through the channels-last kernel on the CPU.
 
-    PyTorch's CPU kernels for NCHW tensors are slow on small maps: for the digits CNN's 352 x
-    32 x 8 x 8 activations, forward and backward took 2.2-2.6 ms, against 1.0-1.2 ms through
-    the channels-last kernel with the gradient scattered back in the NCHW layout (conversions
-    included). Handing the gradient back channels-last instead would send the LeakyReLU
-    backward before it down its slow path for mixed layouts (2.0 against 0.06 ms). Max-pooling
-    reads and returns exact values, so the output and the gradient (routed to the first
-    maximum of each window) are bit for bit those of ``nn.MaxPool2d(2)``.
+    PyTorch's CPU kernel for NCHW tensors is slow on small maps (2.0 ms against 0.8 ms for the
+    digits CNN's 352 x 32 x 8 x 8 activations, conversions included). Output and gradient are
+    handed on in the NCHW layout: a channels-last gradient would meet the NCHW activation in
+    the LeakyReLU backward before the pooling, whose kernel takes a slow path for mixed layouts
+    (2.0 against 0.08 ms; ``benchmarks/digits_network.py``). Max-pooling reads and returns exact
+    values, so the output and the gradient (routed to the first maximum of each window) are bit
+    for bit those of ``nn.MaxPool2d(2)``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
