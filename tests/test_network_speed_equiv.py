@@ -137,6 +137,8 @@ def test_digits_max_pool_is_bit_for_bit_nn_maxpool_including_ties(shape: tuple[i
         outs.append((y.detach(), g_inner))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
     assert torch.equal(outs[0][1].signbit(), outs[1][1].signbit())
+    with torch.no_grad():  # evaluation takes the plain path: the same output
+        assert torch.equal(MaxPool2x2()(x), outs[0][0])
     y, g_inner = outs[1]
     # both handed on as NCHW, like the input: a channels-last gradient meeting the NCHW
     # activation in LeakyReLU's backward takes that kernel's slow path (2.0 against 0.08 ms)

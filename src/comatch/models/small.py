@@ -72,7 +72,11 @@ class MaxPool2x2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
             return F.max_pool2d(x, 2)
-        return _MaxPool2x2ChannelsLast.apply(x)
+        if x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return _MaxPool2x2ChannelsLast.apply(x)
+        # nothing to differentiate, or a TorchScript trace (which cannot hold a Python
+        # autograd function): the same values with plain operations
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
 
 
 class DigitsNet(nn.Module):
