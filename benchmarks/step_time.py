@@ -6,7 +6,10 @@ for data, network forward+backward, the method's own arithmetic (for CoMatch: al
 smoothing, graphs, losses), and optimizer + EMA + the method's state update. It also times the network alone
 (forward + backward + optimizer step on the same batch, plain cross-entropy) interleaved
 with the training steps,
-and the CPU-seconds that augmenting one step's batch costs.
+and the CPU-seconds that augmenting one step's batch costs. Where the loaders run in the
+training process they augment several batches at once (4 for the digits preset), so one step
+in four pays for the augmentation of four: the figures are then taken over blocks of that many
+consecutive steps (each block's mean; medians, minimum and maximum over the blocks).
 
     python benchmarks/step_time.py --setting wrn28-2-cifar --steps 10
     python benchmarks/step_time.py --setting digits --steps 200 --json out.json
@@ -116,8 +119,10 @@ class PhaseTimer:
 
 def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = False) -> dict[str, list[float]]:
     """Run ``warmup + steps`` of the trainer's own training steps with its phase timer on;
-    per-step phase times (s). With ``reference`` the network-alone time is the released
-    network's (reference copy) forward+backward+SGD step on the same batch."""
+    phase times (s) per step, or per block of steps (their mean) where the loaders augment
+    several batches at once (key ``group``: the block length). With ``reference`` the
+    network-alone time is the released network's (reference copy) forward+backward+SGD step
+    on the same batch."""
     labelled, unlabelled = trainer.loaders()
     keys = ("step", "data", "network", "method", "optimizer", "network_only")
     phases: dict[str, list[float]] = {k: [] for k in keys}
@@ -143,7 +148,12 @@ def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = Fals
                                ("optimizer", split["update"]), ("network_only", network_only)):
                 phases[key].append(value)
     trainer.timer = no_timer
-    return phases
+    # a loader without workers augments several batches at once (one step in `group` pays for
+    # them): the phases are then taken as means over blocks of `group` consecutive steps
+    group = getattr(getattr(unlabelled if unlabelled is not None else labelled, "_dataset", None), "group", 1)
+    blocks = len(phases["step"]) // group
+    return {k: [statistics.fmean(v[b * group:(b + 1) * group]) for b in range(blocks)] for k, v in phases.items()} | {
+        "group": [group]}
 
 
 def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor,
@@ -172,20 +182,23 @@ def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Ten
     return time.perf_counter() - t0
 
 
-def augmentation_cpu_seconds(trainer: Trainer, repeats: int = 5) -> float:
-    """CPU-seconds (all threads) to augment one step's labelled and unlabelled batches."""
+def augmentation_cpu_seconds(trainer: Trainer, group: int, repeats: int = 5) -> float:
+    """CPU-seconds (all threads) to augment one step's labelled and unlabelled batches, with
+    the loaders augmenting ``group`` batches at once as in training."""
     o = trainer.config.optim
     names = trainer.method.unlabelled_views
     from comatch.data.datasets import BatchViewDataset
 
-    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, trainer.method.labelled_views, 1)
-    unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batch_views, names, 2)
+    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, trainer.method.labelled_views,
+                                1, group=group)
+    unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batch_views, names, 2, group=group)
     cpu = []
     for k in range(repeats):
         t0 = time.process_time()
-        labelled[k]
-        unlabelled[k]
-        cpu.append(time.process_time() - t0)
+        for b in range(k * group, (k + 1) * group):
+            labelled[b]
+            unlabelled[b]
+        cpu.append((time.process_time() - t0) / group)
     return statistics.median(cpu)
 
 
@@ -212,7 +225,8 @@ def summarize(name: str, phases: dict[str, list[float]], aug_cpu: float, per_ima
     pair_ratios = [a / b for a, b in zip(phases["step"], phases["network_only"])]
     return {
         "setting": name,
-        "steps": len(phases["step"]),
+        "steps": len(phases["step"]) * phases["group"][0],
+        "block_steps": phases["group"][0],
         "step_median_s": step,
         "step_min_s": min(phases["step"]),
         "step_max_s": max(phases["step"]),
@@ -240,11 +254,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.setting, args.overrides, Path(tmp))
         phases = time_steps(trainer, args.steps, args.warmup, args.reference)
-        aug = augmentation_cpu_seconds(trainer)
+        aug = augmentation_cpu_seconds(trainer, phases["group"][0])
         per_image = per_image_cpu_seconds(trainer)
     result = summarize(args.setting, phases, aug, per_image)
     s = result["share"]
-    print(f"setting {args.setting} on {trainer.device} ({result['threads']} threads), {result['steps']} steps")
+    blocks = f" (in blocks of {result['block_steps']}: the loaders augment that many batches at once)" if result["block_steps"] > 1 else ""
+    print(f"setting {args.setting} on {trainer.device} ({result['threads']} threads), {result['steps']} steps{blocks}")
     print(f"  step median {result['step_median_s'] * 1e3:.1f} ms (min {result['step_min_s'] * 1e3:.1f}, "
           f"max {result['step_max_s'] * 1e3:.1f})")
     print(f"  shares: data wait {s['data']:.1%}, network fwd+bwd {s['network']:.1%}, "

@@ -131,3 +131,47 @@ def test_process_count_must_divide_the_global_batches_and_sync_bn_needs_cuda(mon
     model = build_model("digits_cnn", 10, in_channels=1)
     with pytest.raises(UserError, match="run.sync_bn needs CUDA"):
         parallel.prepare_network(model, torch.device("cpu"), sync_bn=True, channels_last=False)
+
+
+RECIPES = {"cifar": ViewSettings(image_size=16), "imagenet": IMAGENET_RECIPE,
+           "comatch-randaugment": ViewSettings(image_size=16, randaugment="comatch")}
+
+
+@pytest.mark.parametrize("settings", list(RECIPES.values()), ids=list(RECIPES))
+def test_several_batches_augmented_together_are_those_augmented_one_by_one(settings):
+    """Each view's operations run once over several batches (on small images the per-operation
+    overhead is most of the cost): the same tensors, bit for bit, as batch by batch, also for
+    a share of each batch."""
+    views = BatchViews(settings)
+    names = {"weak": "weak", "strong": "strong", "contrastive": "contrastive"}
+    batches = [torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(k))
+               for k in range(3)]
+    for start, rows, total in ((0, 6, None), (2, 2, 6)):
+        together = views.views_of_batches(
+            names, [(images[start:start + rows], torch.Generator().manual_seed(10 + k)) for k, images in enumerate(batches)],
+            start=start, total=total)
+        for k, images in enumerate(batches):
+            generator = torch.Generator().manual_seed(10 + k)
+            one = {key: views(kind, images[start:start + rows], generator, start=start, total=total)
+                   for key, kind in names.items()}
+            assert list(together[k]) == list(names)
+            for key in names:
+                assert torch.equal(together[k][key], one[key]), (k, key)
+
+
+def test_the_loader_dataset_in_groups_gives_the_same_batches_from_any_start():
+    base = TensorImages(torch.randint(0, 256, (23, 1, 8, 8), dtype=torch.uint8), torch.arange(23))
+    names = {"weak": "weak", "strong": "strong", "contrastive": "contrastive"}
+    views = BatchViews(ViewSettings(image_size=8))
+    one_by_one = BatchViewDataset(base, 6, views, names, seed=5)
+    grouped = BatchViewDataset(base, 6, views, names, seed=5, group=4)
+    for batch in (3, 4, 5, 6, 7, 8, 2, 9):  # a resume in mid-group, then a jump back
+        expected, got = one_by_one[batch], grouped[batch]
+        for key in names:
+            assert torch.equal(got.views[key], expected.views[key]), (batch, key)
+        assert torch.equal(got.labels, expected.labels) and torch.equal(got.indices, expected.indices)
+        assert got.seed == expected.seed
+    assert len(grouped._ready) <= 3, "keeps at most the rest of one group"
+    raw = BatchViewDataset(base, 6, None, names, seed=5, group=4)  # augmented on the device: no grouping
+    assert torch.equal(raw[1].images, BatchViewDataset(base, 6, None, names, seed=5)[1].images)
+    assert raw._ready == {}

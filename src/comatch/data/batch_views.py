@@ -24,6 +24,7 @@ Timings: ``python -m comatch.data.batch_views``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -703,6 +704,51 @@ class BatchViews:
         return self.apply(name, self.resize(images), params)
 
 
+    def views_of_batches(self, names: Mapping[str, str], batches: Sequence[tuple[torch.Tensor, torch.Generator]],
+                         *, start: int = 0, total: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """The views of several batches, each view's operations run once over all of them.
+
+        On small images most of a view's cost is the fixed cost of each operation, not the
+        pixels, so augmenting a few batches together costs little more than one. The result
+        is, tensor for tensor and bit for bit, ``{key: self(kind, images, generator,
+        start=start, total=total) for key, kind in names.items()}`` for each batch in turn:
+        each batch's parameters are drawn from its own generator in the same order, and
+        every operation treats each image on its own.
+
+        Args:
+            names: view key -> view name (see :meth:`__call__`), in drawing order.
+            batches: ``(images, generator)`` per batch; uint8 ``[N, C, H, W]`` images, the
+                same ``N`` in every batch.
+            start: the images are rows ``[start, start + N)`` of batches of ``total``.
+            total: size of those batches (default ``N``).
+
+        Returns:
+            One dict of views (key -> uint8 ``[N, C, S, S]``) per batch.
+        """
+        for kind in names.values():
+            self.kind(kind)
+        sizes = {images.shape[0] for images, _ in batches}
+        if len(sizes) != 1 or 0 in sizes or any(images.dtype != torch.uint8 or images.dim() != 4 for images, _ in batches):
+            return [{key: self(kind, images, generator, start=start, total=total) for key, kind in names.items()}
+                    for images, generator in batches]
+        (n,) = sizes
+        total = n if total is None else total
+        if start < 0 or start + n > total:
+            raise ValueError(f"rows [{start}, {start + n}) do not lie in a batch of {total}")
+        drawn = []
+        for _, generator in batches:
+            params = {}
+            for key, kind in names.items():
+                params[key] = self.sample(kind, total, generator)
+                if params[key] is not None and (start, n) != (0, total):
+                    params[key] = slice_params(params[key], start, start + n)
+            drawn.append(params)
+        images = torch.cat([self.resize(images) for images, _ in batches])
+        together = {key: self.apply(kind, images, cat_params([d[key] for d in drawn]))
+                    for key, kind in names.items()}
+        return [{key: view[k * n:(k + 1) * n] for key, view in together.items()} for k in range(len(batches))]
+
+
 Params = WeakParams | WeakCropParams | StrongParams | ContrastiveParams
 
 
@@ -713,6 +759,16 @@ def slice_params(params: Any, start: int, stop: int) -> Any:
     if isinstance(params, torch.Tensor):
         return params[start:stop]
     return type(params)(*(slice_params(field, start, stop) for field in params))
+
+
+def cat_params(drawn: list[Any]) -> Any:
+    """Drawn parameters of several batches as those of one (concatenated along the rows)."""
+    first = drawn[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat(drawn)
+    return type(first)(*(cat_params([params[i] for params in drawn]) for i in range(len(first))))
 
 
 def _benchmark() -> None:

@@ -22,6 +22,7 @@ def endless_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
     shard: tuple[int, int] = (0, 1),
+    group: int = 1,
 ) -> Iterator[ViewBatch]:
     """An endless iterator of :class:`~comatch.data.datasets.ViewBatch` es, with the views
     ``names`` (view key -> view kind) of every batch.
@@ -30,10 +31,12 @@ def endless_batches(
     ``start_batch`` skips ahead to where a previous run stopped; ``shard = (rank, world)``
     yields only this process's rows of every (global) batch. Whole batches are augmented
     at once (see :class:`~comatch.data.batch_views.BatchViews`), in a worker process when
-    ``num_workers > 0`` so that augmentation overlaps the training step.
+    ``num_workers > 0`` so that augmentation overlaps the training step; without workers,
+    ``group`` batches at a time (the same batches: see
+    :class:`~comatch.data.datasets.BatchViewDataset`).
     """
     loader = DataLoader(
-        BatchViewDataset(base, batch_size, views, names, seed, shard),
+        BatchViewDataset(base, batch_size, views, names, seed, shard, group=group if num_workers == 0 else 1),
         batch_size=None,
         sampler=itertools.count(start_batch),
         num_workers=num_workers,

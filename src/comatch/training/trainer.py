@@ -42,6 +42,8 @@ from comatch.data.labels import class_counts
 
 # Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
 LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
+# Batches a loader without worker processes augments at once, and the most memory their views may take.
+AUGMENT_GROUP, AUGMENT_GROUP_BYTES = 4, 32 * 2**20
 
 
 class Trainer:
@@ -145,15 +147,31 @@ class Trainer:
         views = None if on_device else self.batch_views
         labelled = endless_batches(
             self.data.labelled, views, self.method.labelled_views, o.batch_size,
-            seed * 16 + LABELLED_STREAM, **common,
+            seed * 16 + LABELLED_STREAM, group=self._augment_group(o.batch_size, self.method.labelled_views), **common,
         )
         unlabelled = None
         if self.method.unlabelled_views:
             unlabelled = endless_batches(
                 self.data.unlabelled, views, self.method.unlabelled_views, o.batch_size * o.mu,
-                seed * 16 + UNLABELLED_STREAM, **common,
+                seed * 16 + UNLABELLED_STREAM, group=self._augment_group(o.batch_size * o.mu, self.method.unlabelled_views),
+                **common,
             )
         return labelled, unlabelled
+
+    def _augment_group(self, batch_size: int, views: dict[str, str]) -> int:
+        """How many batches a loader without workers augments at once (the same batches
+        whatever the number): 4 while their views take at most 32 MiB, else 2 or 1.
+
+        On small images most of the augmentation's cost is the fixed cost of each operation
+        (for the digits preset, 6.2 against 2.4 ms per step measured right after a network
+        step: docs/performance.md). The group divides the steps the first timing of a run
+        measures, so that those hold exactly one group's augmentation.
+        """
+        view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
+        group = AUGMENT_GROUP
+        while group > 1 and (group * view_bytes > AUGMENT_GROUP_BYTES or (PROBE_STEPS - 1) % group):
+            group //= 2
+        return group
 
     def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
         """The views ``names`` (key -> kind) of a loader batch on the device (this process's

@@ -1,0 +1,114 @@
+"""Augmenting several batches at once in a loader without workers, against one by one.
+
+On small images most of a view's cost is the fixed cost of each operation, so a loader that
+runs in the training process (no worker processes: the default on up to 4 CPU cores)
+augments 4 batches together (``Trainer._augment_group``; the batches are the same, bit for
+bit). This script measures, in one process:
+
+- the augmentation of one step (labelled and unlabelled loaders) with groups of 1, 2 and 4,
+  each fetch right after a forward + backward of the network on a step's images, as in
+  training (a tight loop of fetches alone flatters the small operations: their code and data
+  stay in the caches);
+- the whole default training step (data, CoMatch, backward, SGD, EMA) of two trainers of the
+  default run, one with its loaders in groups and one batch by batch, alternating in blocks of
+  4 steps (which one goes first alternates too; each block of the first holds one group's
+  augmentation): the median over blocks of the mean step, the median of the paired block
+  ratios, and whether both hold the same weights at the end.
+
+    python benchmarks/augment_group.py --fetches 200 --training-steps 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
+import torch
+
+from comatch import config as cfg
+from comatch.training.trainer import Trainer
+from digits_network import alternate
+
+
+def default_trainer(group: int | None) -> Trainer:
+    """A trainer of the default run; ``group`` overrides its loaders' group (None: its own)."""
+    config = cfg.build_config(overrides=["run.tensorboard=false"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = Trainer(config, Path(tempfile.mkdtemp()) / "run")
+    if group is not None:
+        trainer._augment_group = lambda batch_size, views: group  # type: ignore[method-assign]
+    return trainer
+
+
+def augmentation_per_step(fetches: int, warmup: int) -> dict[int, float]:
+    """Median ms per step of fetching both loaders' next batches, by group size."""
+    result = {}
+    for group in (1, 2, 4):
+        trainer = default_trainer(group)
+        labelled, unlabelled = trainer.loaders()
+        images = torch.randint(0, 256, (trainer.images_per_step, trainer.in_channels, 8, 8), dtype=torch.uint8)
+        times = []
+        for i in range(warmup + fetches):
+            logits, _ = trainer.encode(images)
+            logits.square().sum().backward()
+            t0 = time.perf_counter()
+            next(labelled)
+            next(unlabelled)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        # the mean, not the median: with groups of 4, three fetches in four cost nothing
+        result[group] = statistics.fmean(times) * 1e3
+    return result
+
+
+def training_steps(steps: int, warmup: int) -> dict[str, float]:
+    """The default run's training step, loaders in groups (their own choice) against one by one."""
+    trainers: list[Trainer] = []
+
+    def stepper(group: int | None) -> Callable[[], float]:
+        trainer = default_trainer(group)
+        labelled, unlabelled = trainer.loaders()
+        trainer.model.train()
+        trainers.append(trainer)
+
+        def step() -> float:
+            t0 = time.perf_counter()
+            trainer.training_step(trainer.make_batch(next(labelled), next(unlabelled)))
+            trainer.step += 1
+            return time.perf_counter() - t0
+        return step
+
+    # blocks of 4 steps (one group's augmentation in each), alternating block by block: a
+    # single step's time would compare a step that augments with one that does not
+    grouped, single = stepper(None), stepper(1)
+    block = lambda step: lambda: sum(step() for _ in range(4)) / 4  # noqa: E731
+    result = alternate(block(grouped), block(single), steps // 4, warmup // 4)
+    a, b = (dict(t.model.named_parameters()) for t in trainers)
+    result["same_weights"] = all(torch.equal(a[k], b[k]) for k in a)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fetches", type=int, default=200)
+    parser.add_argument("--training-steps", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    print(f"{torch.get_num_threads()} threads; {comatch.OPENMP_WAIT}")
+    per_step = augmentation_per_step(args.fetches, args.warmup)
+    print("augmentation per step, mean of", args.fetches, "fetches after a network step: "
+          + ", ".join(f"group {g}: {ms:.2f} ms" for g, ms in per_step.items()), flush=True)
+    r = training_steps(args.training_steps, args.warmup)
+    print(f"default training step, {args.training_steps // 4} pairs of 4-step blocks: in groups {r['first_ms']:.2f} ms, one by one "
+          f"{r['second_ms']:.2f} ms, median paired ratio {r['median_paired_ratio']:.3f}; same weights: {r['same_weights']}")
+
+
+if __name__ == "__main__":
+    main()
