@@ -163,7 +163,7 @@ class Trainer:
         whatever the number): 4 while their views take at most 32 MiB, else 2 or 1.
 
         On small images most of the augmentation's cost is the fixed cost of each operation
-        (for the digits preset, 6.2 against 2.4 ms per step measured right after a network
+        (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
         step: docs/performance.md). The group divides the steps the first timing of a run
         measures, so that those hold exactly one group's augmentation.
         """
