@@ -703,7 +703,6 @@ class BatchViews:
             params = slice_params(params, start, start + n)
         return self.apply(name, self.resize(images), params)
 
-
     def views_of_batches(self, names: Mapping[str, str], batches: Sequence[tuple[torch.Tensor, torch.Generator]],
                          *, start: int = 0, total: int | None = None) -> list[dict[str, torch.Tensor]]:
         """The views of several batches, each view's operations run once over all of them.
