@@ -21,37 +21,29 @@ bit). This script measures, in one process:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
 import torch
 
-from comatch import config as cfg
 from comatch.training.trainer import Trainer
-from digits_network import alternate
+from digits_network import alternate, default_trainer, same_weights, training_stepper
 
 
-def default_trainer(group: int | None) -> Trainer:
+def trainer_with_group(group: int | None) -> Trainer:
     """A trainer of the default run; ``group`` overrides its loaders' group (None: its own)."""
-    config = cfg.build_config(overrides=["run.tensorboard=false"])
-    with contextlib.redirect_stdout(io.StringIO()):
-        trainer = Trainer(config, Path(tempfile.mkdtemp()) / "run")
-    if group is not None:
+    def force(trainer: Trainer) -> None:
         trainer._augment_group = lambda batch_size, views: group  # type: ignore[method-assign]
-    return trainer
+
+    return default_trainer(None if group is None else force)
 
 
 def augmentation_per_step(fetches: int, warmup: int) -> dict[int, float]:
     """Median ms per step of fetching both loaders' next batches, by group size."""
     result = {}
     for group in (1, 2, 4):
-        trainer = default_trainer(group)
+        trainer = trainer_with_group(group)
         labelled, unlabelled = trainer.loaders()
         images = torch.randint(0, 256, (trainer.images_per_step, trainer.in_channels, 8, 8), dtype=torch.uint8)
         times = []
@@ -70,28 +62,12 @@ def augmentation_per_step(fetches: int, warmup: int) -> dict[int, float]:
 
 def training_steps(steps: int, warmup: int) -> dict[str, float]:
     """The default run's training step, loaders in groups (their own choice) against one by one."""
-    trainers: list[Trainer] = []
-
-    def stepper(group: int | None) -> Callable[[], float]:
-        trainer = default_trainer(group)
-        labelled, unlabelled = trainer.loaders()
-        trainer.model.train()
-        trainers.append(trainer)
-
-        def step() -> float:
-            t0 = time.perf_counter()
-            trainer.training_step(trainer.make_batch(next(labelled), next(unlabelled)))
-            trainer.step += 1
-            return time.perf_counter() - t0
-        return step
-
+    grouped, single = trainer_with_group(None), trainer_with_group(1)
     # blocks of 4 steps (one group's augmentation in each), alternating block by block: a
     # single step's time would compare a step that augments with one that does not
-    grouped, single = stepper(None), stepper(1)
     block = lambda step: lambda: sum(step() for _ in range(4)) / 4  # noqa: E731
-    result = alternate(block(grouped), block(single), steps // 4, warmup // 4)
-    a, b = (dict(t.model.named_parameters()) for t in trainers)
-    result["same_weights"] = all(torch.equal(a[k], b[k]) for k in a)
+    result = alternate(block(training_stepper(grouped)), block(training_stepper(single)), steps // 4, warmup // 4)
+    result["same_weights"] = same_weights(grouped, single)
     return result
 
 

@@ -120,29 +120,44 @@ def channels_last(steps: int, warmup: int) -> dict[str, float]:
                      timed_network(nchw, images), steps, warmup)
 
 
+def default_trainer(adjust: Callable[[Trainer], None] | None = None) -> Trainer:
+    """A trainer of the default run (built quietly), changed by ``adjust`` if given."""
+    config = cfg.build_config(overrides=["run.tensorboard=false"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = Trainer(config, Path(tempfile.mkdtemp()) / "run")
+    if adjust is not None:
+        adjust(trainer)
+    return trainer
+
+
+def training_stepper(trainer: Trainer) -> Callable[[], float]:
+    """A closure running the trainer's next training step (data, method, backward, SGD, EMA)
+    and returning its seconds."""
+    labelled, unlabelled = trainer.loaders()
+    trainer.model.train()
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        trainer.training_step(trainer.make_batch(next(labelled), next(unlabelled)))
+        trainer.step += 1
+        return time.perf_counter() - t0
+    return step
+
+
+def same_weights(a: Trainer, b: Trainer) -> bool:
+    """Whether two trainers' networks hold the same parameters, bit for bit."""
+    theirs = dict(b.model.named_parameters())
+    return all(torch.equal(p, theirs[name]) for name, p in a.model.named_parameters())
+
+
 def training_steps(steps: int, warmup: int) -> dict[str, float]:
     """The default run's training step (data, CoMatch, backward, SGD, EMA), both poolings."""
-    def trainer(earlier: bool) -> Callable[[], float]:
-        config = cfg.build_config(overrides=["run.tensorboard=false"])
-        with contextlib.redirect_stdout(io.StringIO()):
-            tr = Trainer(config, Path(tempfile.mkdtemp()) / "run")
-        if earlier:
-            tr.model.encoder.body[2] = EarlierPool()
-        labelled, unlabelled = tr.loaders()
-        tr.model.train()
-        trainers.append(tr)
+    def swap_pool(trainer: Trainer) -> None:
+        trainer.model.encoder.body[2] = EarlierPool()
 
-        def step() -> float:
-            t0 = time.perf_counter()
-            tr.training_step(tr.make_batch(next(labelled), next(unlabelled)))
-            tr.step += 1
-            return time.perf_counter() - t0
-        return step
-
-    trainers: list[Trainer] = []
-    result = alternate(trainer(False), trainer(True), steps, warmup)
-    a, b = (dict(t.model.named_parameters()) for t in trainers)
-    result["same_weights"] = all(torch.equal(a[k], b[k]) for k in a)
+    now, earlier = default_trainer(), default_trainer(swap_pool)
+    result = alternate(training_stepper(now), training_stepper(earlier), steps, warmup)
+    result["same_weights"] = same_weights(now, earlier)
     return result
 
 
