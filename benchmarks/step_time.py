@@ -117,10 +117,11 @@ class PhaseTimer:
         return record
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = False) -> dict[str, list[float]]:
+def time_steps(trainer: Trainer, steps: int, warmup: int,
+               reference: bool = False) -> tuple[dict[str, list[float]], int]:
     """Run ``warmup + steps`` of the trainer's own training steps with its phase timer on;
     phase times (s) per step, or per block of steps (their mean) where the loaders augment
-    several batches at once (key ``group``: the block length). With ``reference`` the
+    several batches at once, and the block length. With ``reference`` the
     network-alone time is the released network's (reference copy) forward+backward+SGD step
     on the same batch."""
     labelled, unlabelled = trainer.loaders()
@@ -150,10 +151,9 @@ def time_steps(trainer: Trainer, steps: int, warmup: int, reference: bool = Fals
     trainer.timer = no_timer
     # a loader without workers augments several batches at once (one step in `group` pays for
     # them): the phases are then taken as means over blocks of `group` consecutive steps
-    group = getattr(getattr(unlabelled if unlabelled is not None else labelled, "_dataset", None), "group", 1)
+    group = (unlabelled if unlabelled is not None else labelled)._dataset.group  # the loader's BatchViewDataset
     blocks = len(phases["step"]) // group
-    return {k: [statistics.fmean(v[b * group:(b + 1) * group]) for b in range(blocks)] for k, v in phases.items()} | {
-        "group": [group]}
+    return {k: [statistics.fmean(v[b * group:(b + 1) * group]) for b in range(blocks)] for k, v in phases.items()}, group
 
 
 def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor,
@@ -218,15 +218,15 @@ def per_image_cpu_seconds(trainer: Trainer) -> float:
     return time.process_time() - t0
 
 
-def summarize(name: str, phases: dict[str, list[float]], aug_cpu: float, per_image_cpu: float) -> dict:
+def summarize(name: str, phases: dict[str, list[float]], group: int, aug_cpu: float, per_image_cpu: float) -> dict:
     step = statistics.median(phases["step"])
     share = {k: statistics.median(phases[k]) / step for k in ("data", "network", "method", "optimizer")}
     net = statistics.median(phases["network_only"])
     pair_ratios = [a / b for a, b in zip(phases["step"], phases["network_only"])]
     return {
         "setting": name,
-        "steps": len(phases["step"]) * phases["group"][0],
-        "block_steps": phases["group"][0],
+        "steps": len(phases["step"]) * group,
+        "block_steps": group,
         "step_median_s": step,
         "step_min_s": min(phases["step"]),
         "step_max_s": max(phases["step"]),
@@ -253,10 +253,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.setting, args.overrides, Path(tmp))
-        phases = time_steps(trainer, args.steps, args.warmup, args.reference)
-        aug = augmentation_cpu_seconds(trainer, phases["group"][0])
+        phases, group = time_steps(trainer, args.steps, args.warmup, args.reference)
+        aug = augmentation_cpu_seconds(trainer, group)
         per_image = per_image_cpu_seconds(trainer)
-    result = summarize(args.setting, phases, aug, per_image)
+    result = summarize(args.setting, phases, group, aug, per_image)
     s = result["share"]
     blocks = f" (in blocks of {result['block_steps']}: the loaders augment that many batches at once)" if result["block_steps"] > 1 else ""
     print(f"setting {args.setting} on {trainer.device} ({result['threads']} threads), {result['steps']} steps{blocks}")

@@ -157,6 +157,8 @@ def test_several_batches_augmented_together_are_those_augmented_one_by_one(setti
             assert list(together[k]) == list(names)
             for key in names:
                 assert torch.equal(together[k][key], one[key]), (k, key)
+    with pytest.raises(ValueError, match="must hold the same number of images"):
+        views.views_of_batches(names, [(batches[0], None), (batches[1][:4], None)])
 
 
 def test_the_loader_dataset_in_groups_gives_the_same_batches_from_any_start():

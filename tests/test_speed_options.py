@@ -177,7 +177,6 @@ def test_the_busy_cores_are_measured_now_not_from_the_load_average():
     """A job that ended a minute ago (an install, the previous run) still holds the load average
     up; the choice looks at the cores over the moment before it. With the load average at 5 on
     an idle machine, threads spin; with a busy loop on every usable core now, they sleep."""
-    environ = _without_openmp_choice()
     code = "import os; os.getloadavg = lambda: (5.0, 5.0, 5.0); " + _OPENMP_PROBE
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=_without_openmp_choice(PROBE_BUSY="0", PROBE_CORES="2")).stdout.splitlines()
@@ -188,7 +187,7 @@ def test_the_busy_cores_are_measured_now_not_from_the_load_average():
         time.sleep(0.3)
         code = "import os, comatch; print(os.environ.get('GOMP_SPINCOUNT')); print(comatch.OPENMP_WAIT)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env=environ).stdout.splitlines()
+                             env=_without_openmp_choice()).stdout.splitlines()
     finally:
         for p in spinners:
             p.kill()

@@ -688,22 +688,9 @@ class BatchViews:
             ValueError: If ``name`` is unknown, ``images`` is not a uint8 batch, or the rows
                 do not lie in the batch.
         """
-        self.kind(name)
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError("images must be a uint8 tensor [N, C, H, W]")
-        n = images.shape[0]
-        total = n if total is None else total
-        if start < 0 or start + n > total:
-            raise ValueError(f"rows [{start}, {start + n}) do not lie in a batch of {total}")
-        if n == 0:
-            size = self.settings.image_size
-            return images.new_empty((0, images.shape[1], size, size))
-        params = self.sample(name, total, generator)
-        if params is not None and (start, n) != (0, total):
-            params = slice_params(params, start, start + n)
-        return self.apply(name, self.resize(images), params)
+        return self.views_of_batches({name: name}, [(images, generator)], start=start, total=total)[0][name]
 
-    def views_of_batches(self, names: Mapping[str, str], batches: Sequence[tuple[torch.Tensor, torch.Generator]],
+    def views_of_batches(self, names: Mapping[str, str], batches: Sequence[tuple[torch.Tensor, torch.Generator | None]],
                          *, start: int = 0, total: int | None = None) -> list[dict[str, torch.Tensor]]:
         """The views of several batches, each view's operations run once over all of them.
 
@@ -723,18 +710,24 @@ class BatchViews:
 
         Returns:
             One dict of views (key -> uint8 ``[N, C, S, S]``) per batch.
+
+        Raises:
+            ValueError: As :meth:`__call__`, or if the batches differ in size.
         """
         for kind in names.values():
             self.kind(kind)
-        sizes = {images.shape[0] for images, _ in batches}
-        if len(sizes) != 1 or 0 in sizes or any(images.dtype != torch.uint8 or images.dim() != 4 for images, _ in batches):
-            return [{key: self(kind, images, generator, start=start, total=total) for key, kind in names.items()}
-                    for images, generator in batches]
-        (n,) = sizes
+        if any(images.dtype != torch.uint8 or images.dim() != 4 for images, _ in batches):
+            raise ValueError("images must be a uint8 tensor [N, C, H, W]")
+        n = batches[0][0].shape[0] if batches else 0
+        if any(images.shape[0] != n for images, _ in batches):
+            raise ValueError("batches augmented together must hold the same number of images")
         total = n if total is None else total
         if start < 0 or start + n > total:
             raise ValueError(f"rows [{start}, {start + n}) do not lie in a batch of {total}")
-        drawn = []
+        if n == 0:
+            size = self.settings.image_size
+            return [{key: images.new_empty((0, images.shape[1], size, size)) for key in names} for images, _ in batches]
+        drawn = []  # per batch, the parameters of each view, drawn in order from its generator
         for _, generator in batches:
             params = {}
             for key, kind in names.items():
@@ -742,7 +735,8 @@ class BatchViews:
                 if params[key] is not None and (start, n) != (0, total):
                     params[key] = slice_params(params[key], start, start + n)
             drawn.append(params)
-        images = torch.cat([self.resize(images) for images, _ in batches])
+        resized = [self.resize(images) for images, _ in batches]
+        images = resized[0] if len(resized) == 1 else torch.cat(resized)
         together = {key: self.apply(kind, images, cat_params([d[key] for d in drawn]))
                     for key, kind in names.items()}
         return [{key: view[k * n:(k + 1) * n] for key, view in together.items()} for k in range(len(batches))]

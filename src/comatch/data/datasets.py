@@ -133,33 +133,29 @@ class BatchViewDataset(Dataset):
         raise TypeError("BatchViewDataset is endless")
 
     def __getitem__(self, batch: int) -> ViewBatch:
-        if self.group > 1:
-            if batch not in self._ready:
-                self._ready = self._make_group(batch)
-            return self._ready.pop(batch)
-        start, stop = self.rows
-        indices = self.stream.batch(batch, self.batch_size)[start:stop]
-        images, labels = gather(self.base, indices)
-        seed = batch_seed(self.seed, batch)
-        if self.views is None:
-            return ViewBatch({}, images, labels, indices, seed)
-        generator = torch.Generator().manual_seed(seed)
-        views = {key: self.views(kind, images, generator, start=start, total=self.batch_size)
-                 for key, kind in self.names.items()}
-        return ViewBatch(views, None, labels, indices, seed)
+        if batch not in self._ready:
+            self._ready = self._make(batch)
+        return self._ready.pop(batch)
 
-    def _make_group(self, first: int) -> dict[int, ViewBatch]:
-        """Batches ``first ... first + group - 1``, augmented together."""
+    def _make(self, first: int) -> dict[int, ViewBatch]:
+        """Batches ``first ... first + group - 1`` (augmented together when ``group > 1``)."""
         start, stop = self.rows
-        batches = range(first, first + self.group)
-        indices = [self.stream.batch(b, self.batch_size)[start:stop] for b in batches]
+        numbers = range(first, first + self.group)
+        indices = [self.stream.batch(b, self.batch_size)[start:stop] for b in numbers]
         gathered = [gather(self.base, i) for i in indices]
-        seeds = [batch_seed(self.seed, b) for b in batches]
-        views = self.views.views_of_batches(  # type: ignore[union-attr]
-            self.names, [(images, torch.Generator().manual_seed(s)) for (images, _), s in zip(gathered, seeds)],
-            start=start, total=self.batch_size)
-        return {b: ViewBatch(v, None, labels, i, s)
-                for b, v, (_, labels), i, s in zip(batches, views, gathered, indices, seeds)}
+        seeds = [batch_seed(self.seed, b) for b in numbers]
+        if self.views is None:
+            views = [{} for _ in numbers]
+        else:
+            batches = [(images, torch.Generator().manual_seed(s)) for (images, _), s in zip(gathered, seeds)]
+            if self.group > 1:
+                views = self.views.views_of_batches(self.names, batches, start=start, total=self.batch_size)  # type: ignore[union-attr]
+            else:
+                views = [{key: self.views(kind, images, generator, start=start, total=self.batch_size)
+                          for key, kind in self.names.items()} for images, generator in batches]
+        raw = self.views is None  # the trainer augments on its device
+        return {b: ViewBatch(v, images if raw else None, labels, i, s)
+                for b, v, (images, labels), i, s in zip(numbers, views, gathered, indices, seeds)}
 
 
 class EvalDataset(Dataset):
