@@ -9,8 +9,10 @@ cells run at once (--jobs), each with its share of the CPU threads.
 
 Writes OUT/results.csv (one row per run), OUT/summary.csv and OUT/summary.md (mean and
 standard deviation per method and label count), OUT/accuracy.png, and OUT/provenance.json
-(the command, the commit, the torch version and the threads per run: a run is bit-reproducible
-for the same code, torch build and thread count).
+(the command, the commit, the torch version, the threads per run, the numerics and the CPU model).
+Runs use ``run.numerics=portable`` unless ``--numerics fast`` is given: a portable run computes the
+same bits on any x86-64 CPU for the same code, torch build and thread count, so anyone can rerun a
+cell and get its row exactly.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run_cell(args: argparse.Namespace, method: str, labels: int, seed: int, thre
     run = cell_dir(args.out, method, labels, seed)
     if finished(run):
         return run
-    common = [f"run.threads={threads}", "run.tensorboard=false", f"run.eval_every={args.eval_every}",
+    common = [f"run.numerics={args.numerics}", f"run.threads={threads}", "run.tensorboard=false",
+              f"run.eval_every={args.eval_every}",
               f"run.log_every={max(1, args.eval_every // 2)}",
               "data.num_workers=1", *args.override]
     if (run / "checkpoints" / "last.pt").exists() or (run / "checkpoints" / "previous.pt").exists():
@@ -206,7 +209,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The grid's command line (tests/test_evidence.py parses the recorded command with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="digits")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -218,13 +222,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPUs shared by the jobs); "
                         "the results depend on it in the last digits")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--numerics", choices=("portable", "fast"), default="portable",
+                        help="run.numerics of every run (portable: the same bits on any x86-64 CPU)")
     parser.add_argument("override", nargs="*", help="key=value overrides applied to every run")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    from comatch import numerics
+
+    numerics.pin(args.numerics)  # before torch loads here (the kNN scores evaluate the runs in this process)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
     from provenance import provenance  # benchmarks/provenance.py, beside this script
 
-    (args.out / "provenance.json").write_text(json.dumps(provenance(threads_per_run=threads), indent=2) + "\n")
+    (args.out / "provenance.json").write_text(json.dumps(provenance(threads_per_run=threads, numerics=args.numerics), indent=2) + "\n")
     cells = [(m, n, s) for n in args.labels for m in args.methods for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda c: run_cell(args, *c, threads), cells))

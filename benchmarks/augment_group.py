@@ -24,7 +24,9 @@ import argparse
 import statistics
 import time
 
-import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
+from comatch import openmp
+
+openmp.choose()  # before torch loads: how idle OpenMP threads wait, as `comatch train` chooses it
 import torch
 
 from comatch.training.trainer import Trainer
@@ -77,7 +79,7 @@ def main() -> None:
     parser.add_argument("--training-steps", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    print(f"{torch.get_num_threads()} threads; {comatch.OPENMP_WAIT}")
+    print(f"{torch.get_num_threads()} threads; {openmp.wait}")
     per_step = augmentation_per_step(args.fetches, args.warmup)
     print("augmentation per step, mean of", args.fetches, "fetches after a network step: "
           + ", ".join(f"group {g}: {ms:.2f} ms" for g, ms in per_step.items()), flush=True)

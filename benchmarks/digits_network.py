@@ -36,7 +36,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
+from comatch import openmp
+
+openmp.choose()  # before torch loads: how idle OpenMP threads wait, as `comatch train` chooses it
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,7 +169,7 @@ def main() -> None:
     parser.add_argument("--training-steps", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    print(f"{torch.get_num_threads()} threads; {comatch.OPENMP_WAIT}")
+    print(f"{torch.get_num_threads()} threads; {openmp.wait}")
     for name, run, steps, labels in (
             ("pooling now / earlier, network alone (fwd+bwd, 352 images)", network_alone, args.network_steps, ("now", "earlier")),
             ("pooling now / earlier, default training step", training_steps, args.training_steps, ("now", "earlier")),

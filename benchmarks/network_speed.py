@@ -26,7 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import comatch  # noqa: F401  (first: sets comatch's OpenMP wait policy before torch loads; see its __init__)
+from comatch import openmp
+
+openmp.choose()  # before torch loads: how idle OpenMP threads wait, as `comatch train` chooses it
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -28,7 +28,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import comatch  # noqa: F401  (first: comatch's OpenMP wait policy applies only if set before torch loads)
+import sys
+
+from comatch import numerics, openmp
+
+numerics.pin("portable" if "run.numerics=portable" in sys.argv else "fast")  # before torch loads
+openmp.choose()  # before torch loads: how idle OpenMP threads wait, as `comatch train` chooses it
 import torch
 import torch.nn.functional as F
 

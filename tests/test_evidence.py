@@ -1,16 +1,16 @@
-"""The committed evidence still reproduces: one cell of the digits grid, rerun with the grid's own
-code path (benchmarks/accuracy.py, the documented command's settings), must give the committed
-final EMA test accuracy bit for bit.
+"""The committed evidence still reproduces, on any x86-64 machine: one cell of the digits grid,
+rerun with the grid's own code path (benchmarks/accuracy.py, the command recorded beside the grid,
+``run.numerics=portable``), must give the committed final EMA test accuracy bit for bit.
 
 A change to the numerics fails here until the evidence is regenerated with the command in
 docs/results/digits.md (and docs/results/digits/provenance.json).
 """
 
-import argparse
 import csv
 import importlib.util
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -20,41 +20,41 @@ GRID = ROOT / "docs" / "results" / "digits"
 CELL = ("comatch", 1, 0)  # method, labels per class, seed: a CoMatch cell with every part on
 
 
-def load_accuracy_benchmark():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", ROOT / "benchmarks" / "accuracy.py")
+def load_benchmark(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark imports provenance.py beside it
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def documented_arguments(bench) -> argparse.Namespace:
-    """The grid's arguments, parsed from the command recorded with it."""
+def test_the_grid_was_made_in_portable_numerics_and_says_on_what():
     recorded = json.loads((GRID / "provenance.json").read_text())
-    argv = shlex.split(recorded["command"])[2:]  # drop "python benchmarks/accuracy.py"
-    parser = argparse.ArgumentParser()
-    for flag, kind in (("--preset", str), ("--iterations", int), ("--eval-every", int), ("--threads", int),
-                       ("--jobs", int), ("--out", Path)):
-        parser.add_argument(flag, type=kind)
-    for flag in ("--methods", "--labels", "--seeds"):
-        parser.add_argument(flag, nargs="+")
-    args, rest = parser.parse_known_args(argv)
-    args.override = rest
-    return args, recorded
+    assert recorded["numerics"] == "portable"
+    assert recorded["cpu_model"] and recorded["threads_per_run"] == 1
+    with (GRID / "results.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 81
 
 
 def test_a_committed_digits_cell_reproduces_bitwise(tmp_path):
-    bench = load_accuracy_benchmark()
-    args, recorded = documented_arguments(bench)
+    bench = load_benchmark("accuracy")
+    recorded = json.loads((GRID / "provenance.json").read_text())
+    argv = shlex.split(recorded["command"])[2:]  # drop "python benchmarks/accuracy.py"
+    args = bench.build_parser().parse_args(argv)
+    assert args.numerics == "portable"
     assert recorded["torch"].split("+")[0] == torch.__version__.split("+")[0], (
         f"the evidence was made with torch {recorded['torch']}; this is {torch.__version__}")
     args.out = tmp_path
     method, labels, seed = CELL
     run = bench.run_cell(args, method, labels, seed, recorded["threads_per_run"])
-    got = json.loads((run / "summary.json").read_text())["test_accuracy_ema"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["numerics"] == "portable" and summary["cpu_capability"] == "DEFAULT"
     with (GRID / "results.csv").open() as handle:
         rows = [r for r in csv.DictReader(handle)
                 if (r["method"], int(r["labels_per_class"]), int(r["seed"])) == CELL]
     assert len(rows) == 1
+    got = summary["test_accuracy_ema"]
     assert got == float(rows[0]["test_acc_ema"]), (
-        f"{method}, {labels} label(s)/class, seed {seed}: committed {rows[0]['test_acc_ema']}, now {got!r}; "
-        f"the numerics changed: regenerate the evidence ({recorded['command']})")
+        f"{method}, {labels} label(s)/class, seed {seed}: committed {rows[0]['test_acc_ema']}, now {got!r} "
+        f"(made on {recorded['cpu_model']}, rerun on {summary['cpu_model']}); the numerics changed: "
+        f"regenerate the evidence ({recorded['command']})")

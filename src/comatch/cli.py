@@ -1,4 +1,10 @@
-"""The ``comatch`` command line."""
+"""The ``comatch`` command line.
+
+The module imports only the standard library and comatch's light bottom modules, so that
+:func:`main` installs the stop handler (a signal while Python is still importing is a request to
+stop, not a traceback), pins the CPU kernels (``run.numerics``) and chooses how OpenMP threads
+wait before torch or NumPy load.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
+from comatch import numerics, openmp
 from comatch.errors import UserError
-from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
-from comatch.training.signals import StopSignals
+from comatch.signals import StopSignals
 
 if TYPE_CHECKING:
     from comatch import config as cfg
@@ -111,6 +117,8 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from comatch.tools.commands import add_tool_parsers
+
     parser = _Parser(prog="comatch", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
@@ -264,10 +272,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     A SIGINT or SIGTERM (to the process or its whole process group) from the first moment on
     is a request to stop: loading goes on, the training loop checkpoints before or after its
     current step, prints the resume command, and the command exits 0 (see
-    :mod:`comatch.training.signals`). A second signal stops at once.
+    :mod:`comatch.signals`). A second signal stops at once.
     """
     chosen: dict[str, Path] = {}  # the run directory, once claimed
     with StopSignals():  # first: importing torch alone can take seconds
+        numerics.pin(requested_numerics(args))  # before torch loads (the typed config imports it)
         from comatch import config as cfg
 
         try:
@@ -322,6 +331,30 @@ def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]
     return 0
 
 
+def requested_numerics(args: argparse.Namespace) -> str:
+    """``run.numerics`` as a ``train`` command asks for it, read before torch loads.
+
+    The typed configuration imports torch, so the raw layers are read here in the same order:
+    the last ``run.numerics=`` override, else the resumed run's config.yaml, the ``--config``
+    file or the preset. A file that cannot be read gives ``fast``: building the configuration
+    then reports the problem.
+    """
+    from comatch.config_files import load_preset, load_yaml
+
+    for item in reversed(args.overrides):
+        key, _, value = item.partition("=")
+        if key.strip() == "run.numerics":
+            return value.strip()
+    source = args.resume / "config.yaml" if args.resume is not None else args.config
+    try:
+        raw = load_yaml(source) if source is not None else load_preset(
+            args.preset or ("folder" if args.labeled is not None else "digits"))
+    except UserError:
+        return "fast"
+    run = raw.get("run")
+    return str(run.get("numerics", "fast")) if isinstance(run, dict) else "fast"
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from comatch import config as cfg
 
@@ -334,17 +367,36 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a user error)."""
+    """Run the command line; returns the exit status (2 for a user error).
+
+    The stop handler is installed first: a SIGINT or SIGTERM while the command is still
+    importing and parsing is a request to stop. ``train`` goes on under it (the run stops
+    cleanly at its first chance); any other command then ends at once with status 130 or 143.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
-        args = _parse(parser, argv or ["train"])
-    except SystemExit as exit_:  # --help, or a usage error already printed on one line
-        return int(exit_.code or 0)
+    with StopSignals() as startup:
+        parser = build_parser()
+        try:
+            args = _parse(parser, argv or ["train"])
+        except SystemExit as exit_:  # --help, or a usage error already printed on one line
+            return int(exit_.code or 0)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        openmp.choose()  # before torch loads
+        if args.command == "train":
+            return _run(args)
+    if startup.requested:
+        print(f"comatch: interrupted ({startup.name})", file=sys.stderr)
+        return 143 if startup.name == "SIGTERM" else 130
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command, turning the errors a user can cause into one line and a status."""
+    from comatch.tools.commands import TOOL_COMMANDS
+
     handlers = {"train": cmd_train, "presets": cmd_presets, **TOOL_COMMANDS}
-    if args.command is None:
-        parser.print_help()
-        return 2
     try:
         return handlers[args.command](args)
     except UserError as err:

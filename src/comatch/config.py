@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, ValidationError, create_model, model_validator
 
 from comatch.errors import UserError
+from comatch.config_files import apply_override, load_preset, load_yaml, merge, preset_names  # noqa: F401 (re-exported)
 from comatch.methods import METHODS, MethodSettings
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
@@ -232,6 +232,9 @@ class RunConfig(_Section):
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU.", json_schema_extra=RESUMABLE)
     channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.", json_schema_extra=RESUMABLE)
+    numerics: Literal["fast", "portable"] = Field(
+        "fast", description="CPU kernels: fast (the fastest for this CPU; bit-reproducible on one machine) or portable (the same "
+        "bits on any x86-64 CPU at the same thread count and torch build, slower; for evidence others rerun). See docs/reproducing.md.")
     deterministic: bool = Field(
         False, description="Deterministic GPU kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bit-reproducible CUDA runs, at a cost in speed. CPU runs are reproducible without it.", json_schema_extra=RESUMABLE)
     compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).", json_schema_extra=RESUMABLE)
@@ -322,67 +325,6 @@ def resumable_fields(model: type[BaseModel] | None = None, prefix: str = "") -> 
     return names
 
 
-def preset_names() -> list[str]:
-    """Names of the bundled presets."""
-    folder = resources.files("comatch") / "presets"
-    names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
-    # the default first, then by name with numbers in numeric order (cifar10-40 before cifar10-250)
-    return sorted(names, key=lambda n: (n != "digits", [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """The raw mapping of a bundled preset. Raises UserError for an unknown name."""
-    path = resources.files("comatch") / "presets" / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} (see `comatch presets`)")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file. Raises UserError if missing or malformed."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"cannot read config file {path}: {err.strerror}; check the path") from err
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not a text (YAML) file; give a YAML file of config fields") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of config fields")
-    return data
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise UserError(f"cannot read override {assignment!r}; write it as key=value, e.g. optim.lr=0.01")
-    try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    *parents, leaf = key.split(".")
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(f"unknown config key {key!r}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def build_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -404,8 +346,8 @@ def build_config(
         raw = load_yaml(config_file)
     else:
         preset = preset or "digits"
-        raw = _merge(load_preset(preset), {"preset": preset})
-    raw = _merge(raw, {k: v for k, v in fields.items() if v is not None})
+        raw = merge(load_preset(preset), {"preset": preset})
+    raw = merge(raw, {k: v for k, v in fields.items() if v is not None})
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate(raw)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from torch.utils.data import DataLoader, Dataset
 
-from comatch.training.signals import ignore_stop_signals
+from comatch.signals import ignore_stop_signals
 from comatch.data.datasets import BatchViewDataset, BatchViewFn, EvalDataset, ViewBatch
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-import comatch
+from comatch import numerics, openmp
 from comatch import config as cfg
 from comatch.config import parse_duration
 from comatch import distributed
@@ -32,7 +32,7 @@ from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
-from comatch.training.signals import StopSignals, Terminated
+from comatch.signals import StopSignals, Terminated
 from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
@@ -66,6 +66,7 @@ class Trainer:
     ) -> None:
         self._created = time.perf_counter()
         self.config, self.out_dir = config, Path(out_dir)
+        numerics.apply(config.run.numerics)  # portable: kernels pinned before torch loaded (comatch.numerics)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         keep_freed_memory()
@@ -428,7 +429,8 @@ class Trainer:
         parameters = sum(p.numel() for p in self.model.parameters())
         views_u = len(self.method.unlabelled_views)
         unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
-        threads = f" ({torch.get_num_threads()} threads; {comatch.OPENMP_WAIT})" if self.device.type == "cpu" else ""
+        threads = (f" ({torch.get_num_threads()} threads; {openmp.wait}; {c.run.numerics} numerics on "
+                   f"{numerics.cpu_model()})" if self.device.type == "cpu" else "")
         workers = default_workers(c.data.num_workers, self.device.type)
         budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps, again a quarter in and halfway through what is left" if c.run.budget and self.step == 0 else ""
         lines = [
@@ -601,4 +603,6 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "skipped_images": len(self.data.all_skipped()),  # up front and mid-run
             "wall_seconds": wall_seconds,
+            **numerics.describe(self.config.run.numerics),
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
