@@ -21,9 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
+from trust_runs import per_seed, digits_pool, mean_std, parallel, run_data, save, train  # first: pins the numerics
 
-from trust_runs import per_seed, digits_pool, mean_std, parallel, run_data, save, train
+import torch  # noqa: E402
 
 KNOWN = 6  # classes 0-5 have labels
 

@@ -1,5 +1,9 @@
 """Shared pieces of the trust benchmarks (active_labelling.py, open_set.py, long_tail.py):
-short digits runs in worker processes, with data built in memory, and seed statistics."""
+short digits runs in worker processes, with data built in memory, and seed statistics.
+
+Every run is in ``run.numerics=portable`` (the same bits on any x86-64 CPU): importing this module
+pins the kernels, so it must be imported before torch (the worker processes inherit the setting).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Subset
 
-COMMON = ["run.threads=1", "run.report=false", "run.tensorboard=false", "data.num_workers=0", "run.log_every=50"]
+from comatch import numerics
+
+numerics.pin("portable")  # before torch loads, here and in the spawned workers
+import torch  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
+
+COMMON = ["run.numerics=portable", "run.threads=1", "run.report=false", "run.tensorboard=false", "data.num_workers=0", "run.log_every=50"]
 
 
 def train(out: Path, seed: int, steps: int, overrides: Sequence[str] = (), data: Any = None) -> dict[str, Any]:
@@ -78,5 +86,9 @@ def per_seed(rows: Sequence[dict[str, Any]], key: str = "accuracy") -> str:
 
 
 def save(results: Any, path: Path) -> None:
+    """``results`` with the provenance of the runs (command, commit, torch, threads, numerics, CPU)."""
+    from provenance import provenance  # beside this file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    record = {**results, "provenance": provenance(threads_per_run=1, numerics="portable")}
+    path.write_text(json.dumps(record, indent=1) + "\n")

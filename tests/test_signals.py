@@ -31,6 +31,20 @@ def wait_for(proc, prefix, timeout=180):
     raise AssertionError(f"no line starting with {prefix!r} in {''.join(lines)}")
 
 
+def wait_for_stop_handler(proc, timeout=180):
+    """Wait until the process catches SIGTERM (its stop handler is installed: the command line does
+    it before any heavy import), read from /proc/PID/status; not a number of seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before its stop handler was seen"
+        with open(f"/proc/{proc.pid}/status") as status:
+            caught = int(next(line for line in status if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.001)
+    raise AssertionError("the stop handler was never installed")
+
+
 def finish(proc, lines):
     out, err = proc.communicate(timeout=240)
     return "".join(lines) + out, err
@@ -42,7 +56,7 @@ def test_a_signal_to_the_group_leaves_a_resumable_run(tmp_path, sig, moment):
     out = tmp_path / "run"
     proc = start(out, 8, "run.report=false", "run.eval_every=2")
     if moment == "first-second":
-        time.sleep(0.5)  # python is still importing torch
+        wait_for_stop_handler(proc)  # python is still importing (torch, numpy) or loading the data
         lines = []
     else:
         lines = wait_for(proc, "[eval] step=2/8")  # evaluations every 2 steps: it may land in one

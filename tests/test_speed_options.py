@@ -132,14 +132,15 @@ def fake_open(path, *args, **kwargs):
     return io.StringIO("\\n".join(lines) + "\\n")
 
 builtins.open, time.sleep = fake_open, lambda seconds: None
-import comatch
+from comatch import openmp
+openmp.choose()
 print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
-print(comatch.OPENMP_WAIT)
+print(openmp.wait)
 """
 
 
 def test_openmp_threads_spin_briefly_on_an_idle_machine_and_sleep_on_a_busy_one():
-    """Importing comatch (before torch) lets idle OpenMP threads spin 10,000 times before they
+    """The command line's choice (before torch loads) lets idle OpenMP threads spin 10,000 times before they
     sleep when the machine is idle (other processes keep under a quarter of its usable cores busy
     over the 0.1 s before the choice) and one process trains on it, and makes them sleep at once
     otherwise; a wait policy or spin count the user sets is left as it is."""
@@ -181,11 +182,12 @@ def test_the_busy_cores_are_measured_now_not_from_the_load_average():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=_without_openmp_choice(PROBE_BUSY="0", PROBE_CORES="2")).stdout.splitlines()
     assert out == ["PASSIVE 10000", "idle threads spin briefly: the machine was idle at the start"]
-    # and the real /proc/stat: a busy loop on each usable core is seen
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    # and the real /proc/stat: a busy loop on each usable core is seen (each says when it spins)
+    spinners = [subprocess.Popen([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+                                 stdout=subprocess.PIPE, text=True) for _ in os.sched_getaffinity(0)]
     try:
-        time.sleep(0.3)
-        code = "import os, comatch; print(os.environ.get('GOMP_SPINCOUNT')); print(comatch.OPENMP_WAIT)"
+        assert all(p.stdout.readline() == "spinning\n" for p in spinners)
+        code = "from comatch import openmp; import os; openmp.choose(); print(os.environ.get('GOMP_SPINCOUNT')); print(openmp.wait)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env=_without_openmp_choice()).stdout.splitlines()
     finally:
@@ -196,10 +198,23 @@ def test_the_busy_cores_are_measured_now_not_from_the_load_average():
 
 
 def test_the_run_does_not_claim_an_openmp_choice_made_after_torch_was_loaded():
-    """Imported after torch, comatch can no longer change how OpenMP waits: it sets nothing and
-    says so."""
-    code = ("import os, torch, comatch; "
-            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COMATCH_OPENMP_CHOSEN')); print(comatch.OPENMP_WAIT)")
+    """Chosen after torch was loaded, the wait can no longer change: nothing is set and the start
+    block says so."""
+    code = ("import os, torch; from comatch import openmp; openmp.choose(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('COMATCH_OPENMP_CHOSEN')); print(openmp.wait)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_without_openmp_choice(),
                          check=True).stdout.splitlines()
-    assert out == ["None None", "as when torch was loaded, before comatch"]
+    assert out == ["None None", "as when torch was loaded, before the choice"]
+
+
+def test_importing_comatch_changes_nothing_in_the_process():
+    """A library does nothing on import: no environment variable set, no sleep, no system state read
+    (``/proc/stat`` is not opened), for the package and its public names."""
+    code = ("import builtins, os, time; before = dict(os.environ); opened = []; real = builtins.open\n"
+            "builtins.open = lambda path, *a, **k: (opened.append(str(path)), real(path, *a, **k))[1]\n"
+            "time.sleep = lambda s: opened.append(f'sleep {s}')\n"
+            "import comatch; comatch.CoMatchCriterion; import comatch.cli\n"
+            "print(dict(os.environ) == before, [p for p in opened if p.startswith(('/proc/stat', 'sleep'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=_without_openmp_choice()).stdout.split("\n")[0]
+    assert out == "True []"
