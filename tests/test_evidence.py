@@ -58,3 +58,27 @@ def test_a_committed_digits_cell_reproduces_bitwise(tmp_path):
         f"{method}, {labels} label(s)/class, seed {seed}: committed {rows[0]['test_acc_ema']}, now {got!r} "
         f"(made on {recorded['cpu_model']}, rerun on {summary['cpu_model']}); the numerics changed: "
         f"regenerate the evidence ({recorded['command']})")
+
+
+def test_the_documented_single_cell_command_is_the_grids_own(tmp_path, monkeypatch):
+    """docs/results/digits.md's `comatch train` line for one cell runs exactly what the grid ran for
+    that cell (the same flags and overrides), so that it reproduces its row of results.csv."""
+    page = (ROOT / "docs" / "results" / "digits.md").read_text()
+    block = next(b for b in page.split("```bash")[1:] if "comatch train --preset digits" in b).split("```")[0]
+    documented = shlex.split(block.replace("\\\n", " "))[1:]  # drop "comatch"
+    assert "run.numerics=portable" in documented
+    option = lambda flag: documented[documented.index(flag) + 1]  # noqa: E731
+    seed, method = int(option("--seed")), option("--method")
+    labels = int(next(t for t in documented if t.startswith("data.labels_per_class=")).partition("=")[2])
+    switches = [t for t in documented if t.startswith("comatch.")]
+    bench = load_benchmark("accuracy")
+    name = next(k for k, v in bench.METHODS.items() if v == ["--method", method, *switches])
+    recorded = json.loads((GRID / "provenance.json").read_text())
+    args = bench.build_parser().parse_args(shlex.split(recorded["command"])[2:])
+    args.out = tmp_path
+    ran = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: ran.append(cmd[3:]))  # drop python -m comatch
+    bench.run_cell(args, name, labels, seed, recorded["threads_per_run"])
+    grid = ran[0]
+    grid[grid.index("--out") + 1] = documented[documented.index("--out") + 1]
+    assert sorted(grid) == sorted(documented)
