@@ -57,7 +57,8 @@ def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == "comatch: comatch on digits, seed 0"
     block = "\n".join(lines[:8])
-    assert re.search(r"device   cpu \(\d+ threads; as the environment sets: OMP_WAIT_POLICY=PASSIVE\), ", block), block
+    assert re.search(r"device   cpu \(\d+ threads; as the environment sets: OMP_WAIT_POLICY=PASSIVE; "
+                     r"fast numerics on [^)]+\), ", block), block
     for part in ("labelled 40, unlabelled", "10 classes; 8x8 px, 1 channel(s)", "digits_cnn", "device   cpu",
                  "16 labelled + 112 unlabelled x 3 views: 352 images per step", "steps    8;", f"run dir  {tmp_path / 'run'}"):
         assert part in block, part
