@@ -24,7 +24,7 @@ from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOut
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.memory import check_prior
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.training.schedule import epoch_of, ramped_lambda_c
+from comatch.methods.schedule import epoch_of, ramped_lambda_c
 
 if TYPE_CHECKING:
     from comatch.config import Config

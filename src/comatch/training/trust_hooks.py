@@ -70,7 +70,7 @@ def end_of_run(trainer: Trainer) -> None:
     """Fit the temperature (``calibration.json``) and write every guardrail's finding
     (``guardrails.json``); a failure of either only warns: the run's results are saved."""
     try:
-        from comatch.tools.calibration import calibrate_run
+        from comatch.tools.run_calibration import calibrate_run
 
         result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
         if not math.isfinite(result.get("ece_before", float("nan"))):
