@@ -34,3 +34,47 @@ def test_resumable_fields_are_real_fields_and_exclude_what_changes_a_run():
     assert set(check_resume_compatible(old, new)) == {"run.log_every", "optim.iterations"}
     with pytest.raises(UserError, match=r"cannot resume with a different comatch.alpha \(0.9 -> 0.5\)"):
         check_resume_compatible(old, cfg.build_config(overrides=["comatch.alpha=0.5"]).model_dump(mode="json"))
+
+
+# ------------------------------------------------------------------ FixMatch's own section
+def _fixmatch_criterion(config):
+    from comatch.methods import MethodContext
+
+    return METHODS["fixmatch"].from_config(config, MethodContext(num_classes=3, proj_dim=4)).criterion
+
+
+def test_fixmatch_reads_its_own_section_not_comatchs():
+    config = cfg.build_config(method="fixmatch", overrides=["fixmatch.threshold=0.7", "fixmatch.lambda_u=2"])
+    crit = _fixmatch_criterion(config)
+    assert (crit.threshold, crit.lambda_u) == (0.7, 2.0)
+    assert config.comatch.threshold == 0.95  # CoMatch's tau is not FixMatch's
+    with pytest.raises(UserError, match="unknown config key 'fixmatch.alpha'"):
+        cfg.build_config(overrides=["fixmatch.alpha=0.5"])
+
+
+def test_a_fixmatch_override_of_comatchs_threshold_is_refused_with_the_right_key():
+    with pytest.raises(UserError, match=r"comatch\.threshold does not apply to method fixmatch; set fixmatch\.threshold=0\.7"):
+        cfg.build_config(method="fixmatch", overrides=["comatch.threshold=0.7"])
+    cfg.build_config(method="comatch", overrides=["comatch.threshold=0.7"])  # CoMatch's own: fine
+
+
+def test_a_config_written_before_the_fixmatch_section_keeps_its_meaning(tmp_path):
+    """An older fixmatch run's config.yaml (or your own file) kept tau and lambda_u under comatch."""
+    old = tmp_path / "config.yaml"
+    old.write_text("method: fixmatch\ncomatch:\n  threshold: 0.6\n  lambda_u: 10\n")
+    config = cfg.build_config(config_file=old)
+    assert (config.fixmatch.threshold, config.fixmatch.lambda_u) == (0.6, 10.0)
+    crit = _fixmatch_criterion(config)
+    assert (crit.threshold, crit.lambda_u) == (0.6, 10.0)
+    # a file with the section reads the section
+    new = tmp_path / "new.yaml"
+    new.write_text("method: fixmatch\ncomatch:\n  threshold: 0.6\nfixmatch:\n  threshold: 0.8\n")
+    assert cfg.build_config(config_file=new).fixmatch.threshold == 0.8
+
+
+@pytest.mark.parametrize("name", cfg.preset_names())
+def test_every_preset_gives_fixmatch_the_same_tau_and_lambda_u_as_comatch(name):
+    """`--method fixmatch` compares methods under identical settings (docs/reproducing.md)."""
+    extra = ["data.labeled=/somewhere"] if name == "folder" else []
+    config = cfg.build_config(preset=name, method="fixmatch", overrides=extra)
+    assert (config.fixmatch.threshold, config.fixmatch.lambda_u) == (config.comatch.threshold, config.comatch.lambda_u)
