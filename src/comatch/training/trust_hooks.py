@@ -24,12 +24,11 @@ GUARDRAILS_FILE = "guardrails.json"
 def leave_out_outliers(trainer: Trainer) -> RunData:
     """``trainer.data`` without the ``data.exclude_outliers`` share of likely outliers,
     scored with the network as built (random or ``model.init`` weights)."""
-    from comatch.data.preprocessing import Normalizer, view_settings
-    from comatch.data.views import build_views
+    from comatch.data.preprocessing import Normalizer, eval_view
     from comatch.tools.ood import exclude_outliers
 
     data, config = trainer.data, trainer.config
-    view = build_views(view_settings(config, data.image_size))["eval"]
+    view = eval_view(config, data.image_size)
     normalize = Normalizer(data.mean, data.std, trainer.in_channels, trainer.device)
     main = distributed.is_main_process()
     return exclude_outliers(config, data, trainer.model, view, normalize, trainer.out_dir, write=main,
