@@ -36,7 +36,9 @@ class _Section(MethodSettings):
     """A configuration section: unknown keys are errors, assignments are validated."""
 
 
-DatasetName = Literal["digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder"]
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder")
+"""The datasets, by name: the one list (:func:`comatch.data.build_data` loads each)."""
+DatasetName = Literal[DATASETS]  # type: ignore[valid-type]
 
 
 class DataConfig(_Section):
