@@ -78,3 +78,21 @@ def test_every_preset_gives_fixmatch_the_same_tau_and_lambda_u_as_comatch(name):
     extra = ["data.labeled=/somewhere"] if name == "folder" else []
     config = cfg.build_config(preset=name, method="fixmatch", overrides=extra)
     assert (config.fixmatch.threshold, config.fixmatch.lambda_u) == (config.comatch.threshold, config.comatch.lambda_u)
+
+
+def test_a_run_from_before_the_fixmatch_section_resumes():
+    """A checkpoint's config written before a section existed reads as the current schema reads
+    it: the new section takes what the old run computed with, and the resume goes on."""
+    def without_fixmatch(config):
+        return {k: v for k, v in config.model_dump(mode="json").items() if k != "fixmatch"}
+
+    comatch = cfg.build_config()
+    assert check_resume_compatible(without_fixmatch(comatch), comatch.model_dump(mode="json")) == {}
+    old = without_fixmatch(cfg.build_config(method="fixmatch"))
+    old["comatch"]["threshold"] = 0.6  # where the older run kept FixMatch's tau
+    new = cfg.validate(old).model_dump(mode="json")  # what --resume builds from its config.yaml
+    assert new["fixmatch"]["threshold"] == 0.6
+    assert check_resume_compatible(old, new) == {}
+    changed = cfg.build_config(method="fixmatch", overrides=["fixmatch.threshold=0.7"]).model_dump(mode="json")
+    with pytest.raises(UserError, match=r"fixmatch.threshold \(0.95 -> 0.7\)"):
+        check_resume_compatible(without_fixmatch(cfg.build_config(method="fixmatch")), changed)
