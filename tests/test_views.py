@@ -1,4 +1,4 @@
-"""Tests for comatch.data.views (per-image augmented views)."""
+"""Tests for the per-image augmented views (tests/oracle_views.py), the oracle of the batched views."""
 
 from __future__ import annotations
 

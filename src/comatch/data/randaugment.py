@@ -50,7 +50,7 @@ GEOMETRIC_OPS: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "T
 """The ops that are affine warps (nearest-neighbour in ``fixmatch``, bilinear in ``comatch``)."""
 
 RANDAUGMENT_PROB = 0.5
-"""Probability that a drawn RandAugment op is applied (FixMatchRandAugment's default)."""
+"""Probability that a drawn RandAugment op is applied (both variants)."""
 
 _NUM_PARAMS = 6
 
