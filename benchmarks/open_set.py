@@ -69,8 +69,7 @@ def one_run(out: Path, seed: int, steps: int, per_class: int, fraction: float) -
 def initial_auroc(seed: int, per_class: int, data, unknown: torch.Tensor) -> float:
     """AUROC of the score the exclusion uses: the initial network's centred encoder features."""
     from comatch import config as cfg
-    from comatch.data.preprocessing import Normalizer, view_settings
-    from comatch.data.views import build_views
+    from comatch.data.preprocessing import Normalizer, eval_view
     from comatch.models import build_model
     from comatch.tools.ood import score_pool
     from comatch.tools.scores import auroc
@@ -79,7 +78,7 @@ def initial_auroc(seed: int, per_class: int, data, unknown: torch.Tensor) -> flo
     config = cfg.build_config(preset="digits", seed=seed)
     seed_everything(seed)
     model = build_model(config.model.arch, KNOWN, in_channels=1, proj_dim=config.model.proj_dim)
-    view = build_views(view_settings(config, 8))["eval"]
+    view = eval_view(config, 8)
     scored = score_pool(model, data, view, Normalizer(data.mean, data.std, 1, torch.device("cpu")), use_features=True)
     return auroc(scored.scores, unknown[torch.as_tensor(scored.rows)])
 

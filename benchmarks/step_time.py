@@ -24,6 +24,7 @@ import contextlib
 import json
 import statistics
 import tempfile
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -208,8 +209,10 @@ def augmentation_cpu_seconds(trainer: Trainer, group: int, repeats: int = 5) -> 
 
 
 def per_image_cpu_seconds(trainer: Trainer) -> float:
-    """CPU-seconds the per-image torchvision.transforms.v2 views would spend on one step."""
-    from comatch.data.views import build_views
+    """CPU-seconds the per-image torchvision.transforms.v2 views would spend on one step (the
+    per-image views are the tests' oracle, tests/oracle_views.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from oracle_views import build_views
 
     o = trainer.config.optim
     views = build_views(view_settings(trainer.config, trainer.data.image_size))

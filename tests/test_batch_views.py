@@ -12,35 +12,39 @@ from torchvision.transforms.v2 import functional as F
 
 from comatch.data import batch_ops as ops
 from comatch.data.batch_views import (
-    CROP_RATIO,
     BatchViews,
+    CROP_RATIO,
     ContrastiveParams,
     CropParams,
     JitterParams,
-    RandAugmentParams,
+    ViewSettings,
     WeakParams,
     apply_contrastive,
     apply_jitter,
-    apply_op_batch,
-    apply_randaugment,
     apply_strong,
     apply_weak,
+    sample_contrastive_params,
+    sample_cutout_params,
+    sample_jitter_params,
+    sample_resized_crop_params,
+    sample_strong_params,
+    sample_weak_params,
+)
+from comatch.data.randaugment import (
+    FIXMATCH_OPS,
+    RandAugmentParams,
+    apply_op_batch,
+    apply_randaugment,
     enhance_factor,
     op_param_table,
     posterize_bits,
     rotate_degrees,
-    sample_contrastive_params,
-    sample_cutout_params,
-    sample_jitter_params,
     sample_randaugment_params,
-    sample_resized_crop_params,
-    sample_strong_params,
-    sample_weak_params,
     shear_degrees,
     solarize_threshold,
     translate_pixels,
 )
-from comatch.data.views import FIXMATCH_OPS, ViewSettings, apply_op
+from oracle_views import apply_op
 
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"}
 OFF_BY_ONE = {"AutoContrast", "Sharpness"}
@@ -387,3 +391,28 @@ def test_cuda_matches_cpu() -> None:
             assert diff.max() == 0
         else:
             assert (diff == 0).float().mean() > 0.97 and diff.float().mean() < 1.0, name
+
+
+# ------------------------------------------------------------------ one implementation, one settings type
+def test_the_view_settings_are_the_config_section_plus_the_image_size():
+    from comatch.config import ViewConfig, build_config
+    from comatch.data.preprocessing import view_settings
+
+    assert issubclass(ViewSettings, ViewConfig)
+    assert set(ViewSettings.model_fields) - set(ViewConfig.model_fields) == {"image_size", "jitter"}
+    config = build_config(overrides=["views.cutout=0.25", "views.randaugment=comatch"])
+    settings = view_settings(config, 12)
+    assert settings.model_dump(exclude={"image_size", "jitter"}) == config.views.model_dump()
+    assert (settings.image_size, settings.jitter) == (12, (0.4, 0.4, 0.4, 0.1))
+    with pytest.raises(ValueError, match="cutout"):
+        ViewSettings(image_size=8, cutout=1.5)  # the config's own checks
+
+
+def test_the_package_augments_whole_batches_only():
+    """The per-image views are the tests' oracle (tests/oracle_views.py), not part of the package."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "comatch"
+    assert not (src / "data" / "views.py").exists()
+    per_image = [p.name for p in src.rglob("*.py") if "from torchvision.transforms import v2" in p.read_text()]
+    assert per_image == []

@@ -169,3 +169,22 @@ def test_same_labelled_list_file_gives_the_same_benchmark_subset(tmp_path):
     assert again.labelled_ids == build_data("cifar10", seed=1, labels_per_class=2, root=str(tmp_path)).labelled_ids
     labels = np.asarray([again.unlabelled[i][1] for i in again.labelled_ids])
     assert np.bincount(labels, minlength=10).tolist() == [2] * 10
+
+
+def test_one_dataset_registry_and_every_name_in_it_has_a_loader(tmp_path):
+    """The configuration's names are the data layer's: each one is built (digits) or asks for its
+    files, none is an unknown dataset."""
+    import typing
+
+    from comatch import config as cfg
+    from comatch.data.sources import DATASETS
+    from comatch.errors import UserError
+
+    assert DATASETS is cfg.DATASETS and typing.get_args(cfg.DatasetName) == DATASETS
+    for name in DATASETS:
+        try:
+            build_data(dataset=name, root=str(tmp_path), labels_per_class=1, seed=0)
+        except UserError as err:
+            assert "unknown dataset" not in str(err), name
+    with pytest.raises(UserError, match="unknown dataset 'mnist'; choose one of: digits, cifar10"):
+        build_data(dataset="mnist", root=str(tmp_path), labels_per_class=1, seed=0)

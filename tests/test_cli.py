@@ -57,6 +57,8 @@ def test_same_seed_same_labelled_subset_and_metrics(tmp_path):
         (["comatch.temperature=0"], "comatch.temperature"),
         (["optim.mu=0"], "optim.mu"),
         (["comatch.bank_size=10"], "smaller than one step's entries"),
+        (["--method", "fixmatch", "comatch.threshold=0.7"],
+         "comatch.threshold does not apply to method fixmatch; set fixmatch.threshold=0.7 instead"),
         (["data.labels_per_class=500"], "labels per class"),
         (["novalue"], "key=value"),
     ],

@@ -34,3 +34,65 @@ def test_resumable_fields_are_real_fields_and_exclude_what_changes_a_run():
     assert set(check_resume_compatible(old, new)) == {"run.log_every", "optim.iterations"}
     with pytest.raises(UserError, match=r"cannot resume with a different comatch.alpha \(0.9 -> 0.5\)"):
         check_resume_compatible(old, cfg.build_config(overrides=["comatch.alpha=0.5"]).model_dump(mode="json"))
+
+
+# ------------------------------------------------------------------ FixMatch's own section
+def _fixmatch_criterion(config):
+    from comatch.methods import MethodContext
+
+    return METHODS["fixmatch"].from_config(config, MethodContext(num_classes=3, proj_dim=4)).criterion
+
+
+def test_fixmatch_reads_its_own_section_not_comatchs():
+    config = cfg.build_config(method="fixmatch", overrides=["fixmatch.threshold=0.7", "fixmatch.lambda_u=2"])
+    crit = _fixmatch_criterion(config)
+    assert (crit.threshold, crit.lambda_u) == (0.7, 2.0)
+    assert config.comatch.threshold == 0.95  # CoMatch's tau is not FixMatch's
+    with pytest.raises(UserError, match="unknown config key 'fixmatch.alpha'"):
+        cfg.build_config(overrides=["fixmatch.alpha=0.5"])
+
+
+def test_a_fixmatch_override_of_comatchs_threshold_is_refused_with_the_right_key():
+    with pytest.raises(UserError, match=r"comatch\.threshold does not apply to method fixmatch; set fixmatch\.threshold=0\.7"):
+        cfg.build_config(method="fixmatch", overrides=["comatch.threshold=0.7"])
+    cfg.build_config(method="comatch", overrides=["comatch.threshold=0.7"])  # CoMatch's own: fine
+
+
+def test_a_config_written_before_the_fixmatch_section_keeps_its_meaning(tmp_path):
+    """An older fixmatch run's config.yaml (or your own file) kept tau and lambda_u under comatch."""
+    old = tmp_path / "config.yaml"
+    old.write_text("method: fixmatch\ncomatch:\n  threshold: 0.6\n  lambda_u: 10\n")
+    config = cfg.build_config(config_file=old)
+    assert (config.fixmatch.threshold, config.fixmatch.lambda_u) == (0.6, 10.0)
+    crit = _fixmatch_criterion(config)
+    assert (crit.threshold, crit.lambda_u) == (0.6, 10.0)
+    # a file with the section reads the section
+    new = tmp_path / "new.yaml"
+    new.write_text("method: fixmatch\ncomatch:\n  threshold: 0.6\nfixmatch:\n  threshold: 0.8\n")
+    assert cfg.build_config(config_file=new).fixmatch.threshold == 0.8
+
+
+@pytest.mark.parametrize("name", cfg.preset_names())
+def test_every_preset_gives_fixmatch_the_same_tau_and_lambda_u_as_comatch(name):
+    """`--method fixmatch` compares methods under identical settings (docs/reproducing.md)."""
+    extra = ["data.labeled=/somewhere"] if name == "folder" else []
+    config = cfg.build_config(preset=name, method="fixmatch", overrides=extra)
+    assert (config.fixmatch.threshold, config.fixmatch.lambda_u) == (config.comatch.threshold, config.comatch.lambda_u)
+
+
+def test_a_run_from_before_the_fixmatch_section_resumes():
+    """A checkpoint's config written before a section existed reads as the current schema reads
+    it: the new section takes what the old run computed with, and the resume goes on."""
+    def without_fixmatch(config):
+        return {k: v for k, v in config.model_dump(mode="json").items() if k != "fixmatch"}
+
+    comatch = cfg.build_config()
+    assert check_resume_compatible(without_fixmatch(comatch), comatch.model_dump(mode="json")) == {}
+    old = without_fixmatch(cfg.build_config(method="fixmatch"))
+    old["comatch"]["threshold"] = 0.6  # where the older run kept FixMatch's tau
+    new = cfg.validate(old).model_dump(mode="json")  # what --resume builds from its config.yaml
+    assert new["fixmatch"]["threshold"] == 0.6
+    assert check_resume_compatible(old, new) == {}
+    changed = cfg.build_config(method="fixmatch", overrides=["fixmatch.threshold=0.7"]).model_dump(mode="json")
+    with pytest.raises(UserError, match=r"fixmatch.threshold \(0.95 -> 0.7\)"):
+        check_resume_compatible(without_fixmatch(cfg.build_config(method="fixmatch")), changed)

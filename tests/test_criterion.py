@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from comatch import CoMatchCriterion, build_criterion
-from comatch.methods.criterion import SupervisedCriterion
+from comatch import config as cfg
+from comatch.methods.supervised import SupervisedCriterion
 
 B, N, C, D = 4, 12, 3, 8
 
@@ -128,8 +129,26 @@ def test_supervised_is_cross_entropy_only():
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match="unknown method 'nonexistent'"):
+    with pytest.raises(ValueError, match="unknown method 'nonexistent'; choose one of comatch, fixmatch, supervised, mixmatch"):
         build_criterion("nonexistent", C, D, 64)
+    with pytest.raises(ValueError, match="MixMatch has no stand-alone criterion"):
+        build_criterion("mixmatch", C, D, 64)
+
+
+def test_the_public_loss_api_is_the_methods_packages():
+    """One registry: ``comatch.build_criterion`` builds through ``comatch.methods.METHODS``, and
+    the criteria it returns are the ones the training methods run."""
+    import comatch
+    from comatch.methods import METHODS, MethodContext, Supervised
+    from comatch.methods import build_criterion as registry_build
+
+    assert comatch.build_criterion is registry_build
+    assert comatch.SupervisedCriterion is SupervisedCriterion
+    assert isinstance(Supervised().criterion, SupervisedCriterion)
+    for name in ("comatch", "fixmatch"):
+        config = cfg.build_config(method=name)
+        method = METHODS[name].from_config(config, MethodContext(num_classes=C, proj_dim=D))
+        assert type(method.criterion) is type(build_criterion(name, C, D, 64)) is comatch.CoMatchCriterion
 
 
 # ----------------------------------------------------------------- ablation switches

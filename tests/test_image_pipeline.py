@@ -12,8 +12,7 @@ from torch import nn
 from comatch.config import build_config
 from comatch.data.images import UnreadableImage, decode_image, pipeline_description
 from comatch.data.loaders import eval_loader
-from comatch.data.preprocessing import Normalizer, run_data, view_settings
-from comatch.data.views import build_views
+from comatch.data.preprocessing import Normalizer, eval_view, run_data
 from comatch.tools.inference import LoadedModel, evaluate, evaluation_data, predict_files
 
 SIZE = 12
@@ -83,7 +82,7 @@ def test_trainer_evaluation_evaluate_and_predict_give_identical_network_inputs(t
     data = run_data(config)  # what the trainer evaluates on: the --test folder as a dataset
 
     # The trainer's evaluation: its eval view and its normalisation.
-    trainer_view = build_views(view_settings(config, data.image_size))["eval"]
+    trainer_view = eval_view(config, data.image_size)
     normalize = Normalizer(data.mean, data.std, channels, torch.device("cpu"))
     trainer = [normalize(images) for images, _ in eval_loader(data.test, trainer_view, batch_size=4)]
     trainer_inputs = by_name(data.test.paths, trainer)

@@ -10,7 +10,7 @@ from comatch.config import build_config
 from comatch.errors import UserError
 from comatch.models import build_model
 from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder
-from comatch.training.schedule import ramped_lambda_c
+from comatch.methods.schedule import ramped_lambda_c
 from comatch.methods import Batch, CoMatch, MomentumCoMatch
 
 B, N, C, D = 4, 6, 3, 8

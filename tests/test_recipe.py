@@ -16,21 +16,14 @@ from torch import nn
 from comatch.data import build_data
 from comatch.data.batch_views import (
     BatchViews,
+    ViewSettings,
     apply_strong,
     apply_weak,
-    comatch_op_param_table,
-    sample_comatch_randaugment_params,
     sample_strong_params,
     sample_weak_params,
 )
-from comatch.data.views import (
-    COMATCH_OPS,
-    CoMatchRandAugment,
-    ReleasedPadCrop,
-    ViewSettings,
-    apply_comatch_op,
-    build_views,
-)
+from comatch.data.randaugment import COMATCH_OPS, comatch_op_param_table, sample_comatch_randaugment_params
+from oracle_views import CoMatchRandAugment, ReleasedPadCrop, apply_comatch_op, build_views
 from comatch.models.ema import ModelEMA
 from comatch.models.heads import CoMatchNet
 from comatch.models.optim import param_groups_for_weight_decay
@@ -197,7 +190,7 @@ def test_batch_views_pick_the_variant_from_the_settings():
     a = comatch("strong", imgs, torch.Generator().manual_seed(4))
     b = fixmatch("strong", imgs, torch.Generator().manual_seed(4))
     assert a.shape == b.shape == imgs.shape and not torch.equal(a, b)
-    with pytest.raises(ValueError, match="randaugment must be"):
+    with pytest.raises(ValueError, match=r"randaugment\s+Input should be 'fixmatch' or 'comatch'"):
         ViewSettings(image_size=8, randaugment="autoaugment")
 
 

@@ -10,9 +10,9 @@ from comatch import CoMatchCriterion, distributed
 from comatch.training import parallel
 from comatch.cli import main
 from comatch.config import build_config
-from comatch.data.batch_views import BatchViews, WeakCropParams, sample_weak_params
+from comatch.data.batch_views import BatchViews, ViewSettings, WeakCropParams, sample_weak_params
+from oracle_views import build_views
 from comatch.data.datasets import BatchViewDataset, TensorImages, shard_rows
-from comatch.data.views import ViewSettings, build_views
 from comatch.errors import UserError
 from comatch.models import CoMatchNet, build_model
 from comatch.methods.momentum import MomentumCoMatchCriterion

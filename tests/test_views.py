@@ -1,4 +1,4 @@
-"""Tests for comatch.data.views (per-image augmented views)."""
+"""Tests for the per-image augmented views (tests/oracle_views.py), the oracle of the batched views."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from comatch.data.views import (
-    FIXMATCH_OPS,
-    Cutout,
-    FixMatchRandAugment,
-    ViewSettings,
-    apply_op,
-    build_views,
-)
+from comatch.data.batch_views import ViewSettings
+from comatch.data.randaugment import FIXMATCH_OPS
+from oracle_views import Cutout, FixMatchRandAugment, apply_op, build_views
 
 VIEW_NAMES = ("weak", "strong", "contrastive", "eval")
 

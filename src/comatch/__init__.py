@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "CoMatchCriterion": "comatch.methods.criterion",
     "CriterionOutput": "comatch.methods.criterion",
-    "SupervisedCriterion": "comatch.methods.criterion",
-    "build_criterion": "comatch.methods.criterion",
+    "SupervisedCriterion": "comatch.methods.supervised",
+    "build_criterion": "comatch.methods",
     "contrastive_graph_loss": "comatch.methods.losses",
     "distribution_alignment": "comatch.methods.losses",
     "memory_smoothed_labels": "comatch.methods.losses",
@@ -45,7 +45,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from comatch.methods.criterion import CoMatchCriterion, CriterionOutput, SupervisedCriterion, build_criterion
+    from comatch.methods import build_criterion
+    from comatch.methods.criterion import CoMatchCriterion, CriterionOutput
     from comatch.methods.losses import (
         contrastive_graph_loss,
         distribution_alignment,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     )
     from comatch.methods.memory import DistributionAligner, MemoryBank
     from comatch.methods.momentum import EmbeddingQueue, MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
+    from comatch.methods.supervised import SupervisedCriterion
 
 __version__ = "0.1.0"
 

@@ -23,6 +23,9 @@ from comatch.methods import METHODS, MethodSettings
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 """The training methods, by name: the keys of :data:`comatch.methods.METHODS`."""
 
+FIXMATCH_FROM_COMATCH = ("threshold", "lambda_u")
+"""The ``fixmatch`` settings that configurations written before its section kept under ``comatch``."""
+
 
 RESUMABLE = {"resumable": True}
 """Marks a field that ``--resume`` may change: where files are, how fast or how verbosely
@@ -33,7 +36,9 @@ class _Section(MethodSettings):
     """A configuration section: unknown keys are errors, assignments are validated."""
 
 
-DatasetName = Literal["digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder"]
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder")
+"""The datasets, by name: the one list (:func:`comatch.data.build_data` loads each)."""
+DatasetName = Literal[DATASETS]  # type: ignore[valid-type]
 
 
 class DataConfig(_Section):
@@ -284,6 +289,17 @@ class _ConfigBase(_Section):
     views: ViewConfig = ViewConfig()
     model: ModelConfig = ModelConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fixmatch_section_of_older_configs(cls, raw: Any) -> Any:
+        """A fixmatch configuration written before FixMatch had its own section (an older run's
+        config.yaml, your own file) kept tau and lambda_u in the ``comatch`` section: without a
+        ``fixmatch`` section they are read from there."""
+        if isinstance(raw, dict) and raw.get("method") == "fixmatch" and "fixmatch" not in raw \
+                and isinstance(raw.get("comatch"), dict):
+            raw = {**raw, "fixmatch": {k: raw["comatch"][k] for k in FIXMATCH_FROM_COMATCH if k in raw["comatch"]}}
+        return raw
+
     @model_validator(mode="after")
     def _check_consistency(self) -> "Config":
         METHODS[self.method].check_config(self)  # type: ignore[arg-type]
@@ -350,7 +366,20 @@ def build_config(
     raw = merge(raw, {k: v for k, v in fields.items() if v is not None})
     for assignment in overrides:
         apply_override(raw, assignment)
+    _refuse_comatch_settings_for_fixmatch(raw, overrides)
     return validate(raw)
+
+
+def _refuse_comatch_settings_for_fixmatch(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Raise UserError for an override of ``comatch.threshold`` or ``comatch.lambda_u`` in a
+    fixmatch run: FixMatch reads its own section, so the override would change nothing."""
+    if raw.get("method") != "fixmatch":
+        return
+    for assignment in overrides:
+        key, _, value = assignment.partition("=")
+        section, _, name = key.partition(".")
+        if section == "comatch" and name in FIXMATCH_FROM_COMATCH:
+            raise UserError(f"{key} does not apply to method fixmatch; set fixmatch.{name}={value} instead")
 
 
 def validate(raw: dict[str, Any]) -> Config:

@@ -15,6 +15,7 @@ Per-sample parameters are 1-D tensors ``[M]`` on the images' device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as nnf
@@ -651,3 +652,38 @@ def affine_bilinear(x: torch.Tensor, matrices: torch.Tensor, fill: float) -> tor
     grid = ((source + 0.5) * scale - 1.0).to(x.dtype).reshape(m, height, width, 2)  # align_corners=False
     shifted = nnf.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (shifted + fill).round_().clamp_(0.0, MAX_VALUE)
+
+
+# --------------------------------------------------------------------------- running kernels on groups of samples
+Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``kernel(images [M, C, H, W], per-sample values or indices [M, ...]) -> images``."""
+
+
+def apply_groups(x: torch.Tensor, masks: list[torch.Tensor], kernels: list[Kernel]) -> torch.Tensor:
+    """Run ``kernels[g](x[idx_g], idx_g)`` on the samples of each CPU mask, in place.
+
+    The index sets are built on the CPU and moved to the device in one copy, so
+    no device synchronisation is needed.
+
+    Args:
+        x: Float images ``[N, C, H, W]`` (modified in place).
+        masks: CPU bool masks ``[N]``, one per kernel (disjoint).
+        kernels: Kernels taking the selected images and their indices (on device).
+
+    Returns:
+        ``x``.
+    """
+    indices = [mask.nonzero().squeeze(1) for mask in masks]
+    sizes = [int(i.numel()) for i in indices]
+    if sum(sizes) == 0:
+        return x
+    on_device = torch.cat(indices).to(x.device).split(sizes)
+    for idx, size, kernel in zip(on_device, sizes, kernels):
+        if size:
+            x.index_copy_(0, idx, kernel(x.index_select(0, idx), idx))
+    return x
+
+
+def bind_values(kernel: Kernel, values: torch.Tensor) -> Kernel:
+    """Adapt ``kernel(images, params)`` to ``(images, indices)`` using ``values[indices]``."""
+    return lambda images, idx: kernel(images, values.index_select(0, idx))

@@ -1,164 +1,74 @@
-"""Batched augmented views: the views of :mod:`comatch.data.views` for a whole batch.
+"""Augmented views of whole batches: the one implementation of the weak, strong and contrastive views.
 
-:class:`BatchViews` maps a uint8 batch ``[N, C, H, W]`` to a uint8 batch
-``[N, C, S, S]`` on the batch's device, with per-sample random parameters drawn
-from the same distributions as the per-image views and no per-image Python
-loop. All parameters are sampled on the CPU from an explicit
-``torch.Generator`` (the ``sample_*`` functions below) and then applied by the
-vectorised kernels of :mod:`comatch.data.batch_ops`, so a generator state gives
-the same result on CPU and GPU up to float rounding in interpolation.
+:class:`BatchViews` maps a uint8 batch ``[N, C, H, W]`` to a uint8 batch ``[N, C, S, S]`` on
+the batch's device, with per-sample random parameters and no per-image Python loop. All
+parameters are sampled on the CPU from an explicit ``torch.Generator`` (the ``sample_*``
+functions below) and then applied by the vectorised kernels of :mod:`comatch.data.batch_ops`
+(RandAugment: :mod:`comatch.data.randaugment`), so a generator state gives the same result on
+CPU and GPU up to float rounding in interpolation.
 
-Given the same parameters, the RandAugment ops, ColorJitter and grayscale
-reproduce torchvision's uint8 kernels (as used by ``views``) exactly on CPU. The
-released-CoMatch RandAugment (``settings.randaugment == "comatch"``) runs the same
-kernels as ``views.CoMatchRandAugment`` (``views.comatch_kernel``), per op group.
-Deviations from the per-image views: inputs not already ``S x S`` are resized
-to ``S`` first for every view (the per-image contrastive view crops the
-original image); the contrastive resize is bilinear in float with the
-horizontal pass rounded first, while torchvision's antialiased uint8 kernel
-uses fixed-point weights: a few percent of pixels differ by 1 (rarely 2).
+Views (their settings: :class:`ViewSettings`, the configuration's ``views`` section):
 
-Timings: ``python -m comatch.data.batch_views``.
+* ``weak``: reflect-pad by ``crop_padding`` pixels, random crop back to ``S``, optional
+  horizontal flip (``crop_offsets="released"`` draws the shift from ``-pad..pad-1`` as the
+  released CoMatch code does); or, with ``weak="resized_crop"``, a random resized crop (scale
+  ``crop_scale_min`` to 1) and flip (ImageNet).
+* ``strong``: the weak view, then RandAugment, then Cutout; with ``strong="contrastive"`` the
+  contrastive view (ImageNet).
+* ``contrastive``: random resized crop, optional flip, colour jitter (with probability
+  ``jitter_prob``), random grayscale.
+* ``eval``: resize to ``S`` if needed (:class:`~comatch.data.images.ResizeIfNeeded`, which also
+  serves evaluation image by image).
+
+Every view draws from the distributions of torchvision's per-image transforms, and given the
+same parameters the RandAugment ops, ColorJitter and grayscale reproduce torchvision's uint8
+kernels exactly on the CPU; a per-image implementation in the tests (``tests/oracle_views.py``)
+checks it. Deviations from those per-image transforms: inputs not already ``S x S`` are resized
+to ``S`` first for every view (a per-image contrastive view would crop the original image); the
+contrastive resize is bilinear in float with the horizontal pass rounded first, while
+torchvision's antialiased uint8 kernel uses fixed-point weights: a few percent of pixels differ
+by 1 (rarely 2).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torchvision.transforms.v2 import functional as F
+from pydantic import ConfigDict, Field
 
+from comatch.config import ViewConfig
 from comatch.data import batch_ops as ops
-from comatch.data.views import (
-    COMATCH_GEOMETRIC,
-    COMATCH_OPS,
-    FIXMATCH_OPS,
-    MAGNITUDE_SCALE,
-    ViewSettings,
-    _enhance_factor,
-    comatch_geometry,
-    comatch_kernel,
-    comatch_op_parameters,
+from comatch.data.batch_ops import Kernel, apply_groups, bind_values
+from comatch.data.images import ResizeIfNeeded
+from comatch.data.randaugment import (
+    RANDAUGMENT_PROB,
+    RandAugmentParams,
+    apply_randaugment,
+    comatch_op_param_table,
+    op_param_table,
+    sample_comatch_randaugment_params,
+    sample_randaugment_params,
 )
 
 VIEW_NAMES: tuple[str, ...] = ("weak", "strong", "contrastive", "eval")
-GEOMETRIC_OPS: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
-RANDAUGMENT_PROB = 0.5
-"""Probability that a drawn RandAugment op is applied (FixMatchRandAugment's default)."""
 CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 """Aspect-ratio range of the contrastive RandomResizedCrop (torchvision's default)."""
-_NUM_PARAMS = 6
+JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+"""ColorJitter strengths of the contrastive view: brightness, contrast, saturation, hue."""
 
 
-# --------------------------------------------------------------------------- magnitude rules
-def enhance_factor(magnitude: int, sign: int) -> float:
-    """Brightness/Color/Contrast/Sharpness factor (the rule of ``views.apply_op``)."""
-    return _enhance_factor(magnitude, sign)
+class ViewSettings(ViewConfig):
+    """The configuration's ``views`` section (:class:`~comatch.config.ViewConfig`: the same
+    fields, defaults and checks) plus what the views need besides it: the side ``S`` of every
+    view, the data's image size, known once the data is read."""
 
+    model_config = ConfigDict(frozen=True)
 
-def posterize_bits(magnitude: int) -> int:
-    """Bits kept by Posterize, as in ``views.apply_op``."""
-    return max(4, 8 - round(4 * (magnitude / MAGNITUDE_SCALE)))
-
-
-def solarize_threshold(magnitude: int) -> int:
-    """Solarize threshold, as in ``views.apply_op``."""
-    return min(255, max(0, 256 - round(256 * (magnitude / MAGNITUDE_SCALE))))
-
-
-def rotate_degrees(magnitude: int, sign: int) -> float:
-    """Rotation angle (counter-clockwise, ``F.rotate``), as in ``views.apply_op``."""
-    return sign * 30.0 * (magnitude / MAGNITUDE_SCALE)
-
-
-def shear_degrees(magnitude: int, sign: int) -> float:
-    """Shear angle in degrees, as in ``views.apply_op``."""
-    return sign * math.degrees(math.atan(0.3 * (magnitude / MAGNITUDE_SCALE)))
-
-
-def translate_pixels(magnitude: int, sign: int, length: int) -> float:
-    """Translation in pixels along an axis of ``length`` pixels, as in ``views.apply_op``."""
-    return sign * 0.3 * (magnitude / MAGNITUDE_SCALE) * length
-
-
-def op_parameters(op: str, magnitude: int, sign: int, height: int, width: int) -> tuple[float, ...]:
-    """Kernel parameters of one RandAugment draw (zero-padded to 6 floats).
-
-    Scalar ops give ``(value, 0, ...)``; geometric ops give the inverse affine
-    matrix torchvision would build for ``views.apply_op``.
-
-    Args:
-        op: Name from :data:`FIXMATCH_OPS`.
-        magnitude: Strength out of :data:`MAGNITUDE_SCALE`.
-        sign: +1 or -1.
-        height: Image height.
-        width: Image width.
-
-    Returns:
-        Six floats.
-    """
-    if op in ("Brightness", "Color", "Contrast", "Sharpness"):
-        values: tuple[float, ...] = (enhance_factor(magnitude, sign),)
-    elif op == "Posterize":
-        values = (float(posterize_bits(magnitude)),)
-    elif op == "Solarize":
-        values = (float(solarize_threshold(magnitude)),)
-    elif op == "Rotate":  # F.rotate: angle % 360, then the affine matrix of -angle
-        values = ops.inverse_affine_matrix(-(rotate_degrees(magnitude, sign) % 360), (0.0, 0.0), (0.0, 0.0))
-    elif op in ("ShearX", "ShearY"):
-        deg = shear_degrees(magnitude, sign)
-        values = ops.inverse_affine_matrix(0.0, (0.0, 0.0), (deg, 0.0) if op == "ShearX" else (0.0, deg))
-    elif op == "TranslateX":
-        values = ops.inverse_affine_matrix(0.0, (translate_pixels(magnitude, sign, width), 0.0), (0.0, 0.0))
-    elif op == "TranslateY":
-        values = ops.inverse_affine_matrix(0.0, (0.0, translate_pixels(magnitude, sign, height)), (0.0, 0.0))
-    else:
-        values = ()
-    return tuple(values) + (0.0,) * (_NUM_PARAMS - len(values))
-
-
-def op_param_table(max_magnitude: int, height: int, width: int) -> torch.Tensor:
-    """Parameters of every (op, magnitude, sign) draw.
-
-    Args:
-        max_magnitude: Largest magnitude.
-        height: Image height.
-        width: Image width.
-
-    Returns:
-        float64 ``[len(FIXMATCH_OPS), max_magnitude + 1, 2, 6]``; index ``[op,
-        magnitude, (sign + 1) // 2]``.
-    """
-    table = torch.zeros(len(FIXMATCH_OPS), max_magnitude + 1, 2, _NUM_PARAMS, dtype=torch.float64)
-    for o, op in enumerate(FIXMATCH_OPS):
-        for m in range(1, max_magnitude + 1):
-            for s, sign in enumerate((-1, 1)):
-                table[o, m, s] = torch.tensor(op_parameters(op, m, sign, height, width), dtype=torch.float64)
-    return table
-
-
-def comatch_op_param_table(magnitude: int, height: int, width: int) -> torch.Tensor:
-    """Parameters of every (op, sign) draw of the released-CoMatch RandAugment at a fixed level.
-
-    Laid out like :func:`op_param_table` so that :func:`apply_randaugment` indexes both alike;
-    every magnitude row holds the fixed level's parameters.
-
-    Args:
-        magnitude: The fixed level (``randaugment_magnitude``; 10 in the released code).
-        height: Image height.
-        width: Image width.
-
-    Returns:
-        float64 ``[len(COMATCH_OPS), magnitude + 1, 2, 6]``; index ``[op, magnitude, (sign + 1) // 2]``.
-    """
-    table = torch.zeros(len(COMATCH_OPS), magnitude + 1, 2, _NUM_PARAMS, dtype=torch.float64)
-    for o, op in enumerate(COMATCH_OPS):
-        for s, sign in enumerate((-1, 1)):
-            values = comatch_geometry(op, comatch_op_parameters(op, magnitude, sign), height, width)
-            table[o, :, s] = torch.tensor(values, dtype=torch.float64)
-    return table
+    image_size: int = Field(gt=0, description="Side length of every view, pixels (square).")
+    jitter: tuple[float, float, float, float] = Field(JITTER, description="Contrastive view: ColorJitter strengths.")
 
 
 # --------------------------------------------------------------------------- parameter samplers
@@ -175,15 +85,6 @@ class WeakCropParams(NamedTuple):
 
     crop: "CropParams"
     flip: torch.Tensor
-
-
-class RandAugmentParams(NamedTuple):
-    """RandAugment draws, each ``[N, num_ops]``: op index, apply flag, magnitude, sign (+-1)."""
-
-    op_index: torch.Tensor
-    apply: torch.Tensor
-    magnitude: torch.Tensor
-    sign: torch.Tensor
 
 
 class BoxParams(NamedTuple):
@@ -276,49 +177,6 @@ def sample_weak_params(n: int, settings: ViewSettings,
     dy = torch.randint(-pad, high, (n,), generator=generator)
     flip = _coin(n, 0.5, generator) if settings.flip else torch.zeros(n, dtype=torch.bool)
     return WeakParams(dx, dy, flip)
-
-
-def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: float,
-                              generator: torch.Generator | None) -> RandAugmentParams:
-    """Draw FixMatch RandAugment ops, as ``FixMatchRandAugment.sample_params`` per image.
-
-    Args:
-        n: Batch size.
-        num_ops: Ops per image.
-        max_magnitude: Largest magnitude.
-        prob: Probability that a drawn op is applied.
-        generator: CPU generator.
-
-    Returns:
-        The :class:`RandAugmentParams`, each ``[n, num_ops]``.
-    """
-    shape = (n, num_ops)
-    op_index = torch.randint(len(FIXMATCH_OPS), shape, generator=generator)
-    apply = torch.rand(shape, generator=generator) < prob
-    magnitude = torch.randint(1, max_magnitude + 1, shape, generator=generator)
-    sign = torch.randint(2, shape, generator=generator) * 2 - 1
-    return RandAugmentParams(op_index, apply, magnitude, sign)
-
-
-def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob: float,
-                                      generator: torch.Generator | None) -> RandAugmentParams:
-    """Draw released-CoMatch RandAugment ops, as ``CoMatchRandAugment.sample_params`` per image.
-
-    Args:
-        n: Batch size.
-        num_ops: Ops per image.
-        magnitude: The fixed level (every draw gets it).
-        prob: Probability that a drawn op is applied.
-        generator: CPU generator.
-
-    Returns:
-        The :class:`RandAugmentParams`, each ``[n, num_ops]``.
-    """
-    shape = (n, num_ops)
-    op_index = torch.randint(len(COMATCH_OPS), shape, generator=generator)
-    apply = torch.rand(shape, generator=generator) < prob
-    sign = torch.randint(2, shape, generator=generator) * 2 - 1
-    return RandAugmentParams(op_index, apply, torch.full(shape, magnitude, dtype=torch.long), sign)
 
 
 def sample_cutout_params(n: int, height: int, width: int, fraction: float,
@@ -446,118 +304,9 @@ def sample_contrastive_params(n: int, settings: ViewSettings,
 
 
 # --------------------------------------------------------------------------- application
-Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``kernel(images [M, C, H, W], per-sample values or indices [M, ...]) -> images``."""
 
-_PIXEL_KERNELS: dict[str, Kernel] = {
-    "AutoContrast": lambda x, p: ops.autocontrast(x),
-    "Brightness": lambda x, p: ops.adjust_brightness(x, p[:, 0]),
-    "Color": lambda x, p: ops.adjust_saturation(x, p[:, 0]),
-    "Contrast": lambda x, p: ops.adjust_contrast(x, p[:, 0]),
-    "Equalize": lambda x, p: ops.equalize(x),
-    "Posterize": lambda x, p: ops.posterize(x, p[:, 0]),
-    "Sharpness": lambda x, p: ops.adjust_sharpness(x, p[:, 0]),
-    "Solarize": lambda x, p: ops.solarize(x, p[:, 0]),
-}
 _JITTER_KERNELS: tuple[Kernel, ...] = (ops.adjust_brightness, ops.adjust_contrast,
                                        ops.adjust_saturation, ops.adjust_hue)
-
-
-def _apply_groups(x: torch.Tensor, masks: list[torch.Tensor], kernels: list[Kernel]) -> torch.Tensor:
-    """Run ``kernels[g](x[idx_g], idx_g)`` on the samples of each CPU mask, in place.
-
-    The index sets are built on the CPU and moved to the device in one copy, so
-    no device synchronisation is needed.
-
-    Args:
-        x: Float images ``[N, C, H, W]`` (modified in place).
-        masks: CPU bool masks ``[N]``, one per kernel (disjoint).
-        kernels: Kernels taking the selected images and their indices (on device).
-
-    Returns:
-        ``x``.
-    """
-    indices = [mask.nonzero().squeeze(1) for mask in masks]
-    sizes = [int(i.numel()) for i in indices]
-    if sum(sizes) == 0:
-        return x
-    on_device = torch.cat(indices).to(x.device).split(sizes)
-    for idx, size, kernel in zip(on_device, sizes, kernels):
-        if size:
-            x.index_copy_(0, idx, kernel(x.index_select(0, idx), idx))
-    return x
-
-
-def _comatch_slot(chosen: torch.Tensor, applied: torch.Tensor, slot_values: torch.Tensor,
-                  fill: int) -> tuple[list[torch.Tensor], list[Kernel]]:
-    """Masks and kernels of one RandAugment slot of the released-CoMatch variant."""
-    pixel_ops = [op for op in COMATCH_OPS if op not in COMATCH_GEOMETRIC and op != "Identity"]
-    masks = [applied & (chosen == COMATCH_OPS.index(op)) for op in pixel_ops]
-    kernels = [_bind(lambda img, p, op=op: comatch_kernel(op, img, p, fill), slot_values) for op in pixel_ops]
-    geometric = torch.tensor([COMATCH_OPS.index(op) for op in COMATCH_GEOMETRIC])
-    masks.append(applied & torch.isin(chosen, geometric))
-    kernels.append(_bind(lambda img, p: comatch_kernel("Rotate", img, p, fill), slot_values))  # any affine op
-    return masks, kernels
-
-
-def apply_randaugment(x: torch.Tensor, params: RandAugmentParams, table: torch.Tensor,
-                      fill: int, variant: str = "fixmatch") -> torch.Tensor:
-    """Apply RandAugment slot by slot; each op runs once per slot on its samples.
-
-    Args:
-        x: Float images ``[N, C, H, W]`` (modified in place and returned).
-        params: CPU :class:`RandAugmentParams`.
-        table: :func:`op_param_table` (or, for ``variant="comatch"``,
-            :func:`comatch_op_param_table`) for the image size.
-        fill: Fill value of geometric ops.
-        variant: ``"fixmatch"`` or ``"comatch"`` (``views.randaugment``).
-
-    Returns:
-        The augmented float images.
-    """
-    sign_index = (params.sign > 0).long()
-    values = table[params.op_index, params.magnitude, sign_index].to(x.device)  # [N, K, 6]
-    if variant == "comatch":
-        for slot in range(params.op_index.shape[1]):
-            masks, kernels = _comatch_slot(params.op_index[:, slot], params.apply[:, slot], values[:, slot], fill)
-            _apply_groups(x, masks, kernels)
-        return x
-    geometric = torch.tensor([FIXMATCH_OPS.index(op) for op in GEOMETRIC_OPS])
-    for slot in range(params.op_index.shape[1]):
-        chosen, applied, slot_values = params.op_index[:, slot], params.apply[:, slot], values[:, slot]
-        masks = [applied & (chosen == FIXMATCH_OPS.index(op)) for op in _PIXEL_KERNELS]
-        kernels = [_bind(kernel, slot_values) for kernel in _PIXEL_KERNELS.values()]
-        masks.append(applied & torch.isin(chosen, geometric))
-        kernels.append(_bind(lambda img, p: ops.affine_nearest(img, p, fill), slot_values))
-        _apply_groups(x, masks, kernels)
-    return x
-
-
-def _bind(kernel: Kernel, values: torch.Tensor) -> Kernel:
-    """Adapt ``kernel(images, params)`` to ``(images, indices)`` using ``values[indices]``."""
-    return lambda images, idx: kernel(images, values.index_select(0, idx))
-
-
-def apply_op_batch(images: torch.Tensor, op: str, magnitude: torch.Tensor, sign: torch.Tensor,
-                   fill: int) -> torch.Tensor:
-    """Apply one RandAugment op to every image with per-sample magnitude and sign.
-
-    Args:
-        images: uint8 ``[N, C, H, W]``.
-        op: Name from :data:`FIXMATCH_OPS`.
-        magnitude: ``[N]`` long magnitudes.
-        sign: ``[N]`` long signs (+-1).
-        fill: Fill value of geometric ops.
-
-    Returns:
-        uint8 ``[N, C, H, W]``, image ``i`` equal to ``views.apply_op(images[i], ...)``.
-    """
-    n, _, height, width = images.shape
-    table = op_param_table(int(magnitude.max()) if n else 1, height, width)
-    params = RandAugmentParams(op_index=torch.full((n, 1), FIXMATCH_OPS.index(op)),
-                               apply=torch.ones(n, 1, dtype=torch.bool),
-                               magnitude=magnitude.cpu().reshape(n, 1), sign=sign.cpu().reshape(n, 1))
-    return apply_randaugment(images.float(), params, table, fill).to(torch.uint8)
 
 
 def apply_jitter(x: torch.Tensor, params: JitterParams, enabled: list[bool]) -> torch.Tensor:
@@ -575,8 +324,8 @@ def apply_jitter(x: torch.Tensor, params: JitterParams, enabled: list[bool]) -> 
     ids = [j for j in range(4) if enabled[j]]
     for slot in range(4):
         masks = [params.apply & (params.order[:, slot] == j) for j in ids]
-        kernels = [_bind(lambda img, f, j=j: _JITTER_KERNELS[j](img, f), factors[:, j]) for j in ids]
-        _apply_groups(x, masks, kernels)
+        kernels = [bind_values(lambda img, f, j=j: _JITTER_KERNELS[j](img, f), factors[:, j]) for j in ids]
+        apply_groups(x, masks, kernels)
     return x
 
 
@@ -610,12 +359,12 @@ def apply_contrastive(images: torch.Tensor, params: ContrastiveParams,
     x = ops.resized_crop(images.float(), *crop, size=settings.image_size, flip=params.flip.to(device))
     enabled = [r is not None for r in jitter_ranges(settings.jitter)]
     x = apply_jitter(x, params.jitter, enabled)
-    _apply_groups(x, [params.grayscale], [lambda img, idx: ops.to_grayscale(img)])
+    apply_groups(x, [params.grayscale], [lambda img, idx: ops.to_grayscale(img)])
     return x.to(torch.uint8)
 
 
 class BatchViews:
-    """Batched, device-agnostic version of ``views.build_views``.
+    """The views of whole batches, on any device.
 
     Args:
         settings: The view configuration.
@@ -631,10 +380,7 @@ class BatchViews:
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize ``[N, C, H, W]`` to ``S x S`` (bilinear, antialiased) unless already that size."""
-        size = self.settings.image_size
-        if tuple(images.shape[-2:]) == (size, size):
-            return images
-        return F.resize(images, [size, size], antialias=True)
+        return ResizeIfNeeded(self.settings.image_size)(images)
 
     def kind(self, name: str) -> str:
         """The view actually drawn for ``name``: ``strong`` may be the contrastive view."""
@@ -764,31 +510,3 @@ def cat_params(drawn: list[Any]) -> Any:
     return type(first)(*(cat_params([params[i] for params in drawn]) for i in range(len(first))))
 
 
-def _benchmark() -> None:
-    """Print single-thread timings of weak + strong + contrastive, batched vs per image."""
-    import time
-
-    from comatch.data.views import build_views
-
-    torch.set_num_threads(1)
-
-    def best_ms(fn: Callable[[], object], repeats: int = 5) -> float:
-        times = []
-        for _ in range(repeats + 1):  # the first run warms up
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1e3 * min(times[1:])
-
-    for n, channels, size in ((112, 1, 8), (448, 3, 32)):
-        settings = ViewSettings(image_size=size)
-        images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
-        batched, per_image, generator = BatchViews(settings), build_views(settings), torch.Generator()
-        names = ("weak", "strong", "contrastive")
-        fast = best_ms(lambda: [batched(name, images, generator) for name in names])
-        slow = best_ms(lambda: [torch.stack([per_image[name](img) for img in images]) for name in names])
-        print(f"{n} x {channels}x{size}x{size}: batched {fast:.1f} ms, per image {slow:.1f} ms")
-
-
-if __name__ == "__main__":
-    _benchmark()

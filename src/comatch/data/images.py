@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +96,28 @@ def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
         new = [max(size, round(height * scale)), max(size, round(width * scale))]
         image = F.resize(image, new, antialias=True)
     return F.center_crop(image, [size, size])
+
+
+View = Callable[[torch.Tensor], torch.Tensor]
+"""A view of one image: uint8 ``[C, H, W]`` to uint8 ``[C, S, S]``."""
+
+
+class ResizeIfNeeded:
+    """The evaluation view: resize to a square ``size`` (bilinear, antialiased) unless already
+    that size. Works on one image ``[C, H, W]`` or a batch ``[N, C, H, W]``.
+
+    Args:
+        size: Output side length.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """``img`` resized to ``[..., size, size]`` if needed."""
+        if tuple(img.shape[-2:]) == (self.size, self.size):
+            return img
+        return F.resize(img, [self.size, self.size], antialias=True)
 
 
 def _open_pixels(path: str | Path, size: int, channels: int) -> np.ndarray:

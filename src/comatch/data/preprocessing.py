@@ -9,7 +9,8 @@ import torch
 
 from comatch import config as cfg
 from comatch.data import RunData, build_data
-from comatch.data.views import ViewSettings
+from comatch.data.batch_views import ViewSettings
+from comatch.data.images import ResizeIfNeeded, View
 
 # DataConfig fields about loading speed, not about which data a run sees.
 LOADING_FIELDS = {"num_workers", "augment_on"}
@@ -36,6 +37,12 @@ def run_data(config: cfg.Config, root: str | None = None) -> RunData:
 def view_settings(config: cfg.Config, image_size: int | None = None) -> ViewSettings:
     """The view settings of a configuration (``image_size``: the data's, when the config has none)."""
     return ViewSettings(image_size=image_size or config.data.image_size, **config.views.model_dump())
+
+
+def eval_view(config: cfg.Config, image_size: int | None = None) -> View:
+    """The evaluation view of a configuration: resize to its image size if needed
+    (``image_size``: the data's, when the config has none)."""
+    return ResizeIfNeeded(image_size or config.data.image_size)
 
 
 def use_deterministic_kernels() -> None:

@@ -24,9 +24,9 @@ from comatch.data.folders import FileList, FolderData, load_imagenet, load_user_
 from comatch.data.images import ImageFiles, read_failures
 from comatch.data.sampling import labels_per_class, read_labelled_list, resolve_labelled_list, select_labelled
 from comatch.data.statistics import channel_stats, file_stats, image_properties, to_channels, to_size
+from comatch.config import DATASETS
 from comatch.errors import UserError
 
-DATASETS = ("digits", "cifar10", "cifar100", "stl10", "svhn", "imagenet", "folder")
 
 
 @dataclass

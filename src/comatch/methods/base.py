@@ -16,9 +16,8 @@ so that a step rejected for a non-finite loss leaves no trace in the method's st
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -131,10 +130,6 @@ class Method(nn.Module):
     Settings: ClassVar[type[MethodSettings] | None] = None
     labelled_views: dict[str, str] = {"weak": "weak"}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._pending: list[Callable[[], None]] = []
-
     # --------------------------------------------------------------- what the loop asks
     @property
     def unlabelled_views(self) -> dict[str, str]:
@@ -154,27 +149,30 @@ class Method(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def make_criterion(cls, num_classes: int, proj_dim: int, bank_size: int, **settings: Any) -> nn.Module:
+        """The method's loss and its state for your own training loop, called with the logits
+        (and embeddings) of a step's views (what :func:`comatch.methods.build_criterion` returns).
+
+        Raises:
+            ValueError: the method has no such stand-alone loss.
+        """
+        raise ValueError(f"{cls.__name__} has no stand-alone criterion; train it with `comatch train`")
+
+    @classmethod
     def check_config(cls, config: Config) -> None:
         """Raise ValueError when ``config`` cannot work for this method (called on validation)."""
 
     def forward(self, batch: Batch, encode: Encode) -> MethodOutput:  # type: ignore[override]
-        """The step's loss and its parts; any state change is deferred (see :meth:`defer`)."""
+        """The step's loss and its parts; any state change waits for :meth:`commit`."""
         raise NotImplementedError
 
-    # --------------------------------------------------------------- deferred state updates
-    def defer(self, update: Callable[[], None]) -> None:
-        """Queue a state change of this step, applied by :meth:`commit` if the step is kept."""
-        self._pending.append(update)
-
+    # --------------------------------------------------------------- pending state changes
     def commit(self, model: nn.Module) -> None:
-        """The step was applied to ``model`` (unwrapped): apply this step's state changes.
+        """The step was applied to ``model`` (unwrapped): apply this step's state changes
+        (nothing for a method without state).
 
         Every process calls it at the same point (updates may be collectives).
         """
-        pending, self._pending = self._pending, []
-        for update in pending:
-            update()
 
     def discard(self) -> None:
-        """The step was rejected: forget its state changes."""
-        self._pending = []
+        """The step was rejected: forget its state changes (nothing for a method without state)."""

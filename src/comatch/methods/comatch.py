@@ -13,7 +13,7 @@ and, with the graph loss, ``contrastive`` (``s1``: the columns of the embedding 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -24,14 +24,14 @@ from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOut
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.memory import check_prior
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.training.schedule import epoch_of, ramped_lambda_c
+from comatch.methods.schedule import epoch_of, ramped_lambda_c
 
 if TYPE_CHECKING:
     from comatch.config import Config
 
 
 class CoMatchSettings(MethodSettings):
-    """The ``comatch`` section of the configuration (FixMatch reads ``threshold`` and ``lambda_u``)."""
+    """The ``comatch`` section of the configuration."""
 
     alpha: float = Field(0.9, ge=0, le=1, description="Weight of the model's own prediction in the memory-smoothed label.")
     temperature: float = Field(0.2, gt=0, description="T: temperature of embedding similarities (0.2 CIFAR/STL, 0.1 ImageNet).")
@@ -153,13 +153,19 @@ class CoMatch(Method):
         )
 
     @classmethod
+    def make_criterion(cls, num_classes: int, proj_dim: int, bank_size: int, **settings: Any) -> CoMatchCriterion:
+        """:class:`CoMatchCriterion` (the plain variant; the large-scale one is
+        :class:`~comatch.methods.momentum.MomentumCoMatchCriterion`)."""
+        return CoMatchCriterion(num_classes, proj_dim, bank_size, **settings)
+
+    @classmethod
     def from_config(cls, config: Config, context: MethodContext) -> "CoMatch":
         c, o = config.comatch, config.optim
         if c.momentum is not None:
             return MomentumCoMatch.from_config(config, context)
-        criterion = CoMatchCriterion(context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu),
-                                     prior=alignment_prior(c, context), defer_updates=True,
-                                     **cls.criterion_settings(c))  # type: ignore[arg-type]
+        criterion = cls.make_criterion(context.num_classes, context.proj_dim, bank_size(c, o.batch_size, o.mu),
+                                       prior=alignment_prior(c, context), defer_updates=True,
+                                       **cls.criterion_settings(c))
         return cls(criterion, **cls._schedule_settings(config, context))
 
     @staticmethod

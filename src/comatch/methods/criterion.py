@@ -1,11 +1,10 @@
-"""The training objectives: CoMatch (with its ablation switches) and the supervised baseline.
+"""CoMatch's loss and its state for one training step, with its ablation switches.
 
 A criterion holds only its settings and its persistent state (aligner, memory bank); the
 equations are the pure functions of :mod:`comatch.methods.losses`. The training loop owns backward,
-the optimizer and the EMA.
-
-FixMatch is CoMatch with every CoMatch-specific part switched off: no alignment, no memory
-smoothing, no graph loss, hard pseudo-labels (see :func:`build_criterion`).
+the optimizer and the EMA. The :class:`~comatch.methods.comatch.CoMatch` method routes a step's
+views through the network into it; FixMatch is it with every CoMatch-specific part switched off
+(:mod:`comatch.methods.fixmatch`). Other methods' criteria: :func:`comatch.methods.build_criterion`.
 """
 
 from __future__ import annotations
@@ -26,23 +25,8 @@ from comatch.methods.losses import (
 from comatch.methods.base import MethodOutput
 from comatch.methods.memory import DistributionAligner, MemoryBank
 
-METHODS = ("comatch", "fixmatch", "supervised")
-
-
 CriterionOutput = MethodOutput
 """What a criterion returns for one step (the same record a method returns)."""
-
-
-class SupervisedCriterion(nn.Module):
-    """Cross-entropy on the labelled batch only; unlabelled data is never used."""
-
-    unlabelled_views: tuple[str, ...] = ()
-
-    def forward(self, logits_x: torch.Tensor, targets_x: torch.Tensor) -> CriterionOutput:
-        """Args: ``logits_x [B, C]``, ``targets_x [B]`` (class indices)."""
-        loss_x = F.cross_entropy(logits_x.float(), targets_x)
-        zero = loss_x.new_zeros(())
-        return CriterionOutput(loss=loss_x, loss_x=loss_x, loss_u=zero, loss_c=zero)
 
 
 class CoMatchCriterion(nn.Module):
@@ -243,28 +227,3 @@ class CoMatchCriterion(nn.Module):
             return False
         return len(self.bank) >= entries_per_process * distributed.world_size()
 
-
-def build_criterion(
-    method: str, num_classes: int, proj_dim: int, bank_size: int, **settings: object
-) -> nn.Module:
-    """The criterion of a training method.
-
-    Args:
-        method: ``"comatch"``, ``"fixmatch"`` or ``"supervised"``.
-        num_classes, proj_dim, bank_size: see :class:`CoMatchCriterion`.
-        **settings: keyword settings of :class:`CoMatchCriterion` (ignored by
-            ``supervised``; FixMatch keeps ``threshold`` and ``lambda_u`` and forces its
-            definition on the CoMatch-specific switches).
-
-    Raises:
-        ValueError: unknown method.
-    """
-    if method == "supervised":
-        return SupervisedCriterion()
-    if method == "fixmatch":
-        settings = dict(settings) | dict(
-            alignment=False, smoothing=False, contrastive=False, hard_labels=True
-        )
-    elif method != "comatch":
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return CoMatchCriterion(num_classes, proj_dim, bank_size, **settings)  # type: ignore[arg-type]

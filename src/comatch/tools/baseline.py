@@ -214,8 +214,7 @@ def run_baselines(run_dir: str | Path, *, device: str = "cpu", batch_size: int =
     """
     import torch
 
-    from comatch.data.preprocessing import Normalizer, run_data, view_settings
-    from comatch.data.views import build_views
+    from comatch.data.preprocessing import Normalizer, eval_view, run_data
     from comatch.training.runtime import atomic_write_text
 
     run_dir, started = Path(run_dir), time.perf_counter()
@@ -226,7 +225,7 @@ def run_baselines(run_dir: str | Path, *, device: str = "cpu", batch_size: int =
     in_channels = config.model.in_channels or data.channels
     model, source = _initial_network(config, data.num_classes, in_channels)
     model = model.to(target)
-    view = build_views(view_settings(config, data.image_size))["eval"]
+    view = eval_view(config, data.image_size)
     normalize = Normalizer(data.mean, data.std, in_channels, target)
     train_x, train_y = _features(model, data.labelled, view, normalize, batch_size)
     test_x, test_y = _features(model, data.test, view, normalize, batch_size)

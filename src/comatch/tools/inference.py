@@ -24,13 +24,13 @@ from comatch import config as cfg
 from comatch.training.checkpoint import load_file, load_newest
 from comatch.data.loaders import eval_loader
 from comatch.data.images import UnreadableImage, decode_image
-from comatch.data.views import View, build_views
+from comatch.data.images import View
 from comatch.errors import UserError
 from comatch.tools.evaluation import predict
 from comatch.tools.images import LabelledFolder
 from comatch.models import build_model
 from comatch.training.runtime import resolve_device
-from comatch.data.preprocessing import Normalizer, run_data, view_settings
+from comatch.data.preprocessing import Normalizer, eval_view, run_data
 
 WEIGHTS = ("ema", "raw")
 UNKNOWN = "unknown"  # the class of an image below predict's --unknown-threshold
@@ -69,7 +69,7 @@ class LoadedModel:
 
     def eval_view(self) -> View:
         """The trainer's per-image evaluation view, built from the checkpoint's settings."""
-        return build_views(view_settings(self.config, self.image_size))["eval"]
+        return eval_view(self.config, self.image_size)
 
     def decode(self, path: str | Path) -> torch.Tensor:
         """An image file as the network's uint8 input ``[C, S, S]``, as the trainer decodes it.

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from comatch.data import RunData
-from comatch.data.views import View
+from comatch.data.images import View
 from comatch.tools.evaluation import Preprocess
 from comatch.tools.pool import candidate_rows, centred, outputs_on, path_of
 from comatch.tools.scores import ood_scores

@@ -19,7 +19,7 @@ from comatch.data import RunData
 from comatch.data.images import ImageFiles
 from comatch.data.labels import labels_of
 from comatch.data.loaders import eval_loader
-from comatch.data.views import View
+from comatch.data.images import View
 from comatch.tools.evaluation import Preprocess, network_outputs
 
 

@@ -99,8 +99,7 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
         UserError: not a run directory, no checkpoint (without ``before_training``), or no
             unlabelled image left.
     """
-    from comatch.data.preprocessing import Normalizer, view_settings
-    from comatch.data.views import build_views
+    from comatch.data.preprocessing import Normalizer, eval_view
     from comatch.tools.inference import load_model
     from comatch.training.runtime import resolve_device
 
@@ -112,7 +111,7 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
         model, temperature = _initial_network(config, data, target), 1.0
         channels = config.model.in_channels or data.channels
         preprocess = Normalizer(data.mean, data.std, channels, target)
-        view = build_views(view_settings(config, data.image_size))["eval"]
+        view = eval_view(config, data.image_size)
     else:
         if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.pt")):
             raise UserError(f"{run_dir} holds no checkpoint; train the run first, or rank with the initial "

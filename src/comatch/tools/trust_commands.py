@@ -44,7 +44,7 @@ def add_parsers(subparsers: argparse._SubParsersAction, positive: Any) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit and print the temperature of a run."""
-    from comatch.tools.calibration import calibrate_run
+    from comatch.tools.run_calibration import calibrate_run
 
     print(json.dumps(calibrate_run(args.run_dir, args.device), indent=2))
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from comatch.config import resumable_fields
+from comatch.config import resumable_fields, validate
 from comatch.errors import UserError
 from comatch.training.runtime import atomic_write_bytes
 
@@ -159,13 +159,24 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def as_current_schema(old: dict[str, Any]) -> dict[str, Any]:
+    """A saved config mapping as this version reads it: a section or field added since the run
+    was made takes the value the run computed with (its default, or for FixMatch's section the
+    tau and lambda_u older configs kept under ``comatch``), so it is not a change.
+
+    Raises:
+        UserError: the saved config is not valid any more.
+    """
+    return validate(old).model_dump(mode="json")
+
+
 def check_resume_compatible(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The harmless changes a resume makes; refuses changes to the run's meaning.
 
     Raises:
         UserError: naming every field whose change would make it a different run.
     """
-    changes = changed_fields(old, new)
+    changes = changed_fields(as_current_schema(old), new)
     harmful = [k for k in changes if k not in resumable_fields()]
     if harmful:
         listed = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in harmful)

@@ -67,7 +67,7 @@ def mask_rate_near_zero(records: Sequence[dict[str, Any]], total_steps: int | No
     return Warning("mask_rate", step, (
         f"the mask rate stayed below {floor:.0%} (at most {max(rates):.2%}) from step {int(last[0]['step'])} to {step}: "
         "almost no pseudo-label reaches the confidence threshold, so the unlabelled images teach nothing; "
-        "lower comatch.threshold (e.g. 0.8), train longer, or check that the labelled images are right"))
+        "lower the threshold (comatch.threshold, or fixmatch.threshold for FixMatch; e.g. 0.8), train longer, or check that the labelled images are right"))
 
 
 def class_shares(record: dict[str, Any]) -> list[float]:

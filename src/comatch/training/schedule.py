@@ -1,8 +1,15 @@
-"""Schedules: pure functions of the step."""
+"""Learning-rate schedules: pure functions of the step.
+
+Epochs are counted as the methods count them (:mod:`comatch.methods.schedule`, re-exported here).
+"""
 
 from __future__ import annotations
 
 import math
+
+from comatch.methods.schedule import epoch_of, ramped_lambda_c, steps_per_epoch
+
+__all__ = ["cosine_lr_factor", "epoch_half_cosine_lr_factor", "epoch_of", "lr_factor", "ramped_lambda_c", "steps_per_epoch"]
 
 
 def cosine_lr_factor(step: int, total_steps: int) -> float:
@@ -62,29 +69,3 @@ def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int |
             raise ValueError("the epoch_half_cosine schedule needs steps_per_epoch")
         return epoch_half_cosine_lr_factor(step, total_steps, steps_per_epoch)
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'epoch_half_cosine'")
-
-
-def steps_per_epoch(unlabelled_batch: int, num_unlabelled: int) -> int:
-    """Steps in one pass over the unlabelled set: ``ceil(|U| / (mu B))`` (a last, partial batch
-    counts, as the released code's loaders make it)."""
-    return max(1, -(-num_unlabelled // max(unlabelled_batch, 1)))
-
-
-def epoch_of(step: int, unlabelled_batch: int, num_unlabelled: int) -> int:
-    """The epoch step ``k`` falls in: ``floor(k / steps_per_epoch)``. Every epoch-based rule
-    (the learning-rate half cosine, the ``lambda_c`` ramp, smoothing and momentum schedules)
-    uses this one."""
-    return step // steps_per_epoch(unlabelled_batch, num_unlabelled)
-
-
-def ramped_lambda_c(lambda_c: float, step: int, unlabelled_batch: int, num_unlabelled: int) -> float:
-    """The ImageNet ramp of the graph loss weight: ``min(epoch + 1, lambda_c)`` at step ``k``
-    (epochs as :func:`epoch_of` counts them).
-
-    Args:
-        lambda_c: the final weight.
-        step: training step ``k`` (0-based).
-        unlabelled_batch: global unlabelled images per step ``mu * B``.
-        num_unlabelled: size of the unlabelled set.
-    """
-    return float(min(epoch_of(step, unlabelled_batch, num_unlabelled) + 1, lambda_c))

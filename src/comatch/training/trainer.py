@@ -19,8 +19,7 @@ from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch, batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
-from comatch.data.preprocessing import Normalizer, run_data, use_deterministic_kernels, view_settings
-from comatch.data.views import build_views
+from comatch.data.preprocessing import Normalizer, eval_view, run_data, use_deterministic_kernels, view_settings
 from comatch.errors import TrainingDiverged, UserError
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
@@ -105,7 +104,7 @@ class Trainer:
                               timer=lambda phase: self.timer(phase))
         self.norm_buffers = NormBuffers([self.model, self.method])
         settings = view_settings(config, self.data.image_size)
-        self.eval_view = build_views(settings)["eval"]
+        self.eval_view = eval_view(config, self.data.image_size)
         self.batch_views = BatchViews(settings)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)

@@ -24,12 +24,11 @@ GUARDRAILS_FILE = "guardrails.json"
 def leave_out_outliers(trainer: Trainer) -> RunData:
     """``trainer.data`` without the ``data.exclude_outliers`` share of likely outliers,
     scored with the network as built (random or ``model.init`` weights)."""
-    from comatch.data.preprocessing import Normalizer, view_settings
-    from comatch.data.views import build_views
+    from comatch.data.preprocessing import Normalizer, eval_view
     from comatch.tools.ood import exclude_outliers
 
     data, config = trainer.data, trainer.config
-    view = build_views(view_settings(config, data.image_size))["eval"]
+    view = eval_view(config, data.image_size)
     normalize = Normalizer(data.mean, data.std, trainer.in_channels, trainer.device)
     main = distributed.is_main_process()
     return exclude_outliers(config, data, trainer.model, view, normalize, trainer.out_dir, write=main,
@@ -70,7 +69,7 @@ def end_of_run(trainer: Trainer) -> None:
     """Fit the temperature (``calibration.json``) and write every guardrail's finding
     (``guardrails.json``); a failure of either only warns: the run's results are saved."""
     try:
-        from comatch.tools.calibration import calibrate_run
+        from comatch.tools.run_calibration import calibrate_run
 
         result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
         if not math.isfinite(result.get("ece_before", float("nan"))):

@@ -1,9 +1,13 @@
-"""Per-image augmented views used by CoMatch.
+"""The per-image views: the oracle the batched views of the package are checked against.
 
-Every view maps ONE uint8 image tensor ``[C, H, W]`` (``C`` in ``{1, 3}``) to a
-uint8 tensor ``[C, S, S]`` with ``S = ViewSettings.image_size``. Normalisation is
-applied later on the batch. All randomness comes from torch's global RNG, so
-``torch.manual_seed`` alone makes a view reproducible.
+Every view maps ONE uint8 image tensor ``[C, H, W]`` (``C`` in ``{1, 3}``) to a uint8 tensor
+``[C, S, S]`` with ``S = ViewSettings.image_size``, through torchvision's per-image transforms
+(and, for the released CoMatch RandAugment, the package's kernels one image at a time). All
+randomness comes from torch's global RNG, so ``torch.manual_seed`` alone makes a view
+reproducible. The tests compare these views with :class:`comatch.data.batch_views.BatchViews`,
+in distribution and, given the same parameters, bit for bit; the package itself augments whole
+batches only. The magnitude of each RandAugment op is the package's one table
+(:mod:`comatch.data.randaugment`).
 
 Views (see :func:`build_views`):
 
@@ -24,114 +28,34 @@ strong view the contrastive view.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as nnf
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from comatch.data import batch_ops
-
-View = Callable[[torch.Tensor], torch.Tensor]
-
-FIXMATCH_OPS: tuple[str, ...] = (
-    "AutoContrast",
-    "Brightness",
-    "Color",
-    "Contrast",
-    "Equalize",
-    "Identity",
-    "Posterize",
-    "Rotate",
-    "Sharpness",
-    "ShearX",
-    "ShearY",
-    "Solarize",
-    "TranslateX",
-    "TranslateY",
+from comatch.data.batch_views import ViewSettings
+from comatch.data.images import ResizeIfNeeded, View
+from comatch.data.randaugment import (
+    COMATCH_OPS,
+    FIXMATCH_OPS,
+    MAGNITUDE_SCALE,
+    comatch_geometry,
+    comatch_kernel,
+    comatch_op_parameters,
+    enhance_factor,
+    posterize_bits,
+    rotate_degrees,
+    shear_degrees,
+    solarize_threshold,
+    translate_pixels,
 )
-"""The FixMatch RandAugment op list; ops are drawn uniformly from it."""
 
-MAGNITUDE_SCALE = 10
-"""Magnitudes are expressed out of this value (``m / 10`` is the strength)."""
-
-COMATCH_OPS: tuple[str, ...] = FIXMATCH_OPS
-"""The released CoMatch RandAugment draws uniformly from the same 14 ops (its own kernels)."""
-
-COMATCH_TRANSLATE_PX = 10.0
-"""Largest CoMatch translation, pixels (at magnitude 10), whatever the image size."""
-
-COMATCH_GEOMETRIC: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
-"""CoMatch ops that are bilinear affine warps."""
-
-
-@dataclass(frozen=True)
-class ViewSettings:
-    """Configuration of the augmented views.
-
-    Attributes:
-        image_size: Output side length (square).
-        crop_padding: Weak-view reflect padding before the random crop, pixels.
-        flip: Whether weak/strong/contrastive views flip horizontally (p 0.5).
-        cutout: Cutout side as a fraction of ``image_size`` (0 disables).
-        randaugment_ops: Number of RandAugment ops drawn per image.
-        randaugment_magnitude: Largest RandAugment magnitude (out of 10).
-        crop_scale_min: Lower area scale of the contrastive RandomResizedCrop.
-        jitter: ColorJitter (brightness, contrast, saturation, hue).
-        jitter_prob: Probability of applying the colour jitter.
-        grayscale_prob: Probability of converting to grayscale.
-        fill: Fill value for geometric RandAugment ops and Cutout.
-        weak: ``"crop"`` (pad and crop) or ``"resized_crop"`` (random resized crop, ImageNet).
-        strong: ``"fixmatch"`` (weak + RandAugment + Cutout) or ``"contrastive"`` (ImageNet).
-        randaugment: ``"fixmatch"`` (:class:`FixMatchRandAugment`) or ``"comatch"``
-            (:class:`CoMatchRandAugment`, magnitude fixed at ``randaugment_magnitude``).
-        crop_offsets: ``"symmetric"`` (shifts ``-pad..pad``) or ``"released"`` (``-pad..pad-1``).
-    """
-
-    image_size: int
-    crop_padding: int = 4
-    flip: bool = True
-    cutout: float = 0.5
-    randaugment_ops: int = 2
-    randaugment_magnitude: int = 10
-    crop_scale_min: float = 0.2
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_prob: float = 0.8
-    grayscale_prob: float = 0.2
-    fill: int = 127
-    weak: str = "crop"
-    strong: str = "fixmatch"
-    randaugment: str = "fixmatch"
-    crop_offsets: str = "symmetric"
-
-    def __post_init__(self) -> None:
-        """Validate the settings.
-
-        Raises:
-            ValueError: If a field is out of range.
-        """
-        checks = {
-            "image_size must be positive": self.image_size > 0,
-            "crop_padding must be >= 0": self.crop_padding >= 0,
-            "cutout must lie in [0, 1]": 0.0 <= self.cutout <= 1.0,
-            "randaugment_ops must be >= 0": self.randaugment_ops >= 0,
-            "randaugment_magnitude must be >= 1": self.randaugment_magnitude >= 1,
-            "crop_scale_min must lie in (0, 1]": 0.0 < self.crop_scale_min <= 1.0,
-            "jitter must have 4 entries": len(self.jitter) == 4,
-            "jitter_prob must lie in [0, 1]": 0.0 <= self.jitter_prob <= 1.0,
-            "grayscale_prob must lie in [0, 1]": 0.0 <= self.grayscale_prob <= 1.0,
-            "fill must lie in [0, 255]": 0 <= self.fill <= 255,
-            "weak must be 'crop' or 'resized_crop'": self.weak in ("crop", "resized_crop"),
-            "strong must be 'fixmatch' or 'contrastive'": self.strong in ("fixmatch", "contrastive"),
-            "randaugment must be 'fixmatch' or 'comatch'": self.randaugment in ("fixmatch", "comatch"),
-            "crop_offsets must be 'symmetric' or 'released'": self.crop_offsets in ("symmetric", "released"),
-        }
-        for message, ok in checks.items():
-            if not ok:
-                raise ValueError(f"ViewSettings: {message}")
+__all__ = [
+    "COMATCH_OPS", "FIXMATCH_OPS", "MAGNITUDE_SCALE", "CoMatchRandAugment", "Cutout", "FixMatchRandAugment", "OpDraw",
+    "ReleasedPadCrop", "ViewSettings", "apply_comatch_op", "apply_op", "build_views",
+]
 
 
 @dataclass(frozen=True)
@@ -149,11 +73,6 @@ class OpDraw:
     apply: bool
     magnitude: int
     sign: int
-
-
-def _enhance_factor(magnitude: int, sign: int) -> float:
-    """Factor ``1 + sign * 0.9 * m / 10`` (spans [0.1, 1.9])."""
-    return 1.0 + sign * 0.9 * magnitude / MAGNITUDE_SCALE
 
 
 def _affine(img: torch.Tensor, fill: int, translate: tuple[float, float] = (0.0, 0.0),
@@ -180,7 +99,6 @@ def apply_op(img: torch.Tensor, op: str, magnitude: int, sign: int, fill: int) -
     Raises:
         ValueError: If ``op`` is unknown.
     """
-    frac = magnitude / MAGNITUDE_SCALE
     height, width = img.shape[-2:]
     if op == "Identity":
         return img
@@ -189,30 +107,29 @@ def apply_op(img: torch.Tensor, op: str, magnitude: int, sign: int, fill: int) -
     if op == "Equalize":
         return F.equalize(img)
     if op == "Brightness":
-        return F.adjust_brightness(img, _enhance_factor(magnitude, sign))
+        return F.adjust_brightness(img, enhance_factor(magnitude, sign))
     if op == "Color":
         if img.shape[-3] == 1:
             return img
-        return F.adjust_saturation(img, _enhance_factor(magnitude, sign))
+        return F.adjust_saturation(img, enhance_factor(magnitude, sign))
     if op == "Contrast":
-        return F.adjust_contrast(img, _enhance_factor(magnitude, sign))
+        return F.adjust_contrast(img, enhance_factor(magnitude, sign))
     if op == "Sharpness":
-        return F.adjust_sharpness(img, _enhance_factor(magnitude, sign))
+        return F.adjust_sharpness(img, enhance_factor(magnitude, sign))
     if op == "Posterize":
-        return F.posterize(img, max(4, 8 - round(4 * frac)))
+        return F.posterize(img, posterize_bits(magnitude))
     if op == "Solarize":
-        threshold = min(255, max(0, 256 - round(256 * frac)))
-        return F.solarize(img, threshold)
+        return F.solarize(img, solarize_threshold(magnitude))
     if op == "Rotate":
-        return F.rotate(img, sign * 30.0 * frac, fill=[float(fill)])
+        return F.rotate(img, rotate_degrees(magnitude, sign), fill=[float(fill)])
     if op in ("ShearX", "ShearY"):
-        degrees = sign * math.degrees(math.atan(0.3 * frac))
+        degrees = shear_degrees(magnitude, sign)
         shear = (degrees, 0.0) if op == "ShearX" else (0.0, degrees)
         return _affine(img, fill, shear=shear)
     if op == "TranslateX":
-        return _affine(img, fill, translate=(sign * 0.3 * frac * width, 0.0))
+        return _affine(img, fill, translate=(translate_pixels(magnitude, sign, width), 0.0))
     if op == "TranslateY":
-        return _affine(img, fill, translate=(0.0, sign * 0.3 * frac * height))
+        return _affine(img, fill, translate=(0.0, translate_pixels(magnitude, sign, height)))
     raise ValueError(f"unknown RandAugment op {op!r}")
 
 
@@ -267,107 +184,6 @@ class FixMatchRandAugment:
             if draw.apply:
                 img = apply_op(img, draw.op, draw.magnitude, draw.sign, self.fill)
         return img
-
-
-def comatch_op_parameters(op: str, magnitude: int, sign: int) -> tuple[float, ...]:
-    """Kernel parameters of one released-CoMatch RandAugment op (six floats, zero-padded).
-
-    At level ``m`` (of 10), as the released CIFAR code maps levels to arguments:
-    Brightness/Color/Contrast/Sharpness factor ``1.8 m / 10 + 0.1`` (1.9 at 10, never below
-    1: no sign); Solarize threshold ``int(256 m / 10)`` (256 at 10: a no-op); Posterize keeps
-    ``int(4 m / 10)`` bits; Rotate ``30 m / 10`` degrees counter-clockwise about ``(W/2, H/2)``
-    (pixel-centre coordinates); ShearX/Y factor ``0.3 m / 10`` about the top-left pixel;
-    TranslateX/Y ``10 m / 10`` pixels. The signed ops take ``sign``. Geometric ops give the
-    inverse map of :func:`comatch.data.batch_ops.affine_bilinear`; the rotation's ``(c_x,
-    c_y)`` entries are filled in by :func:`comatch_geometry`.
-
-    Args:
-        op: Name from :data:`COMATCH_OPS`.
-        magnitude: Level out of :data:`MAGNITUDE_SCALE`.
-        sign: +1 or -1.
-
-    Returns:
-        Six floats: ``(value, 0, ...)`` for pixel ops; for geometric ops ``(a, b, c, d, e,
-        f)`` with the rotation's centre terms still to add.
-    """
-    frac = magnitude / MAGNITUDE_SCALE
-    if op in ("Brightness", "Color", "Contrast", "Sharpness"):
-        values: tuple[float, ...] = (frac * 1.8 + 0.1,)
-    elif op == "Solarize":
-        values = (float(int(frac * 256)),)
-    elif op == "Posterize":
-        values = (float(int(frac * 4)),)
-    elif op == "Rotate":
-        theta = math.radians(sign * 30.0 * frac)
-        a, b = math.cos(theta), math.sin(theta)
-        values = (a, -b, 0.0, b, a, 0.0)
-    elif op == "ShearX":
-        values = (1.0, -sign * 0.3 * frac, 0.0, 0.0, 1.0, 0.0)
-    elif op == "ShearY":
-        values = (1.0, 0.0, 0.0, -sign * 0.3 * frac, 1.0, 0.0)
-    elif op == "TranslateX":
-        values = (1.0, 0.0, sign * COMATCH_TRANSLATE_PX * frac, 0.0, 1.0, 0.0)
-    elif op == "TranslateY":
-        values = (1.0, 0.0, 0.0, 0.0, 1.0, sign * COMATCH_TRANSLATE_PX * frac)
-    else:
-        values = ()
-    return values + (0.0,) * (6 - len(values))
-
-
-def comatch_geometry(op: str, values: tuple[float, ...], height: int, width: int) -> tuple[float, ...]:
-    """Complete a geometric op's inverse map for an image size (the rotation centre).
-
-    The released code rotates about ``(W/2, H/2)`` in pixel-centre coordinates, so that
-    ``source = R (p - c) + c``: the constant terms are ``c - R c``.
-
-    Args:
-        op: Op name.
-        values: :func:`comatch_op_parameters` of the op.
-        height: Image height.
-        width: Image width.
-
-    Returns:
-        The six entries with the centre terms added (unchanged for other ops).
-    """
-    if op != "Rotate":
-        return values
-    a, b, _, d, e, _ = values
-    cx, cy = width / 2.0, height / 2.0
-    return (a, b, cx - a * cx - b * cy, d, e, cy - d * cx - e * cy)
-
-
-def comatch_kernel(op: str, x: torch.Tensor, params: torch.Tensor, fill: int) -> torch.Tensor:
-    """Apply one released-CoMatch RandAugment op to a float batch with per-sample parameters.
-
-    Args:
-        op: Name from :data:`COMATCH_OPS`.
-        x: Float images ``[M, C, H, W]`` with integer values in ``[0, 255]``.
-        params: ``[M, 6]`` parameters (:func:`comatch_op_parameters` / :func:`comatch_geometry`).
-        fill: Value of pixels a geometric op uncovers.
-
-    Returns:
-        The transformed float images ``[M, C, H, W]``.
-
-    Raises:
-        ValueError: If ``op`` is unknown.
-    """
-    value = params[:, 0]
-    kernels = {
-        "Identity": lambda: x,
-        "AutoContrast": lambda: batch_ops.comatch_autocontrast(x),
-        "Equalize": lambda: batch_ops.equalize(x),
-        "Brightness": lambda: batch_ops.adjust_brightness(x, value),
-        "Color": lambda: batch_ops.comatch_color(x, value),
-        "Contrast": lambda: batch_ops.comatch_contrast(x, value),
-        "Sharpness": lambda: batch_ops.adjust_sharpness(x, value),
-        "Posterize": lambda: batch_ops.posterize(x, value),
-        "Solarize": lambda: batch_ops.solarize(x, value),
-    }
-    if op in COMATCH_GEOMETRIC:
-        return batch_ops.affine_bilinear(x, params, float(fill))
-    if op not in kernels:
-        raise ValueError(f"unknown RandAugment op {op!r}")
-    return kernels[op]()
 
 
 def apply_comatch_op(img: torch.Tensor, op: str, sign: int, fill: int,
@@ -510,23 +326,6 @@ class Cutout:
         out = img.clone()
         out[..., top:bottom, left:right] = self.fill
         return out
-
-
-class ResizeIfNeeded:
-    """Resize to a square ``size`` (bilinear, antialiased) unless already that size.
-
-    Args:
-        size: Output side length.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """Resize ``img`` (``[C, H, W]``) to ``[C, size, size]`` if needed."""
-        if tuple(img.shape[-2:]) == (self.size, self.size):
-            return img
-        return F.resize(img, [self.size, self.size], antialias=True)
 
 
 def _flip(settings: ViewSettings) -> list[View]:
