@@ -1,0 +1,118 @@
+"""The attack of issue 26 ("Never lose a run, part 3"), kept as probes: folders from a real disk
+(symbolic links, hidden files, odd image types, the same image in two roles), files a run reads
+back (calibration.json, outliers.json), and the messages of commands that fail. Each test
+reproduces one defect; the slow ones (a real training run) are marked ``slow``."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comatch.cli import main
+from comatch.data import build_data
+from comatch.data.scan import IMAGE_EXTENSIONS, find_images
+from comatch.errors import UserError
+from datafiles import save_image, write_class_folder
+
+FOLDER_TINY = ["optim.batch_size=2", "optim.mu=1", "data.num_workers=0", "run.eval_every=2", "run.log_every=1",
+               "model.arch=wrn10_1", "data.image_size=16", "run.tensorboard=false", "run.report=false"]
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The stderr of a failed command: exactly one line, with every needle in it."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("comatch: error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def folder_data(labeled: Path, unlabeled: Path | None = None, test: Path | None = None, **kw):
+    """build_data of the user's folders at 8 px, one labelled image per class."""
+    return build_data("folder", seed=0, labels_per_class=1, labeled=str(labeled),
+                      unlabeled=None if unlabeled is None else str(unlabeled),
+                      test=None if test is None else str(test), image_size=8, channels=3, **kw)
+
+
+@pytest.fixture
+def hostile_labelled(tmp_path) -> Path:
+    """``L/c0``, ``L/c1`` with 5 PNGs each, plus what a real disk adds: a link to the folder itself
+    (``c2 -> L``), a link to the current folder (``c1/again -> .``), a hidden folder with an image,
+    macOS ``._x.png`` and ``.DS_Store`` files."""
+    root = tmp_path / "L"
+    write_class_folder(root, ["c0", "c1"], 5, size=(8, 8))
+    os.symlink(root, root / "c2")
+    os.symlink(".", root / "c1" / "again")
+    save_image(root / ".ipynb_checkpoints" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "c0" / "._c0_0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "c0" / ".DS_Store").write_bytes(b"Bud1")
+    return root
+
+
+# ------------------------------------------------------------------ 1, 2: links and hidden files
+def test_a_link_loop_and_hidden_files_leave_exactly_the_real_images_and_classes(hostile_labelled):
+    data = folder_data(hostile_labelled, test=None)
+    assert data.class_names == ["c0", "c1"]
+    assert len(data.unlabelled) + len(data.test) == 10  # 8 in the pool + 2 held out, nothing copied
+    keys = [data.unlabelled.paths[i] for i in range(len(data.unlabelled))] + data.test.paths
+    assert sorted(Path(k).relative_to(hostile_labelled).as_posix() for k in keys) == \
+        [f"c{c}/c{c}_{i}.png" for c in range(2) for i in range(5)]  # no c2/c2/... or c1/again/... entries
+    ignored = sorted(Path(p).relative_to(hostile_labelled).as_posix() for p in data.ignored)
+    assert ignored == [".ipynb_checkpoints", "c0/.DS_Store", "c0/._c0_0.png", "c1/again", "c2"]
+    assert data.skipped == []  # the AppleDouble file is not an unreadable image: it is not looked at
+    note = [n for n in data.notes if "skipped" in n and "hidden" in n]
+    assert len(note) == 1 and "3 hidden file(s) or folder(s), 2 link loop(s)" in note[0], data.notes
+    assert data.describe()["ignored_files"] == 5
+
+
+def test_a_link_loop_inside_a_class_is_not_followed(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 4, size=(8, 8))
+    os.symlink("..", tmp_path / "L" / "b" / "up")  # b/up -> L: the whole folder again, under b
+    data = folder_data(tmp_path / "L")
+    counts = np.bincount(data.unlabelled.labels.tolist() + data.test.labels.tolist())
+    assert counts.tolist() == [4, 4]
+
+
+def test_a_file_reached_twice_through_links_is_one_image(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    (tmp_path / "L" / "a" / "more").mkdir()
+    os.symlink(tmp_path / "L" / "a" / "a_0.png", tmp_path / "L" / "a" / "more" / "same.png")
+    outside = tmp_path / "outside"
+    write_class_folder(outside, ["x"], 2, size=(8, 8))
+    os.symlink(outside / "x", tmp_path / "L" / "b" / "linked")  # followed: images outside, once
+    os.symlink(outside / "x", tmp_path / "L" / "b" / "linked_again")
+    scan = find_images(tmp_path / "L")
+    names = [Path(p).relative_to(tmp_path / "L").as_posix() for p in scan.files]
+    assert names == ["a/a_0.png", "a/a_1.png", "a/a_2.png", "b/b_0.png", "b/b_1.png", "b/b_2.png",
+                     "b/linked/x_0.png", "b/linked/x_1.png"]
+    assert sorted(Path(p).name for p in scan.repeats) == ["linked_again", "same.png"]
+
+
+def test_a_hidden_class_folder_is_not_a_class_and_a_wider_test_folder_is_refused(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 4, size=(8, 8))
+    save_image(tmp_path / "L" / ".ipynb_checkpoints" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    save_image(tmp_path / "L" / "__MACOSX" / "b" / "._b.png", np.zeros((8, 8, 3), np.uint8))
+    write_class_folder(tmp_path / "T", ["a", "b", "c"], 1, size=(8, 8), seed=1)
+    assert folder_data(tmp_path / "L").class_names == ["a", "b"]
+    with pytest.raises(UserError, match="test folder .* has class 'c', which the labelled data lacks"):
+        folder_data(tmp_path / "L", test=tmp_path / "T")
+
+
+@pytest.mark.slow
+def test_training_on_a_hostile_folder_trains_on_its_real_images(hostile_labelled, tmp_path, capsys):
+    unlabelled = tmp_path / "U"
+    write_class_folder(unlabelled, ["u"], 6, size=(8, 8), seed=3)
+    out = tmp_path / "run"
+    assert main(["train", "--labeled", str(hostile_labelled), "--unlabeled", str(unlabelled), "--iterations", "2",
+                 "--out", str(out), *FOLDER_TINY]) == 0
+    labelled = json.loads((out / "labelled.json").read_text())
+    assert len(labelled) == 8 and all(k.count("/") == 1 and k.startswith(("c0/c0_", "c1/c1_")) for k in labelled)
+    described = json.loads((out / "data.json").read_text())
+    assert described["classes"] == ["c0", "c1"] and described["ignored_files"] == 5
+    assert "labelled 8, unlabelled 14, val none, test 2; 2 classes" in capsys.readouterr().out
