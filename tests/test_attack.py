@@ -116,3 +116,65 @@ def test_training_on_a_hostile_folder_trains_on_its_real_images(hostile_labelled
     described = json.loads((out / "data.json").read_text())
     assert described["classes"] == ["c0", "c1"] and described["ignored_files"] == 5
     assert "labelled 8, unlabelled 14, val none, test 2; 2 classes" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ 7: the same image in two roles
+def pool_names(dataset) -> list[str]:
+    return [Path(p).name for p in dataset.paths]
+
+
+def test_test_images_in_the_unlabelled_folder_are_not_trained_on(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    write_class_folder(tmp_path / "T", ["a", "b"], 2, size=(8, 8), seed=1)
+    data = folder_data(tmp_path / "L", unlabeled=tmp_path / "T", test=tmp_path / "T")
+    assert len(data.test) == 4 and len(data.unlabelled) == 6  # the labelled pool only
+    assert not set(data.test.paths) & set(data.unlabelled.paths)
+    warning = [n for n in data.notes if n.startswith("warning: the same image")]
+    assert len(warning) == 1 and "unlabelled and test 4" in warning[0], data.notes
+    assert data.describe()["overlaps"]["counts"] == {"unlabelled+test": 4}
+
+
+def test_copies_of_labelled_and_test_images_under_other_names_are_counted_once(tmp_path):
+    labelled = write_class_folder(tmp_path / "L", ["a", "b"], 5, size=(8, 8))
+    test = write_class_folder(tmp_path / "T", ["a", "b"], 2, size=(8, 8), seed=1)
+    write_class_folder(tmp_path / "U", ["own"], 6, size=(8, 8), seed=2)
+    for i, path in enumerate(labelled[:3] + test[:1]):  # same bytes, other names
+        shutil.copy(path, tmp_path / "U" / f"copy_{i}.png")
+    data = folder_data(tmp_path / "L", unlabeled=tmp_path / "U", test=tmp_path / "T")
+    assert len(data.unlabelled) == 10 + 6  # the labelled pool once, plus the 6 images of U's own
+    assert sorted(pool_names(data.unlabelled))[:4] == ["a_0.png", "a_1.png", "a_2.png", "a_3.png"]
+    assert not any(name.startswith("copy_") for name in pool_names(data.unlabelled))
+    counts = data.describe()["overlaps"]["counts"]
+    assert counts == {"labelled+unlabelled": 3, "unlabelled+test": 1}
+    assert sum(n.startswith("warning: the same image") for n in data.notes) == 1
+
+
+def test_the_labelled_folder_as_unlabelled_keeps_the_held_out_test_images_out(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 5, size=(8, 8))
+    data = folder_data(tmp_path / "L", unlabeled=tmp_path / "L")
+    assert len(data.test) == 2 and len(data.unlabelled) == 8
+    assert not set(map(os.path.realpath, data.test.paths)) & set(map(os.path.realpath, data.unlabelled.paths))
+
+
+def test_folders_without_overlap_keep_their_pools_and_order(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 4, size=(8, 8))
+    write_class_folder(tmp_path / "U", ["x", "y"], 3, size=(8, 8), seed=5)
+    data = folder_data(tmp_path / "L", unlabeled=tmp_path / "U")
+    assert "overlaps" not in data.describe() and not any("same image" in n for n in data.notes)
+    assert pool_names(data.unlabelled)[-6:] == ["x_0.png", "x_1.png", "x_2.png", "y_0.png", "y_1.png", "y_2.png"]
+    assert len(data.unlabelled) == 6 + 6
+
+
+@pytest.mark.slow
+def test_training_with_the_test_folder_as_unlabelled_warns_on_stderr_and_never_trains_on_it(tmp_path, capsys):
+    write_class_folder(tmp_path / "L", ["a", "b"], 4, size=(8, 8))
+    write_class_folder(tmp_path / "T", ["a", "b"], 2, size=(8, 8), seed=1)
+    out = tmp_path / "run"
+    assert main(["train", "--labeled", str(tmp_path / "L"), "--unlabeled", str(tmp_path / "T"), "--test",
+                 str(tmp_path / "T"), "--num-labels", "2", "--iterations", "2", "--out", str(out), *FOLDER_TINY]) == 0
+    captured = capsys.readouterr()
+    assert "labelled 2, unlabelled 8, val none, test 4; 2 classes" in captured.out
+    assert "warning" not in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("comatch: warning: the same image")]
+    assert len(warnings) == 1 and "unlabelled and test 4" in warnings[0], captured.err
+    assert json.loads((out / "data.json").read_text())["overlaps"]["counts"] == {"unlabelled+test": 4}

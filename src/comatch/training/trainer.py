@@ -441,7 +441,7 @@ class Trainer:
             f"  steps    {o.iterations}{budget}; evaluation every {c.run.eval_every}, checkpoint every {c.run.checkpoint_every}",
             f"  run dir  {self.out_dir}",
         ]
-        lines += [f"data: {note}" for note in d.notes]
+        lines += [note if note.startswith("warning: ") else f"data: {note}" for note in d.notes]
         for line in lines:
             self.monitor.message(line)
 
