@@ -178,3 +178,87 @@ def test_training_with_the_test_folder_as_unlabelled_warns_on_stderr_and_never_t
     warnings = [line for line in captured.err.splitlines() if line.startswith("comatch: warning: the same image")]
     assert len(warnings) == 1 and "unlabelled and test 4" in warnings[0], captured.err
     assert json.loads((out / "data.json").read_text())["overlaps"]["counts"] == {"unlabelled+test": 4}
+
+
+# ------------------------------------------------------------------ a finished run to read back
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 2-step run of two classes of 8 px images (with a validation part), and its folders."""
+    base = tmp_path_factory.mktemp("attack")
+    write_class_folder(base / "L", ["a", "b"], 4, size=(8, 8))
+    write_class_folder(base / "U", ["u"], 6, size=(8, 8), seed=2)
+    write_class_folder(base / "V", ["a", "b"], 2, size=(8, 8), seed=3)
+    assert main(["train", "--labeled", str(base / "L"), "--unlabeled", str(base / "U"), "--val", str(base / "V"),
+                 "--iterations", "2", "--out", str(base / "run"), *FOLDER_TINY]) == 0
+    return base
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    """A copy of the trained run to damage."""
+    shutil.copytree(trained / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def predicted(capsys, run: Path, *paths: Path) -> tuple[list[list[str]], str]:
+    """``comatch predict RUN PATHS`` rows (header dropped) and stderr."""
+    assert main(["predict", str(run), *map(str, paths), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    return [line.split(",") for line in captured.out.splitlines()[1:]], captured.err
+
+
+# ------------------------------------------------------------------ 4: calibration.json
+def test_a_temperature_outside_the_fitting_range_is_clamped_with_a_warning(run, trained, capsys):
+    (run / "calibration.json").write_text(json.dumps({"temperature": 0.05}))
+    edge, _ = predicted(capsys, run, trained / "V")
+    (run / "calibration.json").write_text(json.dumps({"temperature": 1e-30}))
+    rows, err = predicted(capsys, run, trained / "V")
+    assert rows == edge and len(rows) == 4
+    assert err.count("comatch: warning:") == 1 and "temperature 1e-30 lies outside" in err and "using 0.05" in err
+
+
+@pytest.mark.parametrize("content", ['{"temperature": "hot"}', '{"temperature": null}', '{"temperature": NaN}',
+                                     '{"temperature": 0}', '{"temper', '[1.5]'])
+def test_a_damaged_calibration_file_stops_predict_with_one_line(run, trained, capsys, content):
+    (run / "calibration.json").write_text(content)
+    assert main(["predict", str(run), str(trained / "V"), "--device", "cpu"]) == 2
+    one_line_error(capsys, str(run / "calibration.json"), f"comatch calibrate {run}")
+
+
+@pytest.mark.parametrize("command", [["evaluate", "{run}", "--device", "cpu"], ["export", "{run}", "--format",
+                                     "torchscript", "--out", "{run}/m.pt"], ["report", "{run}", "--device", "cpu"],
+                                     ["suggest", "{run}", "--n", "2", "--device", "cpu"]])
+def test_a_damaged_calibration_file_stops_every_command_that_reads_it(run, capsys, command):
+    (run / "calibration.json").write_text('{"temperature": "hot"}')
+    assert main([part.format(run=run) for part in command]) == 2
+    one_line_error(capsys, "calibration.json is damaged (temperature \"hot\" is not a positive number)")
+
+
+# ------------------------------------------------------------------ 5: image types, hidden files in predict
+def test_predict_reads_every_image_type_training_reads_and_counts_what_it_skips(run, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    rng = np.random.default_rng(0)
+    for name in ("a.tif", "b.ppm", "d.PNG", "e.pgm", "f.webp"):
+        save_image(folder / name, rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+                   mode="L" if name.endswith(".pgm") else "RGB")
+    frames = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(folder / "c.gif", save_all=True, append_images=frames[1:], duration=50)  # animated
+    (folder / "._d.PNG").write_bytes(b"\x00\x05\x16\x07")
+    (folder / ".DS_Store").write_bytes(b"Bud1")
+    save_image(folder / ".thumbs" / "t.png", np.zeros((8, 8, 3), np.uint8))
+    rows, err = predicted(capsys, run, folder)
+    assert [Path(r[0]).name for r in rows] == ["a.tif", "b.ppm", "c.gif", "d.PNG", "e.pgm", "f.webp"]
+    assert all(r[-1] == "" for r in rows), rows  # no errors: the GIF is read as its first frame
+    assert "predicted 6 image(s); 0 could not be read" in err
+    assert "comatch: note: skipped 3 hidden file(s) or folder(s)" in err and "._d.PNG" in err
+    assert {".gif", ".tif", ".ppm", ".pgm"} <= set(IMAGE_EXTENSIONS)
+
+
+def test_evaluate_on_a_test_folder_skips_hidden_folders_and_says_so(run, trained, tmp_path, capsys):
+    shutil.copytree(trained / "V", tmp_path / "T")
+    save_image(tmp_path / "T" / ".ipynb_checkpoints" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    save_image(tmp_path / "T" / "a" / ".hidden.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["evaluate", str(run), "--test", str(tmp_path / "T"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_images"] == 4
+    assert "comatch: note: skipped 2 hidden file(s) or folder(s)" in captured.err
