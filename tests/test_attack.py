@@ -254,6 +254,18 @@ def test_predict_reads_every_image_type_training_reads_and_counts_what_it_skips(
     assert {".gif", ".tif", ".ppm", ".pgm"} <= set(IMAGE_EXTENSIONS)
 
 
+def test_an_animated_gif_is_in_the_training_pool_as_its_first_frame(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    first = np.full((8, 8, 3), 200, np.uint8)
+    frames = [Image.fromarray(first), Image.fromarray(np.zeros((8, 8, 3), np.uint8))]
+    frames[0].save(tmp_path / "L" / "a" / "moving.gif", save_all=True, append_images=frames[1:], duration=50)
+    data = folder_data(tmp_path / "L", test=None)
+    assert len(data.unlabelled) + len(data.test) == 7
+    part = data.unlabelled if any(p.endswith("moving.gif") for p in data.unlabelled.paths) else data.test
+    image, _ = part[[Path(p).name for p in part.paths].index("moving.gif")]
+    assert abs(int(image.float().mean()) - 200) <= 2  # the first frame, not the black second one
+
+
 def test_evaluate_on_a_test_folder_skips_hidden_folders_and_says_so(run, trained, tmp_path, capsys):
     shutil.copytree(trained / "V", tmp_path / "T")
     save_image(tmp_path / "T" / ".ipynb_checkpoints" / "x.png", np.zeros((8, 8, 3), np.uint8))
@@ -262,3 +274,68 @@ def test_evaluate_on_a_test_folder_skips_hidden_folders_and_says_so(run, trained
     captured = capsys.readouterr()
     assert json.loads(captured.out)["num_images"] == 4
     assert "comatch: note: skipped 2 hidden file(s) or folder(s)" in captured.err
+
+
+# ------------------------------------------------------------------ 6: suggest --links, one round per folder
+def test_suggest_links_hold_only_the_latest_round(run, tmp_path, capsys):
+    links = tmp_path / "to-label"
+    save_image(links / "mine" / "keep.png", np.zeros((8, 8, 3), np.uint8))  # the user's own file
+    assert main(["suggest", str(run), "--n", "5", "--links", str(links), "--device", "cpu"]) == 0
+    assert main(["suggest", str(run), "--n", "2", "--links", str(links), "--device", "cpu"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 5 + 1 + 2 + 1  # two CSVs with their headers
+    found = sorted(p.relative_to(links).as_posix() for p in links.rglob("*") if p.is_symlink())
+    assert [name.split("/")[1][:5] for name in found] == ["0001_", "0002_"], found
+    assert (links / "mine" / "keep.png").is_file()
+    assert len(find_images(links).files) == 3  # keep.png and the two links: the record file is hidden
+
+
+def test_suggest_checks_its_out_file_before_ranking(run, tmp_path, capsys, monkeypatch):
+    import comatch.tools.suggest as suggest_module
+
+    monkeypatch.setattr(suggest_module, "suggest", lambda *a, **k: pytest.fail("ranked before checking --out"))
+    assert main(["suggest", str(run), "--n", "2", "--out", str(tmp_path), "--device", "cpu"]) == 2
+    one_line_error(capsys, f"--out {tmp_path} is a folder")
+
+
+# ------------------------------------------------------------------ 11, 13: messages
+def test_baseline_with_a_negative_unlabelled_count_is_one_line(run, capsys):
+    assert main(["baseline", str(run), "--max-unlabelled", "-5"]) == 2
+    one_line_error(capsys, "--max-unlabelled: must be at least 0, got -5")
+
+
+def test_baseline_and_report_keep_library_warnings_off_stderr(run, capsys):
+    assert main(["baseline", str(run), "--max-unlabelled", "0"]) == 0
+    assert main(["report", str(run), "--device", "cpu", "--embedding", "tsne"]) == 0
+    err = capsys.readouterr().err
+    assert "Warning" not in err and "warn(" not in err, err
+
+
+def test_a_union_config_field_names_its_key_not_a_type(capsys):
+    assert main(["train", "comatch.da_prior=skewed", "--show-config"]) == 2
+    err = one_line_error(capsys, "for comatch.da_prior: Input should be 'uniform' or 'labelled', or a valid list")
+    assert "literal" not in err
+
+
+def test_a_dangling_out_link_is_named_as_such(tmp_path, capsys):
+    os.symlink(tmp_path / "gone", tmp_path / "out")
+    assert main(["train", "--out", str(tmp_path / "out"), "--iterations", "2", "run.tensorboard=false"]) == 2
+    one_line_error(capsys, f"it is a link to {tmp_path / 'gone'}, which does not exist")
+
+
+# ------------------------------------------------------------------ 12: after a full disk, say what to do with R
+@pytest.mark.slow
+def test_a_full_disk_before_the_first_checkpoint_leaves_a_directory_the_same_command_can_use(tmp_path, capsys):
+    import resource
+
+    command = ["train", "--out", str(tmp_path / "run"), "--iterations", "4", "run.checkpoint_every=2",
+               "data.num_workers=0", "optim.batch_size=4", "optim.mu=2", "run.tensorboard=false", "run.report=false"]
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, limits[1]))  # `ulimit -f`: the checkpoint does not fit
+    try:
+        assert main(command) == 2
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    one_line_error(capsys, "no checkpoint was saved yet: free some space and run the same command again")
+    assert main(command) == 0
+    assert "done:" in capsys.readouterr().out
