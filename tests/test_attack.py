@@ -339,3 +339,30 @@ def test_a_full_disk_before_the_first_checkpoint_leaves_a_directory_the_same_com
     one_line_error(capsys, "no checkpoint was saved yet: free some space and run the same command again")
     assert main(command) == 0
     assert "done:" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ part 4: outliers.json read back
+@pytest.mark.parametrize("content, needle", [("{\"rows\": [1, 2", "is damaged (not a JSON object"),
+                                             ("{\"rows\": [\"x\"]}", "rows are not whole numbers"),
+                                             ("{\"rows\": [3, 99]}", "rows outside the 10 unlabelled images"),
+                                             ("{\"rows\": [3, 3]}", "names one twice")])
+def test_a_damaged_outliers_file_is_one_clear_error(tmp_path, content, needle):
+    from comatch.tools.ood import read_outliers
+
+    (tmp_path / "outliers.json").write_text(content)
+    with pytest.raises(UserError, match="delete it to score the unlabelled images again") as caught:
+        read_outliers(tmp_path / "outliers.json", 10)
+    assert needle in str(caught.value)
+    (tmp_path / "outliers.json").write_text("{\"rows\": [7, 2]}")
+    assert read_outliers(tmp_path / "outliers.json", 10).tolist() == [2, 7]
+
+
+def test_suggest_and_baseline_say_what_the_runs_folders_left_out(run, trained, capsys):
+    (trained / "U" / "u" / ".DS_Store").write_bytes(b"Bud1")
+    try:
+        assert main(["suggest", str(run), "--n", "1", "--device", "cpu"]) == 0
+        assert main(["baseline", str(run), "--no-pixels"]) == 0
+    finally:
+        (trained / "U" / "u" / ".DS_Store").unlink()
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("comatch: note: the run's")]
+    assert len(notes) == 2 and all("skipped 1 hidden file(s)" in n and ".DS_Store" in n for n in notes), notes

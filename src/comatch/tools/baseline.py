@@ -324,7 +324,16 @@ def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Run the baselines of a run directory and print them."""
-    result = run_baselines(args.run_dir, device=args.device, pixels=args.pixels, max_unlabelled=args.max_unlabelled)
+    import sys
+
+    from comatch.data.preprocessing import run_data
+    from comatch.tools.images import data_skipped_line
+
+    data = run_data(read_run_config(args.run_dir))
+    if data_skipped_line(data):
+        print(data_skipped_line(data), file=sys.stderr)
+    result = run_baselines(args.run_dir, device=args.device, pixels=args.pixels, max_unlabelled=args.max_unlabelled,
+                           data=data)
     print(format_table(result))
     print(f"written to {args.run_dir / 'baseline.json'}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -20,7 +21,7 @@ from comatch.data.scan import IMAGE_EXTENSIONS, Scan, Walker, class_folders, wal
 from comatch.data.scan import find_images as scan_folder
 from comatch.errors import UserError
 
-__all__ = ["IMAGE_EXTENSIONS", "LabelledFolder", "UnreadableImage", "find_images", "skipped_line"]
+__all__ = ["IMAGE_EXTENSIONS", "LabelledFolder", "UnreadableImage", "data_skipped_line", "find_images", "skipped_line"]
 
 
 def find_images(paths: Iterable[str | Path]) -> Scan:
@@ -49,6 +50,17 @@ def skipped_line(scan: Scan, limit: int = 10) -> str | None:
         return None
     shown = ", ".join(scan.ignored[:limit]) + (f" and {len(scan.ignored) - limit} more" if len(scan.ignored) > limit else "")
     return f"comatch: note: skipped {scan.summary()}: {shown}"
+
+
+def data_skipped_line(data: Any, limit: int = 10) -> str | None:
+    """One ``comatch: note: ...`` line for what a run's data left out when it was loaded again
+    (``suggest``, ``baseline``): hidden files, link loops, unreadable images (None when nothing)."""
+    left_out = list(data.ignored) + list(data.skipped)
+    if not left_out:
+        return None
+    shown = ", ".join(left_out[:limit]) + (f" and {len(left_out) - limit} more" if len(left_out) > limit else "")
+    return (f"comatch: note: the run's folders: skipped {len(data.ignored)} hidden file(s), folder(s) or "
+            f"repeated link(s) and {len(data.skipped)} unreadable image(s): {shown}")
 
 
 class LabelledFolder(Dataset):

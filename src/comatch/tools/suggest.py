@@ -241,6 +241,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.next_list is not None:
         args.next_list.parent.mkdir(parents=True, exist_ok=True)
         args.next_list.write_text(json.dumps(next_labelled_list(data, suggestions)) + "\n")
+    from comatch.tools.images import data_skipped_line
+
+    if data_skipped_line(data):
+        print(data_skipped_line(data), file=sys.stderr)
     where = [f"CSV {args.out}"] if args.out else []
     where += [f"links in {args.links}"] if args.links else []
     where += [f"next labelled list {args.next_list}"] if args.next_list else []
