@@ -366,3 +366,12 @@ def test_suggest_and_baseline_say_what_the_runs_folders_left_out(run, trained, c
         (trained / "U" / "u" / ".DS_Store").unlink()
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("comatch: note: the run's")]
     assert len(notes) == 2 and all("skipped 1 hidden file(s)" in n and ".DS_Store" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("content", ["{", "[]", "[null]", "[1.5]"])
+def test_a_damaged_labelled_json_stops_a_resume_with_one_line(run, capsys, content):
+    (run / "labelled.json").write_text(content)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    assert main(["train", "--resume", str(run), "--iterations", "4"]) == 2
+    one_line_error(capsys, f"{run / 'labelled.json'} is damaged", "restore it from a backup")
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before

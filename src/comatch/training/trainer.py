@@ -19,6 +19,7 @@ from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch, batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
+from comatch.data.sampling import read_saved_labelled
 from comatch.data.preprocessing import Normalizer, run_data, use_deterministic_kernels, view_settings
 from comatch.data.views import build_views
 from comatch.errors import TrainingDiverged, UserError
@@ -325,7 +326,7 @@ class Trainer:
         state, path = load_newest(Path(run_dir) / "checkpoints")
         changes = check_resume_compatible(state["config"], config.model_dump(mode="json"))
         trainer = cls(config, run_dir, load_init=False)
-        saved_ids = json.loads((Path(run_dir) / "labelled.json").read_text())
+        saved_ids = read_saved_labelled(Path(run_dir) / "labelled.json")
         if saved_ids != trainer.data.labelled_ids:
             raise UserError(f"the labelled subset of {run_dir} differs from the one this data gives; "
                             "the dataset changed since the run started: start a new run")
