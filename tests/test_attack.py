@@ -375,3 +375,13 @@ def test_a_damaged_labelled_json_stops_a_resume_with_one_line(run, capsys, conte
     assert main(["train", "--resume", str(run), "--iterations", "4"]) == 2
     one_line_error(capsys, f"{run / 'labelled.json'} is damaged", "restore it from a backup")
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    os.mkfifo(tmp_path / "L" / "a" / "stream.png")  # reading it would block forever
+    os.symlink(tmp_path / "gone.png", tmp_path / "L" / "b" / "broken.png")
+    data = folder_data(tmp_path / "L")
+    assert [Path(p).name for p in data.ignored] == ["stream.png"]
+    assert [Path(p).name for p in data.skipped] == ["broken.png"]  # a broken link is an unreadable image
+    assert len(data.unlabelled) + len(data.test) == 6

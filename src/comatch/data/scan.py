@@ -44,17 +44,19 @@ class Scan:
         hidden: hidden files and folders skipped (a hidden folder counts once, its content is not looked at).
         loops: links to a folder above them, not followed.
         repeats: links reaching a file or folder that was found already, read once.
+        special: pipes, sockets and devices with an image's name (never read: reading could block).
     """
 
     files: list[str] = field(default_factory=list)
     hidden: list[str] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
     repeats: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)
 
     @property
     def ignored(self) -> list[str]:
-        """Everything skipped, hidden first, then loops, then repeats."""
-        return self.hidden + self.loops + self.repeats
+        """Everything skipped: hidden, loops, repeats, then special files."""
+        return self.hidden + self.loops + self.repeats + self.special
 
     def extend(self, other: "Scan") -> None:
         """Add ``other``'s findings to this one's."""
@@ -62,17 +64,27 @@ class Scan:
         self.hidden += other.hidden
         self.loops += other.loops
         self.repeats += other.repeats
+        self.special += other.special
 
     def summary(self) -> str:
         """``'2 hidden file(s) or folder(s), 1 link loop'`` ('' when nothing was skipped)."""
         parts = [(len(self.hidden), "hidden file(s) or folder(s)"), (len(self.loops), "link loop(s) not followed"),
-                 (len(self.repeats), "link(s) to images or folders found already (read once)")]
+                 (len(self.repeats), "link(s) to images or folders found already (read once)"),
+                 (len(self.special), "pipe(s), socket(s) or device(s) named like images")]
         return ", ".join(f"{n} {what}" for n, what in parts if n)
 
 
 def _inside(path: str, folder: str) -> bool:
     """Whether the resolved ``path`` is ``folder`` or lies under it."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _regular_or_broken(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a regular file (links followed) or a broken link (met as unreadable)."""
+    try:
+        return entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))
+    except OSError:
+        return True  # cannot tell: checking it will say why it cannot be read
 
 
 class Walker:
@@ -121,6 +133,9 @@ class Walker:
             if is_dir:
                 found += self.walk(entry.path, (*ancestors, real))
             elif is_image_name(entry.name):
+                if not _regular_or_broken(entry):  # a pipe, socket or device: reading it could block
+                    self.scan.special.append(entry.path)
+                    continue
                 target = os.path.realpath(entry.path)
                 if target in self.seen_files:
                     self.scan.repeats.append(entry.path)
