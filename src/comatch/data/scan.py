@@ -45,6 +45,7 @@ class Scan:
         loops: links to a folder above them, not followed.
         repeats: links reaching a file or folder that was found already, read once.
         special: pipes, sockets and devices with an image's name (never read: reading could block).
+        unlisted: folders that could not be listed (no permission).
     """
 
     files: list[str] = field(default_factory=list)
@@ -52,11 +53,12 @@ class Scan:
     loops: list[str] = field(default_factory=list)
     repeats: list[str] = field(default_factory=list)
     special: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
 
     @property
     def ignored(self) -> list[str]:
-        """Everything skipped: hidden, loops, repeats, then special files."""
-        return self.hidden + self.loops + self.repeats + self.special
+        """Everything skipped: hidden, loops, repeats, special files, then unlisted folders."""
+        return self.hidden + self.loops + self.repeats + self.special + self.unlisted
 
     def extend(self, other: "Scan") -> None:
         """Add ``other``'s findings to this one's."""
@@ -65,12 +67,14 @@ class Scan:
         self.loops += other.loops
         self.repeats += other.repeats
         self.special += other.special
+        self.unlisted += other.unlisted
 
     def summary(self) -> str:
         """``'2 hidden file(s) or folder(s), 1 link loop'`` ('' when nothing was skipped)."""
         parts = [(len(self.hidden), "hidden file(s) or folder(s)"), (len(self.loops), "link loop(s) not followed"),
                  (len(self.repeats), "link(s) to images or folders found already (read once)"),
-                 (len(self.special), "pipe(s), socket(s) or device(s) named like images")]
+                 (len(self.special), "pipe(s), socket(s) or device(s) named like images"),
+                 (len(self.unlisted), "folder(s) that could not be listed")]
         return ", ".join(f"{n} {what}" for n, what in parts if n)
 
 
@@ -121,7 +125,8 @@ class Walker:
         try:
             entries = sorted(os.scandir(root), key=lambda e: e.name)
         except OSError:
-            return []  # unreadable folder: like os.walk, nothing in it is found
+            self.scan.unlisted.append(root)  # no permission, or gone: nothing in it is found
+            return []
         for entry in entries:
             if is_hidden(entry.name):
                 self.scan.hidden.append(entry.path)
