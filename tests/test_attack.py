@@ -385,3 +385,18 @@ def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path):
     assert [Path(p).name for p in data.ignored] == ["stream.png"]
     assert [Path(p).name for p in data.skipped] == ["broken.png"]  # a broken link is an unreadable image
     assert len(data.unlabelled) + len(data.test) == 6
+
+
+def test_an_unlabelled_folder_of_only_copies_says_so(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    write_class_folder(tmp_path / "T", ["a", "b"], 1, size=(8, 8), seed=1)
+    with pytest.raises(UserError, match="the unlabelled folder holds only copies of labelled or test images"):
+        build_data("folder", seed=0, labels_per_class=None, labeled=str(tmp_path / "L"), unlabeled=str(tmp_path / "T"),
+                   test=str(tmp_path / "T"), image_size=8, channels=3)
+
+
+def test_a_folder_named_calibration_json_is_one_line(run, trained, capsys):
+    (run / "calibration.json").unlink()
+    (run / "calibration.json").mkdir()
+    assert main(["predict", str(run), str(trained / "V"), "--device", "cpu"]) == 2
+    one_line_error(capsys, f"cannot read {run / 'calibration.json'}")

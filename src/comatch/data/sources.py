@@ -189,6 +189,10 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
                      f"(set data.image_size / data.channels to choose)")
     ids = _choose_labelled(np.asarray(data.pool.labels), data.class_names, data.pool.keys, seed=seed, **choose)
     if not data.extra.paths and len(ids) == len(data.pool.paths):
+        if data.overlaps is not None and data.overlaps.dropped:
+            raise UserError("the unlabelled folder holds only copies of labelled or test images, so there is no "
+                            "unlabelled data; give an --unlabeled folder of other images, or hold labels back "
+                            "with --num-labels N or --labels-per-class N")
         raise UserError("every labelled image is labelled and there is no unlabelled data; give "
                         "--unlabeled DIR, or hold labels back with --num-labels N or --labels-per-class N")
     files = lambda f: ImageFiles(f.paths, f.labels, image_size, channels, strict=strict)  # noqa: E731

@@ -130,7 +130,7 @@ def read_calibration(run_dir: Path, say: Callable[[str], None] | None = None) ->
             finite number ("hot", null, NaN, 0): the message names the file and how to fix it.
     """
     path = Path(run_dir) / CALIBRATION_FILE
-    if not path.is_file():
+    if not path.exists():  # (a folder of that name is met below, as unreadable)
         return None
     fix = f"run `comatch calibrate {run_dir}` again, or delete the file to use uncalibrated probabilities"
     try:

@@ -113,7 +113,7 @@ def exclude_outliers(config: Any, data: RunData, model: nn.Module, view: View, p
     """
     fraction = float(config.data.exclude_outliers)
     saved = Path(out_dir) / OUTLIERS_FILE
-    if saved.is_file():
+    if saved.exists():
         dropped = read_outliers(saved, len(data.unlabelled))
     else:
         scored = score_pool(model, data, view, preprocess, use_features=True)
