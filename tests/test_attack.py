@@ -400,3 +400,19 @@ def test_a_folder_named_calibration_json_is_one_line(run, trained, capsys):
     (run / "calibration.json").mkdir()
     assert main(["predict", str(run), str(trained / "V"), "--device", "cpu"]) == 2
     one_line_error(capsys, f"cannot read {run / 'calibration.json'}")
+
+
+def test_a_training_runs_warnings_go_to_stderr_and_its_notes_to_the_progress_stream(tmp_path, capsys):
+    import io
+
+    from comatch.training.monitor import RunMonitor
+
+    stream = io.StringIO()
+    monitor = RunMonitor(tmp_path, total=10, stream=stream, tensorboard=False)
+    monitor.message("warning: the test folder is the labelled folder")
+    monitor.message("comatch: warning: the mask rate stayed below 2%")
+    monitor.message("data: 3 classes")
+    monitor.close()
+    assert stream.getvalue() == "data: 3 classes\n"
+    assert capsys.readouterr().err == ("comatch: warning: the test folder is the labelled folder\n"
+                                       "comatch: warning: the mask rate stayed below 2%\n")

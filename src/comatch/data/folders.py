@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from comatch.data.images import FileCheck, check_files, unreadable_error
 from comatch.data.sampling import holdout_per_class
 from comatch.data.scan import IMAGE_EXTENSIONS, Scan, Walker, class_folders, find_images, walk_images
