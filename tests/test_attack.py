@@ -16,6 +16,7 @@ from PIL import Image
 
 from comatch.cli import main
 from comatch.data import build_data
+from comatch.data.folders import scan_class_folder
 from comatch.data.scan import IMAGE_EXTENSIONS, find_images
 from comatch.errors import UserError
 from datafiles import save_image, write_class_folder
@@ -416,3 +417,14 @@ def test_a_training_runs_warnings_go_to_stderr_and_its_notes_to_the_progress_str
     assert stream.getvalue() == "data: 3 classes\n"
     assert capsys.readouterr().err == ("comatch: warning: the test folder is the labelled folder\n"
                                        "comatch: warning: the mask rate stayed below 2%\n")
+
+
+def test_a_link_from_one_class_into_another_keeps_each_image_in_its_own_class(tmp_path):
+    write_class_folder(tmp_path / "L", ["a", "b"], 3, size=(8, 8))
+    os.symlink(tmp_path / "L" / "b", tmp_path / "L" / "a" / "all_of_b")  # walked before b itself
+    os.symlink(tmp_path / "L" / "b" / "b_0.png", tmp_path / "L" / "a" / "also.png")
+    names, files, scan = scan_class_folder(tmp_path / "L", "labelled")
+    assert names == ["a", "b"]
+    assert [(Path(p).name, label) for p, label in zip(files.paths, files.labels)] == \
+        [("a_0.png", 0), ("a_1.png", 0), ("a_2.png", 0), ("b_0.png", 1), ("b_1.png", 1), ("b_2.png", 1)]
+    assert sorted(Path(p).name for p in scan.repeats) == ["all_of_b", "also.png"]

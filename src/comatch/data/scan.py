@@ -95,29 +95,41 @@ class Walker:
     """Walks folders, following each symbolic link once, across every folder it is given.
 
     One walker per role (say, a labelled folder's classes) makes a file reached from two
-    folders of that role one image.
+    folders of that role one image. Folders in :attr:`reserved` (the class folders) belong
+    to their own walk: a link from one class into another's folder is a repeat, so an image
+    keeps the class of the folder it is in.
     """
 
     def __init__(self) -> None:
         self.seen_dirs: set[str] = set()
         self.seen_files: set[str] = set()
+        self.reserved: set[str] = set()
+        self.current = ""
         self.scan = Scan()
+
+    def _elsewhere(self, real: str) -> bool:
+        """Whether the resolved ``real`` lies in a reserved folder other than the one being walked."""
+        return any(_inside(real, r) for r in self.reserved if r != self.current)
 
     def enter(self, folder: str, ancestors: tuple[str, ...] = ()) -> str | None:
         """The resolved path of ``folder`` if it is to be walked, else None: a link to a folder
-        that holds one of ``ancestors`` (a loop) or to one walked already (a repeat), counted."""
+        that holds one of ``ancestors`` (a loop) or to one walked already or reserved for
+        another walk (a repeat), counted."""
         real = os.path.realpath(folder)
         if any(_inside(a, real) for a in ancestors):
             self.scan.loops.append(folder)
             return None
-        if real in self.seen_dirs:
+        if real in self.seen_dirs or self._elsewhere(real):
             self.scan.repeats.append(folder)
             return None
         self.seen_dirs.add(real)
         return real
 
-    def walk(self, root: str, ancestors: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-        """``(folder, name)`` of every image file under ``root`` (which must pass :meth:`enter`)."""
+    def walk(self, root: str, ancestors: tuple[str, ...] = (), own: bool = False) -> list[tuple[str, str]]:
+        """``(folder, name)`` of every image file under ``root`` (which must pass :meth:`enter`);
+        ``own``: ``root`` is a reserved folder, walked for itself."""
+        if own:
+            self.current = os.path.realpath(root)
         real = self.enter(root, ancestors)
         if real is None:
             return []
@@ -142,7 +154,7 @@ class Walker:
                     self.scan.special.append(entry.path)
                     continue
                 target = os.path.realpath(entry.path)
-                if target in self.seen_files:
+                if target in self.seen_files or self._elsewhere(target):
                     self.scan.repeats.append(entry.path)
                     continue
                 self.seen_files.add(target)
@@ -163,7 +175,7 @@ def walk_images(root: str | Path, walker: Walker | None = None, above: tuple[str
         The paths, ``os.path.join(folder, name)``; what was skipped is in ``walker.scan``.
     """
     walker = walker or Walker()
-    found = sorted(walker.walk(str(root), above))  # by (folder, name): sorted(os.walk(...)), then sorted names
+    found = sorted(walker.walk(str(root), above, own=os.path.realpath(root) in walker.reserved))  # by (folder, name): sorted(os.walk(...)), then sorted names
     files = [os.path.join(folder, name) for folder, name in found]
     walker.scan.files += files
     return files
@@ -202,4 +214,5 @@ def class_folders(root: str | Path, walker: Walker) -> list[tuple[str, str]]:
         else:
             taken.add(real)
             classes.append((entry.name, entry.path))
+    walker.reserved |= taken
     return classes
