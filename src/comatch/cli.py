@@ -32,7 +32,8 @@ CPU_PROVISIONAL_STEPS = 3000
 """Steps assumed for choosing settings before the budget fixes the real number."""
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 # What a new run writes before its first checkpoint (removed when a signal stops it there).
-UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
+UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard",
+                    "checkpoints", "outliers.json")
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
 # Errors writing files that a user fixes (space, permissions, a file or folder in the way).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -258,6 +259,9 @@ def claim_run_dir(requested: Path | None, config: cfg.Config, locks: list[Any], 
     if resume:
         locks.append(RunLock(requested, hint="check the permissions of the run directory").acquire())
         return requested
+    if requested is not None and requested.is_symlink() and not requested.exists():
+        raise UserError(f"cannot write the run directory {requested}: it is a link to {os.readlink(requested)}, "
+                        f"which does not exist; create that folder, remove the link or choose another --out")
     if requested is not None and requested.exists() and not requested.is_dir():
         raise UserError(f"cannot write the run directory {requested}: a file of that name is in the way; "
                         f"choose another --out")
@@ -286,11 +290,37 @@ def cmd_train(args: argparse.Namespace) -> int:
                 return 0
             return _train(args, config, chosen)
         except KeyboardInterrupt:  # a second signal: stop at once
-            out_dir = chosen.get("out")
-            main_process = os.environ.get("RANK", "0") == "0"
-            if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
-                remove_unfinished_start(out_dir)  # leave no unresumable run behind
+            _clear_unresumable(args, chosen)
             raise
+        except OSError as err:  # a full disk or a read-only place met where no check was made
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            cleared = _clear_unresumable(args, chosen)
+            where = f" {err.filename}" if err.filename else ""
+            raise UserError(f"cannot write{where}: {err.strerror}; free some space or choose a writable place, "
+                            f"then {_what_next(args, chosen, cleared)}") from None
+        except UserError:
+            _clear_unresumable(args, chosen)  # e.g. no space for the first checkpoint: the same command works again
+            raise
+
+
+def _clear_unresumable(args: argparse.Namespace, chosen: dict[str, Path]) -> bool:
+    """Remove what a new run that stopped before its first checkpoint wrote (so that the same
+    command can be run again); True if that was done."""
+    out_dir = chosen.get("out")
+    main_process = os.environ.get("RANK", "0") == "0"
+    if args.resume is None and out_dir is not None and main_process and not has_checkpoint(out_dir):
+        remove_unfinished_start(out_dir)  # leave no unresumable run behind
+        return True
+    return False
+
+
+def _what_next(args: argparse.Namespace, chosen: dict[str, Path], cleared: bool) -> str:
+    """What to run after a write error stopped training: continue from the checkpoint, or run again."""
+    out_dir = chosen.get("out")
+    if out_dir is not None and not cleared and has_checkpoint(out_dir):
+        return f"continue with `comatch train --resume {out_dir}`"
+    return "run the same command again" + (f" ({out_dir} holds no checkpoint and was cleared)" if cleared else "")
 
 
 def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:

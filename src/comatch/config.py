@@ -390,13 +390,21 @@ def validate(raw: dict[str, Any]) -> Config:
         raise UserError(describe_validation_error(err)) from None
 
 
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """The dotted config key of a pydantic error location, without its type tags (``literal[...]``)."""
+    return ".".join(str(part) for part in loc if isinstance(part, int) or not any(c in str(part) for c in "[-"))
+
+
 def describe_validation_error(err: ValidationError) -> str:
     """One line naming the first offending field, its value and what is allowed."""
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    errors = err.errors()
+    first = errors[0]
+    where = _field_path(first["loc"])
     if first["type"] == "extra_forbidden":
         return f"unknown config key {where!r}; list the fields with `comatch train --show-config`"
-    message = first["msg"].removeprefix("Value error, ")
+    # a field of several types (e.g. a name or a list) fails once per type: one message of the alternatives
+    alternatives = [e["msg"].removeprefix("Value error, ") for e in errors if _field_path(e["loc"]) == where]
+    message = ", or ".join([alternatives[0], *(m.removeprefix("Input should be ") for m in alternatives[1:])])
     if not where:
         return f"invalid configuration: {message}"
     return f"invalid value {first.get('input')!r} for {where}: {message}"

@@ -9,15 +9,15 @@ when ``strict``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from comatch.data.images import FileCheck, check_files, unreadable_error
 from comatch.data.sampling import holdout_per_class
+from comatch.data.scan import IMAGE_EXTENSIONS, Scan, Walker, class_folders, find_images, walk_images
 from comatch.errors import UserError
 
 IMAGENET_SOURCE = ("ILSVRC2012 from https://image-net.org/, with train/ and val/ each holding "
@@ -54,6 +54,8 @@ class FolderData:
         val, test: evaluation files, or None.
         skipped: unreadable files that were left out.
         notes: lines for the run's log.
+        ignored: hidden files and folders, link loops and repeated links that scanning skipped.
+        overlaps: images found in more than one role.
     """
 
     class_names: list[str]
@@ -63,6 +65,8 @@ class FolderData:
     test: FileList | None
     skipped: list[str]
     notes: list[str]
+    ignored: list[str] = field(default_factory=list)
+    overlaps: "Overlaps | None" = None
 
 
 def _existing_dir(path: str | Path, what: str) -> Path:
@@ -87,50 +91,65 @@ def _warnings(labeled: str, test: str | None, class_names: list[str]) -> list[st
     return notes
 
 
-def scan_class_folder(path: str | Path, what: str, class_names: list[str] | None = None) -> tuple[list[str], FileList]:
-    """Classes and files of an ImageFolder-layout folder.
+def scan_class_folder(path: str | Path, what: str,
+                      class_names: list[str] | None = None) -> tuple[list[str], FileList, Scan]:
+    """Classes and files of an ImageFolder-layout folder, found by the one rule of :mod:`comatch.data.scan`.
+
+    Files are in torchvision ImageFolder's order (classes sorted, then ``os.walk`` order);
+    hidden folders and links back to the folder (loops) are never classes.
 
     Args:
         path: the folder, one sub-folder per class.
         what: its role in messages ("labelled", "test", ...).
         class_names: the run's classes; labels follow their order (a folder may lack some).
 
+    Returns:
+        ``(class names, files, what was skipped)``.
+
     Raises:
         UserError: the folder is missing, has no class sub-folders, a class sub-folder holds
             no images, or (with ``class_names``) a class the run does not know.
     """
     root = _existing_dir(path, what)
-    try:
-        folder = ImageFolder(str(root), allow_empty=True)
-    except FileNotFoundError as err:
+    walker = Walker()
+    folders = class_folders(root, walker)
+    if not folders:
         raise UserError(f"{what} folder {root} has no class sub-folders; put each class's images in "
-                        f"its own sub-folder ({root}/CLASS/IMAGE.png)") from err
-    counts = np.bincount([label for _, label in folder.samples], minlength=len(folder.classes))
-    for name, count in zip(folder.classes, counts):
-        if count == 0:
+                        f"its own sub-folder ({root}/CLASS/IMAGE.png)")
+    found = {name: walk_images(folder, walker, (os.path.realpath(root),)) for name, folder in folders}
+    for name, files in found.items():
+        if not files:
             raise UserError(f"class folder {root / name} holds no images "
-                            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
-    names = class_names or list(folder.classes)
-    unknown = sorted(set(folder.classes) - set(names))
+                            f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    names = class_names or list(found)
+    unknown = sorted(set(found) - set(names))
     if unknown:
         raise UserError(f"{what} folder {root} has class {unknown[0]!r}, which the labelled data "
                         f"lacks; its classes are: {', '.join(names)}")
     index = {name: i for i, name in enumerate(names)}
-    files = FileList()
-    for file, label in folder.samples:
-        files.paths.append(file)
-        files.labels.append(index[folder.classes[label]])
-        files.keys.append(Path(file).relative_to(root).as_posix())
-    return names, files
+    result = FileList()
+    for name, files in found.items():
+        result.paths += files
+        result.labels += [index[name]] * len(files)
+        result.keys += [Path(file).relative_to(root).as_posix() for file in files]
+    return names, result, walker.scan
 
 
-def scan_images(path: str | Path, what: str) -> FileList:
-    """Every image file under ``path`` at any depth (label -1), in a fixed order."""
+def scan_images(path: str | Path, what: str) -> tuple[FileList, Scan]:
+    """Every image file under ``path`` at any depth (label -1), sorted by path, and what was skipped."""
     root = _existing_dir(path, what)
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
-    if not found:
-        raise UserError(f"{what} folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}); check the path")
-    return FileList([str(p) for p in found], [-1] * len(found), [p.relative_to(root).as_posix() for p in found])
+    scan = find_images(root)
+    if not scan.files:
+        raise UserError(f"{what} folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
+    keys = [Path(p).relative_to(root).as_posix() for p in scan.files]
+    return FileList(list(scan.files), [-1] * len(scan.files), keys), scan
+
+
+def _ignored_note(scan: Scan, what: str) -> list[str]:
+    """One note for what scanning a folder skipped ([] when nothing was)."""
+    if not scan.ignored:
+        return []
+    return [f"{what} folder: skipped {scan.summary()}, e.g. {scan.ignored[0]} (all listed in data.json, 'ignored')"]
 
 
 def keep_readable(files: FileList, skipped: list[str], *, strict: bool, check: bool) -> FileList:
@@ -158,28 +177,113 @@ def _check_classes(files: FileList, class_names: list[str], what: str, root: str
                         f"left; add readable images to {Path(root) / empty[0]}")
 
 
+def identities(files: FileList) -> list[str]:
+    """What makes two files the same image: the hash of their bytes where the check read them,
+    else their resolved path."""
+    if files.checks:
+        return [c.digest or os.path.realpath(p) for p, c in zip(files.paths, files.checks)]
+    return [os.path.realpath(p) for p in files.paths]
+
+
+@dataclass
+class Overlaps:
+    """Images (same bytes, or the same file) found in more than one role.
+
+    Attributes:
+        counts: ``"labelled+test"``-style pair -> number of distinct images they share.
+        dropped: unlabelled files left out of the training pool: copies of test images
+            (never trained on) and of labelled images (counted once).
+        examples: one shared file per pair.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """As written to ``data.json``."""
+        return {"counts": self.counts, "left_out_of_unlabelled": self.dropped, "examples": self.examples}
+
+    def warning(self) -> str | None:
+        """The one warning line, or None without overlaps."""
+        if not self.counts:
+            return None
+        pairs = ", ".join(f"{pair.replace('+', ' and ')} {n}" for pair, n in self.counts.items())
+        left = (f"; the {len(self.dropped)} unlabelled copies of labelled or test images are left out of the "
+                f"unlabelled pool" if self.dropped else "")
+        return (f"warning: the same image is in more than one role (same bytes): {pairs}{left}; all "
+                f"listed in data.json ('overlaps'): give each image one role")
+
+
+def find_overlaps(roles: dict[str, FileList]) -> Overlaps:
+    """The images shared by the ``roles`` (name -> files), each counted once per pair of roles."""
+    ids = {role: identities(files) for role, files in roles.items()}
+    first = {role: {} for role in roles}
+    for role, files in roles.items():
+        for key, path in zip(ids[role], files.paths):
+            first[role].setdefault(key, path)
+    result = Overlaps()
+    names = list(roles)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = first[a].keys() & first[b].keys()
+            if shared:
+                result.counts[f"{a}+{b}"] = len(shared)
+                result.examples[f"{a}+{b}"] = first[b][min(shared, key=lambda k: first[b][k])]
+    return result
+
+
+def _without_copies(extra: FileList, of: list[FileList], overlaps: Overlaps) -> FileList:
+    """``extra`` less the files that are also in ``of`` (recorded in ``overlaps.dropped``)."""
+    taken = {key for files in of for key in identities(files)}
+    keep = [i for i, key in enumerate(identities(extra)) if key not in taken]
+    if len(keep) == len(extra.paths):
+        return extra
+    kept = set(keep)
+    overlaps.dropped += [p for i, p in enumerate(extra.paths) if i not in kept]
+    return extra.take(keep)
+
+
 def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test: str | None, *,
                       holdout_fraction: float, strict: bool, check: bool) -> FolderData:
     """The user's own folders (see the module docstring).
 
     Without ``test``, a stratified ``holdout_fraction`` of each labelled class (a fixed draw,
     the same for every seed) becomes the test set and is never trained on.
+
+    An image found in more than one role (the same bytes when the files are checked, else the
+    same file) is named in one warning; the unlabelled folder's copies of labelled and test
+    images are left out of the unlabelled pool (test images are never trained on; labelled
+    ones are in the pool once).
     """
     skipped: list[str] = []
-    names, pool = scan_class_folder(labeled, "labelled")
-    notes = _warnings(labeled, test, names)
+    names, pool, scan = scan_class_folder(labeled, "labelled")
+    notes = _warnings(labeled, test, names) + _ignored_note(scan, "labelled")
+    ignored = list(scan.ignored)
     pool = keep_readable(pool, skipped, strict=strict, check=check)
     _check_classes(pool, names, "labelled", labeled)
-    extra = keep_readable(scan_images(unlabeled, "unlabelled"), skipped, strict=strict, check=check) \
-        if unlabeled else FileList()
+    extra = FileList()
+    if unlabeled:
+        extra, scan = scan_images(unlabeled, "unlabelled")
+        notes += _ignored_note(scan, "unlabelled")
+        ignored += scan.ignored
+        extra = keep_readable(extra, skipped, strict=strict, check=check)
     evaluation = {}
     for what, path in (("validation", val), ("test", test)):
         evaluation[what] = None
         if path:
-            evaluation[what] = keep_readable(scan_class_folder(path, what, names)[1], skipped,
-                                             strict=strict, check=check)
+            _, files, scan = scan_class_folder(path, what, names)
+            notes += _ignored_note(scan, what)
+            ignored += scan.ignored
+            evaluation[what] = keep_readable(files, skipped, strict=strict, check=check)
             if not evaluation[what].paths:
                 raise UserError(f"{what} folder {path} has no readable image")
+    roles = {"labelled": pool, "unlabelled": extra, "validation": evaluation["validation"],
+             "test": evaluation["test"]}
+    overlaps = find_overlaps({k: v for k, v in roles.items() if v is not None and v.paths})
+    if overlaps.counts:
+        extra = _without_copies(extra, [f for f in (pool, evaluation["test"]) if f is not None], overlaps)
+        notes.append(overlaps.warning())
     if evaluation["test"] is None:
         keep, held = holdout_per_class(np.asarray(pool.labels), holdout_fraction)
         if len(held) == 0:
@@ -188,7 +292,8 @@ def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test
         evaluation["test"], pool = pool.take(held), pool.take(keep)
         notes.append(f"no test folder given: {len(held)} labelled images ({holdout_fraction:.0%} of each "
                      f"class, the same for every seed) are held out as the test set and never trained on")
-    return FolderData(names, pool, extra, evaluation["validation"], evaluation["test"], skipped, notes)
+    return FolderData(names, pool, extra, evaluation["validation"], evaluation["test"], skipped, notes,
+                      ignored, overlaps)
 
 
 def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:
@@ -206,12 +311,16 @@ def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:
         if not (base / split).is_dir():
             raise UserError(f"ImageNet folder {base / split} is missing; get {IMAGENET_SOURCE}")
     skipped: list[str] = []
-    names, pool = scan_class_folder(base / "train", "ImageNet train")
+    names, pool, train_scan = scan_class_folder(base / "train", "ImageNet train")
     pool = keep_readable(pool, skipped, strict=strict, check=check)
     _check_classes(pool, names, "ImageNet train", str(base / "train"))
-    test = keep_readable(scan_class_folder(base / "val", "ImageNet val", names)[1], skipped,
-                         strict=strict, check=check)
-    return FolderData(names, pool, FileList(), None, test, skipped, [])
+    _, test, val_scan = scan_class_folder(base / "val", "ImageNet val", names)
+    test = keep_readable(test, skipped, strict=strict, check=check)
+    notes = _ignored_note(train_scan, "ImageNet train") + _ignored_note(val_scan, "ImageNet val")
+    overlaps = find_overlaps({"labelled": pool, "test": test})
+    notes += [overlaps.warning()] if overlaps.counts else []
+    return FolderData(names, pool, FileList(), None, test, skipped, notes,
+                      train_scan.ignored + val_scan.ignored, overlaps)
 
 
 @dataclass(frozen=True)
@@ -240,8 +349,8 @@ def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> Fold
     """
     from PIL import Image
 
-    classes, labelled = scan_class_folder(labeled, "labelled")
-    unlabelled = scan_images(unlabeled, "unlabelled") if unlabeled else FileList()
+    classes, labelled, _ = scan_class_folder(labeled, "labelled")
+    unlabelled = scan_images(unlabeled, "unlabelled")[0] if unlabeled else FileList()
     paths = labelled.paths + unlabelled.paths
     picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)]
     sides, gray = [], []

@@ -20,6 +20,8 @@ colour JPEG straight to its luma.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -197,25 +199,37 @@ class FileCheck:
         short_side: the shorter side of the stored image, pixels (0 when not ok).
         gray: the file stores a grayscale image.
         error: why it could not be read ('' when ok).
+        digest: a hash of the file's bytes ('' when they were not read), to find the same
+            image under two names.
     """
 
     ok: bool
     short_side: int = 0
     gray: bool = False
     error: str = ""
+    digest: str = ""
 
 
 def check_file(path: str, decode: bool = True) -> FileCheck:
-    """Open ``path`` and, when ``decode``, decode it cheaply (JPEG at 1/8 scale)."""
+    """Open ``path`` and, when ``decode``, read it once: hash its bytes and decode them cheaply
+    (JPEG at 1/8 scale; an animated image's first frame)."""
+    digest = ""
     try:
-        with Image.open(path) as image:
+        source: Any = path
+        if decode:
+            data = Path(path).read_bytes()
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            source = io.BytesIO(data)
+        with Image.open(source) as image:
             short, gray = min(image.size), image.mode in GRAY_MODES
             if decode:
                 image.draft(None, (8, 8))
                 image.load()
-        return FileCheck(True, short, gray)
+        return FileCheck(True, short, gray, digest=digest)
+    except UnidentifiedImageError:
+        return FileCheck(False, error="not an image file, or damaged", digest=digest)
     except Exception as err:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ...
-        return FileCheck(False, error=f"{type(err).__name__}: {err}")
+        return FileCheck(False, error=f"{type(err).__name__}: {err}", digest=digest)
 
 
 def check_files(paths: Sequence[str], decode: bool = True, threads: int | None = None) -> list[FileCheck]:

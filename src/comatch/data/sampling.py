@@ -97,6 +97,28 @@ def read_labelled_list(path: str | Path) -> list[int] | list[str]:
     return [str(e) for e in entries]
 
 
+def read_saved_labelled(path: str | Path) -> list[int] | list[str]:
+    """A run's ``labelled.json`` as written by training: a JSON list of pool indices or relative paths.
+
+    Raises:
+        UserError: the file is unreadable, not JSON, or not such a list; the message names it
+            and how to fix it.
+    """
+    path = Path(path)
+    fix = "restore it from a backup, or start a new run (its labelled images cannot be known otherwise)"
+    try:
+        entries = json.loads(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}); {fix}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{path} is damaged (not valid JSON); {fix}") from None
+    ints = isinstance(entries, list) and all(isinstance(e, int) and not isinstance(e, bool) for e in entries)
+    strings = isinstance(entries, list) and all(isinstance(e, str) for e in entries)
+    if not entries or not (ints or strings):
+        raise UserError(f"{path} is damaged (not a list of image indices or paths); {fix}")
+    return entries
+
+
 def resolve_labelled_list(entries: list[int] | list[str], keys: list[str] | None, pool_size: int,
                           source: str) -> np.ndarray:
     """Indices into the pool of the entries of a labelled list.

@@ -48,6 +48,10 @@ class RunData:
         notes: lines for the run's log (hold-outs, computed settings).
         failure_log: where the file datasets log images that fail during training (see
             :meth:`record_failures`), or None.
+        ignored: files and folders scanning skipped: hidden ones, link loops, repeated links
+            (:mod:`comatch.data.scan`).
+        overlaps: images found in more than one role (:class:`~comatch.data.folders.Overlaps`
+            as a dict), or None.
     """
 
     num_classes: int
@@ -64,6 +68,8 @@ class RunData:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failure_log: Path | None = None
+    ignored: list[str] = field(default_factory=list)
+    overlaps: dict | None = None
 
     def record_failures(self, log: Path) -> None:
         """Have every file dataset append the images it fails to read during training to ``log``.
@@ -96,6 +102,8 @@ class RunData:
             "channels": self.channels, "mean": list(self.mean), "std": list(self.std),
             "skipped_images": len(skipped), "skipped": skipped,
             "failed_during_training": len(vanished), "notes": self.notes,
+            "ignored_files": len(self.ignored), "ignored": self.ignored,
+            **({"overlaps": self.overlaps} if self.overlaps else {}),
         }
 
 
@@ -181,6 +189,10 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
                      f"(set data.image_size / data.channels to choose)")
     ids = _choose_labelled(np.asarray(data.pool.labels), data.class_names, data.pool.keys, seed=seed, **choose)
     if not data.extra.paths and len(ids) == len(data.pool.paths):
+        if data.overlaps is not None and data.overlaps.dropped:
+            raise UserError("the unlabelled folder holds only copies of labelled or test images, so there is no "
+                            "unlabelled data; give an --unlabeled folder of other images, or hold labels back "
+                            "with --num-labels N or --labels-per-class N")
         raise UserError("every labelled image is labelled and there is no unlabelled data; give "
                         "--unlabeled DIR, or hold labels back with --num-labels N or --labels-per-class N")
     files = lambda f: ImageFiles(f.paths, f.labels, image_size, channels, strict=strict)  # noqa: E731
@@ -195,7 +207,8 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
         labelled=files(data.pool.take(ids)), unlabelled=files(unlabelled),
         val=files(data.val) if data.val else None, test=files(data.test or FileList()),
         labelled_ids=[data.pool.keys[i] for i in ids], mean=stats[0], std=stats[1],
-        image_size=image_size, channels=channels, skipped=data.skipped, notes=notes,
+        image_size=image_size, channels=channels, skipped=data.skipped, notes=notes, ignored=data.ignored,
+        overlaps=data.overlaps.describe() if data.overlaps and data.overlaps.counts else None,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from comatch.errors import UserError
+from comatch.tools.quiet import quiet_libraries
 
 PIXEL_LIMIT = 64 * 64 * 3
 """Largest number of values per image (C * S * S) for which the pixel baselines run."""
@@ -190,6 +191,7 @@ def _run_accuracy(run_dir: Path) -> dict[str, float | None]:
     return {"test_accuracy_ema": summary.get("test_accuracy_ema"), "test_accuracy": summary.get("test_accuracy")}
 
 
+@quiet_libraries()
 def run_baselines(run_dir: str | Path, *, device: str = "cpu", batch_size: int = 256, pixels: bool = True,
                   max_unlabelled: int = 10000, data: Any = None, write: bool = True) -> dict[str, Any]:
     """Fit the frozen-feature and pixel baselines of a run and write ``RUN_DIR/baseline.json``.
@@ -293,6 +295,17 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _non_negative(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``baseline`` subcommand."""
     parser = subparsers.add_parser(
@@ -304,13 +317,22 @@ def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                         help="where the features are computed (default cpu)")
     parser.add_argument("--no-pixels", dest="pixels", action="store_false", help="skip the pixel baselines")
-    parser.add_argument("--max-unlabelled", type=int, default=10000, metavar="N",
+    parser.add_argument("--max-unlabelled", type=_non_negative, default=10000, metavar="N",
                         help="unlabelled images label spreading uses (default 10000)")
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Run the baselines of a run directory and print them."""
-    result = run_baselines(args.run_dir, device=args.device, pixels=args.pixels, max_unlabelled=args.max_unlabelled)
+    import sys
+
+    from comatch.data.preprocessing import run_data
+    from comatch.tools.images import data_skipped_line
+
+    data = run_data(read_run_config(args.run_dir))
+    if data_skipped_line(data):
+        print(data_skipped_line(data), file=sys.stderr)
+    result = run_baselines(args.run_dir, device=args.device, pixels=args.pixels, max_unlabelled=args.max_unlabelled,
+                           data=data)
     print(format_table(result))
     print(f"written to {args.run_dir / 'baseline.json'}")
     return 0

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from comatch.errors import UserError
+
 CALIBRATION_FILE = "calibration.json"
 BINS = 15
+TEMPERATURE_RANGE = (0.05, 20.0)
+"""The temperatures a fit gives (and a read accepts, clamping what lies outside)."""
+_WARNED: set[str] = set()  # calibration files whose clamped temperature was reported
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> dict[str, list[float]]:
@@ -81,7 +88,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     optimizer.step(closure)
     t = float(log_t.detach().exp())
-    return min(max(t, 0.05), 20.0) if math.isfinite(t) else 1.0
+    return min(max(t, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]) if math.isfinite(t) else 1.0
 
 
 def balanced_accuracy(confusion: list[list[int]] | torch.Tensor) -> float | None:
@@ -114,14 +121,40 @@ def run_dir_of(checkpoint: Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def read_calibration(run_dir: Path) -> dict[str, Any] | None:
-    """``RUN_DIR/calibration.json``, or None when the run has none (or it is unreadable)."""
+def read_calibration(run_dir: Path, say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """``RUN_DIR/calibration.json``, checked; None when the run has none.
+
+    A temperature outside the fitting range :data:`TEMPERATURE_RANGE` is clamped into it, with
+    a warning (``say``, default stderr; once per file and process).
+
+    Raises:
+        UserError: the file cannot be read, is not JSON, or its temperature is not a positive
+            finite number ("hot", null, NaN, 0): the message names the file and how to fix it.
+    """
     path = Path(run_dir) / CALIBRATION_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():  # (a folder of that name is met below, as unreadable)
         return None
-    return data if isinstance(data, dict) and float(data.get("temperature", 0)) > 0 else None
+    fix = f"run `comatch calibrate {run_dir}` again, or delete the file to use uncalibrated probabilities"
+    try:
+        data = json.loads(path.read_text(), parse_constant=lambda name: math.nan)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
+        raise UserError(f"cannot read {path} ({reason}); {fix}") from None
+    t = data.get("temperature") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or isinstance(t, bool) or not isinstance(t, (int, float)) \
+            or not math.isfinite(t) or t <= 0:
+        what = "no JSON object" if not isinstance(data, dict) else f"temperature {json.dumps(t)} is not a positive number"
+        raise UserError(f"{path} is damaged ({what}); {fix}")
+    low, high = TEMPERATURE_RANGE
+    if not low <= t <= high:
+        clamped = min(max(float(t), low), high)
+        if str(path) not in _WARNED:
+            _WARNED.add(str(path))
+            (say or (lambda text: print(text, file=sys.stderr)))(
+                f"comatch: warning: {path}: temperature {t:g} lies outside the range a fit gives "
+                f"[{low:g}, {high:g}]; using {clamped:g} (run `comatch calibrate {run_dir}` to fit it again)")
+        data = {**data, "temperature": clamped}
+    return data
 
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor, fitted_on: str, bins: int = BINS) -> dict[str, Any]:

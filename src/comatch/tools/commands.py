@@ -74,8 +74,9 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser(
         "predict", help="classify image files and folders into a CSV",
-        description="Classify images (PNG, JPEG, BMP, WebP; folders are searched recursively). Writes "
-        "path,class,probability,...,error as CSV; unreadable images get an error and do not stop the run.")
+        description="Classify images (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM/PGM; folders are searched recursively, "
+        "hidden files and folders skipped). Writes path,class,probability,...,error as CSV; unreadable images get "
+        "an error and do not stop the run.")
     _add_model_options(predict)
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
@@ -108,10 +109,14 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the evaluation of a checkpoint as JSON."""
+    from comatch.tools.images import LabelledFolder, skipped_line
     from comatch.tools.inference import evaluate, evaluation_data, load_model
 
     loaded = load_model(args.checkpoint, args.weights, args.device)
     dataset = evaluation_data(loaded, data_root=args.data_root, test_dir=args.test)
+    skipped = skipped_line(dataset.scan) if isinstance(dataset, LabelledFolder) else None
+    if skipped:
+        print(skipped, file=sys.stderr)
     result = evaluate(loaded, dataset, args.batch_size)
     result["data"] = str(args.test) if args.test else f"{loaded.config.data.dataset} test split"
     print(json.dumps(result, indent=2))
@@ -120,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the predictions of image files as CSV."""
-    from comatch.tools.images import find_images
+    from comatch.tools.images import IMAGE_EXTENSIONS, find_images, skipped_line
     from comatch.tools.inference import load_model, predict_files, write_predictions_csv
 
     missing = [p for p in args.paths if not p.exists()]
@@ -130,9 +135,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writable_file(args.out, "--out", "predictions.csv")
     if args.unknown_threshold is not None and not 0 < args.unknown_threshold <= 1:
         raise UserError(f"--unknown-threshold must lie in (0, 1], got {args.unknown_threshold}; e.g. 0.5")
-    files = find_images(args.paths)
+    scan = find_images(args.paths)
+    files = [Path(f) for f in scan.files]
     if not files:
-        raise UserError(f"no images (.png, .jpg, .jpeg, .bmp, .webp) in {', '.join(map(str, args.paths))}")
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, args.paths))}"
+                        + (f" ({scan.summary()})" if scan.ignored else "") + "; give image files or folders")
     loaded = load_model(args.checkpoint, args.weights, args.device)
     predictions = predict_files(loaded, files, args.batch_size, args.top_k)
     k = min(args.top_k, len(loaded.class_names))
@@ -146,6 +153,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     where = f"; written to {args.out}" if args.out else ""
     print(f"predicted {len(predictions) - failed} image(s); {failed} could not be read"
           f"{' (see the error column)' if failed else ''}{where}", file=sys.stderr)
+    if skipped_line(scan):
+        print(skipped_line(scan), file=sys.stderr)
     return 0
 
 

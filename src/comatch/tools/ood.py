@@ -20,9 +20,11 @@ from torch.utils.data import Subset
 
 from comatch.data import RunData
 from comatch.data.images import View
+from comatch.errors import UserError
 from comatch.tools.evaluation import Preprocess
 from comatch.tools.pool import candidate_rows, centred, outputs_on, path_of
 from comatch.tools.scores import ood_scores
+from comatch.training.runtime import atomic_write_text
 
 OUTLIERS_FILE = "outliers.json"  # the rows a run left out, so that a resume leaves out the same
 NEIGHBOURS = 5
@@ -69,6 +71,29 @@ def score_pool(model: nn.Module, data: RunData, view: View, preprocess: Preproce
     return PoolScores(rows, scores, predicted, confidence, pool.labels)
 
 
+def read_outliers(path: Path, pool_size: int) -> np.ndarray:
+    """The sorted rows of the unlabelled pool that ``outliers.json`` leaves out.
+
+    Raises:
+        UserError: the file is unreadable, not JSON, or its ``rows`` are not distinct row
+            numbers of a pool of ``pool_size`` images; the message says how to fix it.
+    """
+    fix = ("restore it from a backup, or delete it to score the unlabelled images again (the run may then "
+           "leave out other images than before)")
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}); {fix}") from None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is damaged (not a JSON object with a list of rows); {fix}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
+        raise UserError(f"{path} is damaged (its rows are not whole numbers); {fix}")
+    if len(set(rows)) != len(rows) or any(not 0 <= r < pool_size for r in rows):
+        raise UserError(f"{path} does not fit the data: it names rows outside the {pool_size} unlabelled "
+                        f"images or names one twice (the folder changed?); {fix}")
+    return np.array(sorted(rows), dtype=np.int64)
+
+
 def exclude_outliers(config: Any, data: RunData, model: nn.Module, view: View, preprocess: Preprocess,
                      out_dir: Path, write: bool, say: Callable[[str], None] = print) -> RunData:
     """``data`` with ``data.exclude_outliers`` of its unlabelled candidates left out.
@@ -88,8 +113,8 @@ def exclude_outliers(config: Any, data: RunData, model: nn.Module, view: View, p
     """
     fraction = float(config.data.exclude_outliers)
     saved = Path(out_dir) / OUTLIERS_FILE
-    if saved.is_file():
-        dropped = np.array(json.loads(saved.read_text())["rows"], dtype=np.int64)
+    if saved.exists():
+        dropped = read_outliers(saved, len(data.unlabelled))
     else:
         scored = score_pool(model, data, view, preprocess, use_features=True)
         count = int(round(fraction * len(scored.rows)))
@@ -99,7 +124,7 @@ def exclude_outliers(config: Any, data: RunData, model: nn.Module, view: View, p
             record = {"fraction": fraction, "scored_with": "initial network, encoder features",
                       "rows": dropped.tolist(),
                       "paths": [path_of(data.unlabelled, int(r)) for r in dropped][:1000]}
-            saved.write_text(json.dumps(record) + "\n")
+            atomic_write_text(saved, json.dumps(record) + "\n")
     kept = np.setdiff1d(np.arange(len(data.unlabelled)), dropped)
     say(f"data: left out {len(dropped)} of {len(data.unlabelled)} unlabelled images as likely outliers "
         f"(data.exclude_outliers={fraction}; listed in {OUTLIERS_FILE})")

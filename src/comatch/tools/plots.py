@@ -104,6 +104,9 @@ def draw_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
 def embedding_2d(z: np.ndarray, method: str, max_points: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A 2-D map of embeddings ``z [N, D]`` by PCA or t-SNE, on at most ``max_points`` rows.
 
+    t-SNE needs more points than its perplexity: 4 points or fewer get PCA; fewer than 2 (or
+    1-D embeddings) all lie at the origin.
+
     Args:
         z: embeddings.
         method: ``"pca"`` or ``"tsne"``.
@@ -120,17 +123,19 @@ def embedding_2d(z: np.ndarray, method: str, max_points: int = 2000, seed: int =
     if len(z) > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(len(z), max_points, replace=False))
     sample = np.asarray(z, dtype=np.float32)[rows]  # [n, D]
-    if method == "pca":
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"unknown embedding map {method!r}; choose pca or tsne")
+    if len(sample) < 2 or sample.shape[1] < 2:  # nothing to project: every point at the origin
+        return np.zeros((len(sample), 2), np.float32), rows
+    if method == "pca" or len(sample) <= 4:  # t-SNE needs a perplexity below the number of points
         from sklearn.decomposition import PCA
 
         return PCA(n_components=2, random_state=seed).fit_transform(sample), rows
-    if method == "tsne":
-        from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE
 
-        perplexity = float(min(30.0, max(2.0, (len(sample) - 1) / 3)))
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-        return tsne.fit_transform(sample), rows
-    raise ValueError(f"unknown embedding map {method!r}; choose pca or tsne")
+    perplexity = float(min(30.0, max(2.0, (len(sample) - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(sample), rows
 
 
 def draw_embedding(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> Path:

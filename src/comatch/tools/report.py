@@ -27,6 +27,7 @@ from comatch.data.loaders import eval_loader
 from comatch.errors import UserError
 from comatch.tools.evaluation import predict
 from comatch.tools.inference import classification_metrics, load_model, run_test_set
+from comatch.tools.quiet import quiet_libraries
 from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
 from comatch.tools.report_html import baseline_section, comparison_page, run_page
 from comatch.training.monitor import parse_records
@@ -162,6 +163,7 @@ def _model_figures(
     return figures, metrics
 
 
+@quiet_libraries()
 def write_report(run_dir: str | Path, out: str | Path | None = None, device: str = "cpu",
                  embedding: str = "pca", say: Callable[[str], None] | None = None) -> Report:
     """Write the plots and ``report.html`` of one run.
@@ -179,9 +181,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     Raises:
         UserError: ``run_dir`` is not a run directory.
     """
+    from comatch.tools.calibration import read_calibration
+
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir
     say = say or (lambda text: print(text, file=sys.stderr))
+    read_calibration(run_dir, say)  # a damaged calibration.json stops the report with one line
     figures = run_panels(read_records(run_dir, say))
     written = _write_curves(figures, out / "plots", run_dir.name)
     model_written, evaluation = _model_figures(run_dir, out / "plots", device, embedding, say)
@@ -197,6 +202,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     return Report(html, written, figures, evaluation)
 
 
+@quiet_libraries()
 def write_comparison(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Report:
     """Overlay the curves of several runs in ``out`` (default ``FIRST_RUN/compare``).
 

@@ -143,7 +143,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
     logits, _, labels = predict(loaded.model, eval_loader(data.test, loaded.eval_view()), loaded.preprocess())
     before = torch.softmax(logits.double(), 1)
     after = torch.softmax(logits.double() / t, 1)
-    calibration = read_calibration(run_dir) or {}
+    calibration = read_calibration(run_dir, say=lambda _: None) or {}  # load_model warned already
     figures["reliability"] = draw_reliability(
         reliability_bins(before, labels), reliability_bins(after, labels), plots / "reliability.png",
         f"Test set, EMA model: ECE {expected_calibration_error(before, labels):.3f} -> "

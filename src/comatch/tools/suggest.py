@@ -155,13 +155,41 @@ def write_csv(suggestions: list[Suggestion], handle: Any) -> None:
                          f"{s.distance:.6f}", s.predicted, f"{s.probability:.6f}"])
 
 
+LINKS_RECORD = ".comatch-links.json"
+"""What the last ``suggest --links`` round wrote in its folder (hidden: never scanned as an image)."""
+
+
+def _remove_earlier_round(folder: Path) -> int:
+    """Remove the links and PNG copies an earlier round wrote in ``folder`` (as its record lists
+    them; anything else there is left alone). Returns how many were removed."""
+    record = folder / LINKS_RECORD
+    try:
+        written = json.loads(record.read_text())["written"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    removed = 0
+    for name in written if isinstance(written, list) else []:
+        path = folder / str(name)
+        if path.parent.parent == folder and (path.is_symlink() or path.is_file()):
+            path.unlink()
+            removed += 1
+            if path.parent.is_dir() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+    return removed
+
+
 def write_links(suggestions: list[Suggestion], data: RunData, folder: Path) -> int:
     """``FOLDER/PREDICTED_CLASS/RANK_NAME``: symbolic links to the files, or PNG copies of
-    in-memory images. Returns the number written."""
+    in-memory images. The links of an earlier round in ``FOLDER`` are removed first, so that the
+    folder holds this round's suggestions only. Returns the number written."""
     from PIL import Image
 
     from comatch.data.datasets import gather
+    from comatch.training.runtime import atomic_write_text
 
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_round(folder)
+    written = []
     for s in suggestions:
         target = folder / s.predicted
         target.mkdir(parents=True, exist_ok=True)
@@ -170,10 +198,12 @@ def write_links(suggestions: list[Suggestion], data: RunData, folder: Path) -> i
             link.unlink(missing_ok=True)
             os.symlink(os.path.abspath(s.path), link)
         else:
+            link = target / f"{s.rank:04d}_index{s.index}.png"
             image, _ = gather(data.unlabelled, torch.tensor([s.row]))
             pixels = image[0].permute(1, 2, 0).numpy()  # [H, W, C]
-            Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(
-                target / f"{s.rank:04d}_index{s.index}.png")
+            Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(link)
+        written.append(link.relative_to(folder).as_posix())
+    atomic_write_text(folder / LINKS_RECORD, json.dumps({"written": written}) + "\n")
     return len(suggestions)
 
 
@@ -190,6 +220,14 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     """``comatch suggest RUN_DIR --n K``."""
     import sys
 
+    from comatch.tools.commands import writable_file
+
+    if args.out is not None:  # checked before the ranking, which can take long
+        writable_file(args.out, "--out", "suggestions.csv")
+    if args.next_list is not None:
+        writable_file(args.next_list, "--next-list", "labelled.json")
+    if args.links is not None and args.links.exists() and not args.links.is_dir():
+        raise UserError(f"--links {args.links} is a file; give a folder for the links")
     suggestions, data = suggest(args.run_dir, args.n, args.before_training, args.device, args.batch_size)
     if args.out is None:
         write_csv(suggestions, sys.stdout)
@@ -202,6 +240,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.next_list is not None:
         args.next_list.parent.mkdir(parents=True, exist_ok=True)
         args.next_list.write_text(json.dumps(next_labelled_list(data, suggestions)) + "\n")
+    from comatch.tools.images import data_skipped_line
+
+    if data_skipped_line(data):
+        print(data_skipped_line(data), file=sys.stderr)
     where = [f"CSV {args.out}"] if args.out else []
     where += [f"links in {args.links}"] if args.links else []
     where += [f"next labelled list {args.next_list}"] if args.next_list else []

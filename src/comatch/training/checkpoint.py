@@ -88,7 +88,7 @@ def save_rotating(folder: Path, state: dict[str, Any]) -> Path:
     except OSError as err:
         if err.errno in DISK_FULL:
             then = ("the previous checkpoint is intact: free some space and continue with --resume"
-                    if newest is not None else "no checkpoint was saved yet: free some space and start again")
+                    if newest is not None else "no checkpoint was saved yet: free some space and run the same command again")
             raise UserError(f"no space left for a checkpoint in {folder} ({err.strerror}: the disk is full "
                             f"or a file-size limit is reached); {then}") from None
         raise

@@ -200,7 +200,22 @@ class RunMonitor:
             self.bar.update(steps)
 
     def message(self, text: str) -> None:
-        """A line for the user that does not break the bar (on stderr once nobody reads the progress stream)."""
+        """A line for the user that does not break the bar (on stderr once nobody reads the progress stream).
+
+        A warning (``warning: ...`` or ``comatch: warning: ...``) goes to stderr as
+        ``comatch: warning: ...``, like every other command's warnings.
+        """
+        if text.startswith("warning: "):
+            text = f"comatch: {text}"
+        if text.startswith("comatch: warning: "):
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                try:
+                    print(text, file=sys.stderr, flush=True)
+                except OSError:
+                    pass
+            return
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         elif not self._print(text):  # the progress stream's reader has gone: say it on stderr

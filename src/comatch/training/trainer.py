@@ -20,6 +20,7 @@ from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch, batch_seed
 from comatch.data.loaders import endless_batches, eval_loader
 from comatch.data.preprocessing import Normalizer, eval_view, run_data, use_deterministic_kernels, view_settings
+from comatch.data.sampling import read_saved_labelled
 from comatch.errors import TrainingDiverged, UserError
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
@@ -325,7 +326,7 @@ class Trainer:
         state, path = load_newest(Path(run_dir) / "checkpoints")
         changes = check_resume_compatible(state["config"], config.model_dump(mode="json"))
         trainer = cls(config, run_dir, load_init=False)
-        saved_ids = json.loads((Path(run_dir) / "labelled.json").read_text())
+        saved_ids = read_saved_labelled(Path(run_dir) / "labelled.json")
         if saved_ids != trainer.data.labelled_ids:
             raise UserError(f"the labelled subset of {run_dir} differs from the one this data gives; "
                             "the dataset changed since the run started: start a new run")
@@ -442,7 +443,7 @@ class Trainer:
             f"  steps    {o.iterations}{budget}; evaluation every {c.run.eval_every}, checkpoint every {c.run.checkpoint_every}",
             f"  run dir  {self.out_dir}",
         ]
-        lines += [f"data: {note}" for note in d.notes]
+        lines += [note if note.startswith("warning: ") else f"data: {note}" for note in d.notes]
         for line in lines:
             self.monitor.message(line)
 
