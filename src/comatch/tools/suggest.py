@@ -220,7 +220,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     """``comatch suggest RUN_DIR --n K``."""
     import sys
 
-    from comatch.tools.commands import writable_file
+    from comatch.tools.outputs import writable_file
 
     if args.out is not None:  # checked before the ranking, which can take long
         writable_file(args.out, "--out", "suggestions.csv")
