@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from comatch.errors import UserError
 from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
+from comatch.training.pace import now
 from comatch.training.signals import StopSignals
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 # What a new run writes before its first checkpoint (removed when a signal stops it there).
 UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard")
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
+STOPPED = -1  # _train's status for a run a signal stopped (checkpointed, resumable)
+STOPPED_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # the exit status of a stopped run: 128 + the signal's number
 # Errors writing files that a user fixes (space, permissions, a file or folder in the way).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
                 errno.EISDIR, errno.ENOTDIR}
@@ -263,11 +266,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     A SIGINT or SIGTERM (to the process or its whole process group) from the first moment on
     is a request to stop: loading goes on, the training loop checkpoints before or after its
-    current step, prints the resume command, and the command exits 0 (see
+    current step, prints the resume command, and the command exits 130 (SIGINT) or 143
+    (SIGTERM), so that ``comatch train && comatch export`` exports no half-trained model (see
     :mod:`comatch.training.signals`). A second signal stops at once.
     """
+    started = now()  # a time budget counts from here
     chosen: dict[str, Path] = {}  # the run directory, once claimed
-    with StopSignals():  # first: importing torch alone can take seconds
+    with StopSignals() as stop:  # first: importing torch alone can take seconds
         from comatch import config as cfg
 
         try:
@@ -275,7 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.show_config:
                 print(cfg.to_yaml(config), end="")
                 return 0
-            return _train(args, config, chosen)
+            status = _train(args, config, chosen, started)
+            return STOPPED_STATUS.get(stop.name, 130) if status == STOPPED else status
         except KeyboardInterrupt:  # a second signal: stop at once
             out_dir = chosen.get("out")
             main_process = os.environ.get("RANK", "0") == "0"
@@ -284,11 +290,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
 
 
-def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:
-    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line."""
+def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path], started: float) -> int:
+    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line;
+    returns the exit status (:data:`STOPPED` when a signal stopped the run)."""
     from comatch import distributed  # heavy imports only when training
+    from comatch.lifecycle import train_run
     from comatch.training import parallel
-    from comatch.training.trainer import Trainer
 
     locks: list[Any] = []  # released when the command ends (by the OS if the process is killed)
     # under torchrun: every process trains, rank 0 chooses and locks the directory and writes the files
@@ -297,23 +304,22 @@ def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]
         try:
             out_dir = parallel.decide_on_main(lambda: claim_run_dir(requested, config, locks, args.resume is not None))
             chosen["out"] = out_dir
-            if args.resume is not None:
-                trainer = Trainer.resume(out_dir, config)
-            else:
-                trainer = Trainer(config, out_dir)
-            summary = trainer.fit()
+            outcome = train_run(config, out_dir, resume=args.resume is not None, started=started)
         finally:
             for lock in locks:
                 lock.release()
-        if not distributed.is_main_process():
+        summary = outcome.summary
+        if summary is None:  # a finished run: nothing to do
             return 0
-        vanished = trainer.data.vanished()
+        if not distributed.is_main_process():
+            return STOPPED if summary["stopped"] else 0
+        vanished = outcome.trainer.data.vanished()
         if vanished:
             print(f"comatch: warning: {len(vanished)} image(s) could not be read during training and were "
                   f"replaced by others, e.g. {vanished[0]}; all are listed in {out_dir / 'data.json'}",
                   file=sys.stderr)
         if summary["stopped"]:
-            return 0
+            return STOPPED
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
         f"{summary['test_accuracy']:.2%} (EMA {summary['test_accuracy_ema']:.2%}) "

@@ -161,6 +161,11 @@ class Method(nn.Module):
         """The step's loss and its parts; any state change is deferred (see :meth:`defer`)."""
         raise NotImplementedError
 
+    def set_length(self, total: int) -> None:
+        """The run's length in steps, handed over by the trainer's pacer whenever it is set (a
+        time budget chooses it after the first steps). A method whose schedules depend on the
+        run's length overrides this; the default does nothing."""
+
     # --------------------------------------------------------------- deferred state updates
     def defer(self, update: Callable[[], None]) -> None:
         """Queue a state change of this step, applied by :meth:`commit` if the step is kept."""

@@ -95,12 +95,15 @@ def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, 
 
     Every part that cannot be made (no checkpoint, no data) is left out with a warning.
     """
-    from comatch.training.trust_hooks import run_warnings
+    from comatch.training import guardrails
 
     plots, base = out / "plots", out
     figures: dict[str, Path] = {}
     parts: list[str] = []
-    warnings = run_warnings(run_dir, write=False)
+    warnings = guardrails.read_warnings(run_dir)  # what the run printed
+    if warnings is None:  # a run from before guardrails.json: check its history now
+        warnings = guardrails.run_warnings(run_dir, _records(run_dir), prior=guardrails.labelled_counts(run_dir),
+                                           write=False)
     items = "".join(f"<li><b>{html.escape(w.kind)}</b> (step {w.step}): {html.escape(w.message)}</li>" for w in warnings)
     parts.append(_section("Guardrails", f"<ul>{items}</ul>" if warnings else "<p>No guardrail fired.</p>"))
     if evaluation is not None:
