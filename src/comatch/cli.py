@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from comatch.errors import UserError
 from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
-from comatch.training.pace import now
+from comatch.training import pace
 from comatch.training.signals import StopSignals
 
 if TYPE_CHECKING:
@@ -126,6 +126,11 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     """The configuration a ``train`` invocation asks for (a resume starts from the run's)."""
     from comatch import config as cfg
     overrides = data_overrides(args) + list(args.overrides)
+    given = explicit_keys(list(args.overrides)) | {key for key, flag in (("optim.iterations", args.iterations),
+                                                                      ("run.budget", args.budget)) if flag is not None}
+    if {"optim.iterations", "run.budget"} <= given:
+        raise UserError("--budget and --iterations both set the run's length; give one of them (a budget chooses "
+                        "the number of steps that fits)")
     if args.iterations is not None:
         overrides.append(f"optim.iterations={args.iterations}")
     if args.device is not None:
@@ -141,6 +146,8 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         if has_checkpoint(args.resume) and not (args.resume / "labelled.json").is_file():
             raise UserError(f"{args.resume} lacks labelled.json (the run's labelled images), so it cannot be "
                             f"resumed exactly: restore the file from a backup, or start a new run")
+        if "optim.iterations" in given:  # a fixed length replaces the run's budget, if it had one
+            overrides.append("run.budget=null")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
     preset = args.preset
     if preset is None and args.config is None and args.labeled is not None:
@@ -270,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     (SIGTERM), so that ``comatch train && comatch export`` exports no half-trained model (see
     :mod:`comatch.training.signals`). A second signal stops at once.
     """
-    started = now()  # a time budget counts from here
+    started = pace.now()  # a time budget counts from here
     chosen: dict[str, Path] = {}  # the run directory, once claimed
     with StopSignals() as stop:  # first: importing torch alone can take seconds
         from comatch import config as cfg

@@ -25,7 +25,7 @@ from comatch import config as cfg
 from comatch import distributed
 from comatch.data import RunData
 from comatch.training import guardrails
-from comatch.training.pace import Pacer, now
+from comatch.training.pace import Pacer
 from comatch.training.runtime import atomic_write_text
 from comatch.training.signals import StopSignals, Terminated
 from comatch.training.trainer import Trainer
@@ -223,8 +223,3 @@ def _report(trainer: Trainer) -> None:
                 stop.immediate = False
         trainer.monitor.message(f"the end-of-run report was not written (stopped by {stop.name or 'a signal'}); the run is "
                                 f"complete and saved in {out_dir}: `comatch report {out_dir}` writes the report")
-
-
-def command_start() -> float:
-    """The moment a command starts, on the pacer's clock (a time budget counts from it)."""
-    return now()

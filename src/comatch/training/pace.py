@@ -127,6 +127,7 @@ class Pacer:
         self.finish = finish or (lambda evaluation: 0.0)
         self.agree: Callable[[int], int] = lambda total: total  # one answer for every process (set by the trainer)
         self.costs: Costs | None = None
+        self.evaluation: float | None = None  # seconds of one evaluation, once timed (a resume reuses them)
         self.refit_at: int | None = None
         self._listeners: list[LengthListener] = []
         self._first = 0
@@ -152,13 +153,16 @@ class Pacer:
         return self.spent_before + now() - self.started
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resume needs: the chosen length, the budget and the seconds spent."""
-        return {"total": self.total, "budget": self.budget, "spent": self.elapsed()}
+        """What a resume needs: the chosen length, the budget, the seconds spent and one
+        evaluation's seconds (a resume does not time another)."""
+        evaluation = self.costs.evaluation if self.costs is not None else None
+        return {"total": self.total, "budget": self.budget, "spent": self.elapsed(), "evaluation": evaluation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a run: its seconds spent count against the budget; a budgeted run keeps the
         length it chose (until fitted again), an unbudgeted one takes the steps asked for now."""
         self.spent_before = float(state.get("spent", 0.0))
+        self.evaluation = state.get("evaluation")
         if self.budget_seconds is not None and state.get("budget") is not None:
             self.set_total(int(state["total"]))
 
@@ -197,7 +201,7 @@ class Pacer:
     def _probe(self, step: int, step_seconds: float, time_evaluation: Callable[[], float], device: str) -> list[str]:
         lines, evaluation = [], 0.0
         if self.budget_seconds is not None:
-            evaluation = time_evaluation()
+            evaluation = time_evaluation() if self.evaluation is None else self.evaluation
             self.costs = Costs(step_seconds, evaluation, self.finish(evaluation))
             elapsed = self._fit(step)
             lines.append(f"budget {self.budget}: {self.total} steps fit (the command and {step} steps took "

@@ -35,6 +35,7 @@ from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
 from comatch.training.signals import StopSignals
+from comatch.training import pace
 from comatch.training.pace import PROBE_STEPS, Pacer
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
@@ -425,9 +426,9 @@ class Trainer:
                         hook(self.monitor.records)
                     tick, tick_step = now, self.step
                 if main and (self.step % self.eval_every == 0 or self.step == total):
-                    t0 = time.perf_counter()
+                    t0 = pace.now()  # the pacer's clock
                     self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-                    self.pacer.exclude(time.perf_counter() - t0)
+                    self.pacer.exclude(pace.now() - t0)
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
             self.stopped_by = stop.name if stop.requested else ""
@@ -524,9 +525,9 @@ class Trainer:
         """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
         seconds = 0.0
         if distributed.is_main_process():
-            t0 = time.perf_counter()
+            t0 = pace.now()  # the pacer's clock
             self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-            seconds = time.perf_counter() - t0
+            seconds = pace.now() - t0
         return float(distributed.broadcast(torch.tensor([seconds], device=self.device), src=0)[0]) \
             if distributed.world_size() > 1 else seconds
 
