@@ -269,7 +269,7 @@ def test_sigterm_while_the_data_loads_leaves_a_resumable_run(tmp_path, capsys, m
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "__init__", signalled)
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143  # stopped by SIGTERM
     assert f"stopped at step 0 of 2; checkpoint saved. Continue with: comatch train --resume {out}" in capsys.readouterr().out
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 0
     assert main(["train", "--resume", str(out)]) == 0
@@ -288,7 +288,7 @@ def test_sigterm_just_before_the_training_loop_leaves_a_resumable_run(tmp_path, 
 
     with monkeypatch.context() as patch:
         patch.setattr("comatch.training.parallel.run_monitor", signalled)
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143  # stopped by SIGTERM
     assert "Continue with: comatch train --resume" in capsys.readouterr().out
     assert main(["train", "--resume", str(out)]) == 0
 
