@@ -16,6 +16,8 @@ from typing import Any
 PROBE_STEPS = 5
 """Steps timed at the start of a run (the first one, with its warm-up, is left out)."""
 DAY = 86400.0
+LATE = 1.0
+"""Seconds a budgeted run may fall behind its fit before it is fitted again at once."""
 
 
 def duration(seconds: float) -> str:
@@ -196,7 +198,18 @@ class Pacer:
             return lines
         if step == self.refit_at and step > self._first + PROBE_STEPS:
             return self._refit(step)
+        if self._behind(step):  # the machine slowed down since the last fit: do not wait for the next one
+            return self._refit(step)
         return []
+
+    def _behind(self, step: int) -> bool:
+        """Whether the run, at the step time of the last fit, would now end more than
+        :data:`LATE` seconds past its budget (checked after every step, once
+        :data:`PROBE_STEPS` steps have been timed since that fit)."""
+        if self.budget_seconds is None or self.costs is None or step - self._window_step < PROBE_STEPS:
+            return False
+        projected = self.elapsed() + self.costs.remaining(step, self.total, self.eval_every)
+        return projected > self.budget_seconds + LATE
 
     def _probe(self, step: int, step_seconds: float, time_evaluation: Callable[[], float], device: str) -> list[str]:
         lines, evaluation = [], 0.0

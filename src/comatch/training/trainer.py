@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-import comatch
 from comatch import config as cfg
 from comatch import distributed
 from comatch.training import parallel
@@ -125,7 +124,6 @@ class Trainer:
         self.wall_before = 0.0
         self._started = time.perf_counter()
         self.stopped_by = ""  # the signal that stopped the run, if one did
-        self.data_changes: list[str] = []  # what differs in the data since the checkpoint resumed from
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
         self.method.set_length(self.pacer.total)
         self.pacer.agree = self._agree
@@ -329,39 +327,6 @@ class Trainer:
                                      "spent": state["wall_seconds"]}  # a checkpoint from before the pacer
         self.pacer.load_state_dict(pace)
 
-    @classmethod
-    def resume(cls, run_dir: Path, config: cfg.Config, **options: Any) -> "Trainer":
-        """A trainer continuing ``run_dir`` from its newest loadable checkpoint.
-
-        Args:
-            run_dir: an existing run directory.
-            config: the configuration to continue with; it may differ from the run's only in
-                harmless fields (logging, more iterations, workers), which are recorded.
-            options: keyword arguments of the constructor (``pacer``, ``select_data``).
-
-        Raises:
-            UserError: no loadable checkpoint, or a change to the run's meaning.
-        """
-        run_dir = Path(run_dir)
-        state, path = load_newest(run_dir / "checkpoints")
-        changes = check_resume_compatible(state["config"], config.model_dump(mode="json"))
-        trainer = cls(config, run_dir, load_init=False, **options)
-        saved_ids = json.loads((run_dir / "labelled.json").read_text())
-        if saved_ids != trainer.data.labelled_ids:
-            raise UserError(f"the labelled subset of {run_dir} differs from the one this data gives; "
-                            "the dataset changed since the run started: start a new run")
-        trainer.load_state_dict(state)
-        trainer.data_changes = data_changes(_read_json(run_dir / "data.json"), trainer.data.describe())
-        if distributed.is_main_process() and not trainer.finished:  # a finished run records nothing
-            record = {"step": trainer.step, "checkpoint": path.name,
-                      "changes": {k: list(v) for k, v in changes.items()},
-                      "processes": [state.get("world_size", 1), distributed.world_size()]}
-            if trainer.data_changes:
-                record["data_changes"] = trainer.data_changes
-            with (run_dir / "resumes.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        return trainer
-
     @property
     def finished(self) -> bool:
         """Whether every step of the run's length is trained."""
@@ -391,16 +356,13 @@ class Trainer:
         SIGTERM or SIGINT finishes the current step, checkpoints and returns early with
         ``summary["stopped"] = True`` (and :attr:`stopped_by` the signal's name). Images that
         vanish mid-run stop it with a checkpoint at the current step (:class:`DataChanged`).
-        The monitor stays open for what follows the loop: :meth:`close` closes it.
+        A monitor the caller opened (:meth:`open`) stays open for what follows the loop
+        (:meth:`close` closes it); one opened here is closed.
         """
         cfg_run = self.config.run
         main = distributed.is_main_process()
-        self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
-        if main:
-            self._write_run_files()
-        self.monitor = parallel.run_monitor(self.out_dir, self.pacer.total, self.step,
-                                            self.metrics_offset, cfg_run.tensorboard)
-        self._start_block()
+        opened_here = self.monitor is None
+        self.open()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
         tick, tick_step = start, self.step
@@ -433,7 +395,21 @@ class Trainer:
                     self.save_checkpoint()
             self.stopped_by = stop.name if stop.requested else ""
             self.save_checkpoint()
-        return self._finish(time.perf_counter() - start)
+        summary = self._finish(time.perf_counter() - start)
+        if opened_here:  # the caller did not open the monitor to say more after the loop
+            self.close()
+        return summary
+
+    def open(self) -> None:
+        """Write the run's files (config.yaml, labelled.json, data.json) and open its monitor
+        (once; :meth:`fit` does it if the caller did not)."""
+        if self.monitor is not None:
+            return
+        self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
+        if distributed.is_main_process():
+            self._write_run_files()
+        self.monitor = parallel.run_monitor(self.out_dir, self.pacer.total, self.step,
+                                            self.metrics_offset, self.config.run.tensorboard)
 
     def _next_batch(self, labelled: Any, unlabelled: Any | None) -> Batch:
         """The next step's batch; images that vanished from the data folders stop the run
@@ -466,35 +442,6 @@ class Trainer:
         atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(self.config))
         atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
         atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
-
-    def _start_block(self) -> None:
-        """What is about to be trained, in a few lines (also when the output is piped)."""
-        c, o, d = self.config, self.config.optim, self.data
-        size = lambda part: "none" if part is None else f"{len(part):,}"  # noqa: E731
-        parameters = sum(p.numel() for p in self.model.parameters())
-        views_u = len(self.method.unlabelled_views)
-        unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
-        threads = f" ({torch.get_num_threads()} threads; {comatch.OPENMP_WAIT})" if self.device.type == "cpu" else ""
-        workers = default_workers(c.data.num_workers, self.device.type)
-        budget = ""
-        if self.pacer.budget:
-            budget = (f", budget {self.pacer.budget}: set after the first {PROBE_STEPS} steps, again a quarter in and "
-                      f"halfway through what is left" + (f" ({self.pacer.spent_before:.0f} s spent before this resume)"
-                                                          if self.step else ""))
-        lines = [
-            f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
-            f"  data     labelled {size(d.labelled)}, unlabelled {size(d.unlabelled)}, val {size(d.val)}, "
-            f"test {size(d.test)}; {d.num_classes} classes; {d.image_size}x{d.image_size} px, {d.channels} channel(s)",
-            f"  network  {c.model.arch}, {parameters / 1e6:.2f}M parameters, {self.in_channels}-channel input",
-            f"  device   {self.device.type}{threads}, {workers} loader worker(s) per loader, {distributed.world_size()} process(es)",
-            f"  batch    {o.batch_size} labelled{unlabelled}: {self.images_per_step} images per step",
-            f"  steps    {self.pacer.total}{budget}; evaluation every {self.eval_every}, checkpoint every {c.run.checkpoint_every}",
-            f"  run dir  {self.out_dir}",
-        ]
-        lines += [f"data: {note}" for note in d.notes]
-        lines += [f"data: changed since the checkpoint: {change}" for change in self.data_changes]
-        for line in lines:
-            self.monitor.message(line)
 
     def _length_changed(self, total: int) -> None:
         """The pacer set the run's length: the progress display, the method's ramps and the
@@ -572,26 +519,3 @@ class Trainer:
             "wall_seconds": wall_seconds,
         }
 
-
-DESCRIBED_PARTS = ("labelled", "unlabelled", "val", "test")
-
-
-def data_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between two ``data.json`` descriptions of a run's data (sizes, classes),
-    one phrase each (``"unlabelled 400 -> 300"``); empty when nothing did or nothing was saved."""
-    if not before:
-        return []
-    found = [f"{part} {before.get(part)} -> {now.get(part)}" for part in DESCRIBED_PARTS
-             if part in before and before.get(part) != now.get(part)]
-    if "classes" in before and before["classes"] != now.get("classes"):
-        found.append(f"classes {before['classes']} -> {now.get('classes')}")
-    return found
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file, or {} when missing or unreadable."""
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
