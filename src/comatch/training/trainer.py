@@ -18,8 +18,8 @@ from comatch.training import parallel
 from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
 from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
-from comatch.data.datasets import ViewBatch, batch_seed
-from comatch.data.loaders import endless_batches, eval_loader
+from comatch.data.datasets import ViewBatch
+from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import Normalizer, run_data, use_deterministic_kernels, view_settings
 from comatch.data.views import build_views
 from comatch.errors import DataChanged, TrainingDiverged, UserError
@@ -28,23 +28,18 @@ from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.models.optim import param_groups_layer_decay
 from comatch.models.pretrained import load_encoder_weights
 from comatch.training.evaluation import accuracy
-from comatch.training.defaults import default_workers
 from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
 from comatch.training.signals import StopSignals
 from comatch.training import pace
-from comatch.training.pace import PROBE_STEPS, Pacer
+from comatch.training.batches import StepBatches
+from comatch.training.pace import Pacer
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
 from comatch.data.labels import class_counts
-
-# Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
-LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
-# Batches a loader without worker processes augments at once, and the most memory their views may take.
-AUGMENT_GROUP, AUGMENT_GROUP_BYTES = 4, 32 * 2**20
 
 
 class Trainer:
@@ -112,12 +107,11 @@ class Trainer:
         self.norm_buffers = NormBuffers([self.model, self.method])
         settings = view_settings(config, self.data.image_size)
         self.eval_view = build_views(settings)["eval"]
-        self.batch_views = BatchViews(settings)
+        self.batches = StepBatches(config, self.data, self.method, BatchViews(settings), self.device)
+        self.batch_views = self.batches.views
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)
         self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
-        self.rows_x = parallel.batch_rows(o.batch_size, "labelled")
-        self.rows_u = parallel.batch_rows(o.batch_size * o.mu, "unlabelled")
         self.stats = StepStats(self.device, self.data.num_classes)
         self.monitor: RunMonitor | parallel.NullMonitor | None = None
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
@@ -151,63 +145,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
     def loaders(self) -> tuple[Any, Any | None]:
-        """The endless labelled and (if the method uses unlabelled data) unlabelled loaders."""
-        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers, self.device.type)
-        on_device = self.config.data.augment_on == "gpu"
-        common = dict(start_batch=self.step, num_workers=workers, pin_memory=self.device.type == "cuda",
-                      shard=(distributed.rank(), distributed.world_size()))
-        views = None if on_device else self.batch_views
-        labelled = endless_batches(
-            self.data.labelled, views, self.method.labelled_views, o.batch_size,
-            seed * 16 + LABELLED_STREAM, group=self._augment_group(o.batch_size, self.method.labelled_views), **common,
-        )
-        unlabelled = None
-        if self.method.unlabelled_views:
-            unlabelled = endless_batches(
-                self.data.unlabelled, views, self.method.unlabelled_views, o.batch_size * o.mu,
-                seed * 16 + UNLABELLED_STREAM, group=self._augment_group(o.batch_size * o.mu, self.method.unlabelled_views),
-                **common,
-            )
-        return labelled, unlabelled
-
-    def _augment_group(self, batch_size: int, views: dict[str, str]) -> int:
-        """How many batches a loader without workers augments at once (the same batches
-        whatever the number): 4 while their views take at most 32 MiB, else 2 or 1.
-
-        On small images most of the augmentation's cost is the fixed cost of each operation
-        (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
-        step: docs/performance.md). The group divides the steps the first timing of a run
-        measures, so that those hold exactly one group's augmentation.
-        """
-        view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
-        group = AUGMENT_GROUP
-        while group > 1 and (group * view_bytes > AUGMENT_GROUP_BYTES or (PROBE_STEPS - 1) % group):
-            group //= 2
-        return group
-
-    def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """The views ``names`` (key -> kind) of a loader batch on the device (this process's
-        ``rows`` of the global batch); augments here when the loader did not."""
-        if loaded.images is None:
-            return {key: loaded.views[key].to(self.device, non_blocking=True) for key in names}
-        images = loaded.images.to(self.device, non_blocking=True)
-        generator = torch.Generator().manual_seed(loaded.seed)
-        total = (rows[1] - rows[0]) * distributed.world_size()
-        return {key: self.batch_views(kind, images, generator, start=rows[0], total=total)
-                for key, kind in names.items()}
+        """The endless labelled and (if the method uses unlabelled data) unlabelled loaders,
+        from the current step on."""
+        return self.batches.loaders(self.step)
 
     def make_batch(self, loaded_x: ViewBatch, loaded_u: ViewBatch | None) -> Batch:
         """The method's :class:`~comatch.methods.base.Batch` for this step from the loaders' batches."""
-        unlabelled, truth = {}, None
-        if loaded_u is not None:
-            unlabelled = self._views(loaded_u, self.method.unlabelled_views, self.rows_u)
-            truth = loaded_u.labels.to(self.device, non_blocking=True)
-        return Batch(
-            labelled=self._views(loaded_x, self.method.labelled_views, self.rows_x),
-            targets=loaded_x.labels.to(self.device, non_blocking=True),
-            unlabelled=unlabelled, truth=truth, step=self.step,
-            seed=batch_seed(self.config.seed * 16 + STEP_STREAM, self.step),
-        )
+        return self.batches.make(loaded_x, loaded_u, self.step)
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: Batch) -> MethodOutput:
