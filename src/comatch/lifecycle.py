@@ -85,7 +85,7 @@ class Outcome:
 
 
 def train_run(config: cfg.Config, out_dir: Path, *, resume: bool = False, started: float | None = None,
-              say: Callable[[str], None] = print) -> Outcome:
+              say: Callable[[str], None] = print, data: RunData | None = None) -> Outcome:
     """Train a new run in ``out_dir`` (or continue it), then finish it.
 
     Args:
@@ -95,6 +95,7 @@ def train_run(config: cfg.Config, out_dir: Path, *, resume: bool = False, starte
         started: when the command started, on :func:`comatch.training.pace.now`'s clock
             (a time budget counts from there).
         say: prints a line outside the run's monitor.
+        data: the datasets to use instead of those ``config.data`` names (a new run only).
 
     Returns:
         The outcome; its summary is None when a resumed run was already finished (nothing is
@@ -118,7 +119,7 @@ def train_run(config: cfg.Config, out_dir: Path, *, resume: bool = False, starte
                 f"(give --iterations N above {trainer.step} to train it longer)")
             return Outcome(trainer, None)
     else:
-        trainer = Trainer(config, out_dir, **options)
+        trainer = Trainer(config, out_dir, data, **options)
     made["trainer"] = trainer
     main = distributed.is_main_process()
     watch = guardrails.Watch(lambda line: _warn(trainer, watch, line), lambda: pacer.total,
