@@ -220,3 +220,21 @@ def test_the_pacer_hands_its_length_to_every_listener_and_saves_it(monkeypatch):
     fixed = Pacer(200, 10)
     fixed.load_state_dict({"total": 100, "budget": None, "spent": 3.0})
     assert fixed.total == 200, "without a budget the steps asked for now count (a resume may add some)"
+
+
+def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monkeypatch):
+    """1 s steps fit 100 steps in 100 s; from step 6 on each takes 2 s. The next scheduled fit
+    (a quarter in, step 28) would come too late; checked every 5 steps, the run is 6 s behind at
+    step 11 and fitted again at once on the 1.6 s per step since step 1: 62 steps."""
+    clock = StepClock(1.0)
+    monkeypatch.setattr(pace, "now", clock)
+    pacer = Pacer(1000, 1000, "100s")
+    pacer.begin(0)
+    said = {}
+    for step in range(1, 12):
+        clock.seconds += 1.0 if step <= 5 else 2.0
+        said[step] = pacer.after_step(step, lambda: 0.0)
+        if step == 5:
+            assert pacer.total == 100 and pacer.refit_at == 28
+    assert said[6] == [] and pacer.total == 62
+    assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 100"]

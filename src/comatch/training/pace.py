@@ -128,6 +128,7 @@ class Pacer:
         self.spent_before = 0.0  # seconds of the processes that ran the run before this one
         self.finish = finish or (lambda evaluation: 0.0)
         self.agree: Callable[[int], int] = lambda total: total  # one answer for every process (set by the trainer)
+        self.any_behind: Callable[[bool], bool] = lambda behind: behind  # ... and whether any process is behind
         self.costs: Costs | None = None
         self.evaluation: float | None = None  # seconds of one evaluation, once timed (a resume reuses them)
         self.refit_at: int | None = None
@@ -198,16 +199,16 @@ class Pacer:
             return lines
         if step == self.refit_at and step > self._first + PROBE_STEPS:
             return self._refit(step)
-        if self._behind(step):  # the machine slowed down since the last fit: do not wait for the next one
-            return self._refit(step)
+        since = step - self._window_step
+        if self.budget_seconds is not None and self.costs is not None and since >= PROBE_STEPS \
+                and since % PROBE_STEPS == 0 and self.any_behind(self._behind(step)):
+            return self._refit(step)  # the machine slowed down since the last fit: do not wait for the next one
         return []
 
     def _behind(self, step: int) -> bool:
         """Whether the run, at the step time of the last fit, would now end more than
-        :data:`LATE` seconds past its budget (checked after every step, once
-        :data:`PROBE_STEPS` steps have been timed since that fit)."""
-        if self.budget_seconds is None or self.costs is None or step - self._window_step < PROBE_STEPS:
-            return False
+        :data:`LATE` seconds past its budget (checked every :data:`PROBE_STEPS` steps after a fit)."""
+        assert self.budget_seconds is not None and self.costs is not None
         projected = self.elapsed() + self.costs.remaining(step, self.total, self.eval_every)
         return projected > self.budget_seconds + LATE
 

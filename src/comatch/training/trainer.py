@@ -121,6 +121,7 @@ class Trainer:
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
         self.method.set_length(self.pacer.total)
         self.pacer.agree = self._agree
+        self.pacer.any_behind = lambda behind: distributed.any_process(behind, self.device)
         self.pacer.follow(self._length_changed)
 
     def _param_groups(self) -> list[dict[str, Any]]:
