@@ -2,7 +2,7 @@
 
 On small images most of a view's cost is the fixed cost of each operation, so a loader that
 runs in the training process (no worker processes: the default on up to 4 CPU cores)
-augments 4 batches together (``Trainer._augment_group``; the batches are the same, bit for
+augments 4 batches together (``StepBatches.augment_group``; the batches are the same, bit for
 bit). This script measures, in one process:
 
 - the augmentation of one step (labelled and unlabelled loaders) with groups of 1, 2 and 4,
@@ -36,7 +36,7 @@ from digits_network import alternate, default_trainer, same_weights, training_st
 def trainer_with_group(group: int | None) -> Trainer:
     """A trainer of the default run; ``group`` overrides its loaders' group (None: its own)."""
     def force(trainer: Trainer) -> None:
-        trainer._augment_group = lambda batch_size, views: group  # type: ignore[method-assign]
+        trainer.batches.augment_group = lambda batch_size, views: group  # type: ignore[method-assign]
 
     return default_trainer(None if group is None else force)
 

@@ -27,17 +27,17 @@ COMMON = ["run.numerics=portable", "run.threads=1", "run.report=false", "run.ten
 
 
 def train(out: Path, seed: int, steps: int, overrides: Sequence[str] = (), data: Any = None) -> dict[str, Any]:
-    """One digits-preset run of ``steps`` steps in this process; returns its summary.
+    """One digits-preset run of ``steps`` steps in this process, as ``comatch train`` runs it
+    (likely outliers left out when asked, calibration and guardrails at the end); returns its summary.
 
     ``data``: a :class:`comatch.data.RunData` built by the benchmark (None: the preset's).
     """
     from comatch import config as cfg
-    from comatch.training.trainer import Trainer
+    from comatch.lifecycle import train_run
 
     config = cfg.build_config(preset="digits", seed=seed, overrides=[
         f"optim.iterations={steps}", f"run.eval_every={steps}", *COMMON, *overrides])
-    trainer = Trainer(config, out, data=data)
-    return trainer.fit()
+    return train_run(config, Path(out), data=data).summary
 
 
 def parallel(jobs: Sequence[tuple[Callable[..., Any], tuple]], workers: int) -> list[Any]:

@@ -23,7 +23,8 @@ from comatch.models import build_model
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder
 from comatch.methods import Batch, CoMatch, MomentumCoMatch
 from comatch.data.preprocessing import run_data
-from comatch.training.trainer import LABELLED_STREAM, Trainer
+from comatch.training.batches import LABELLED_STREAM
+from comatch.training.trainer import Trainer
 
 B, N, C, D, T, t = 4, 8, 3, 8, 0.2, 0.3  # global batches: B labelled, N unlabelled
 TINY = ["data.num_workers=0", "optim.batch_size=4", "optim.mu=2", "run.tensorboard=false", "run.threads=1"]

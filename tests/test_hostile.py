@@ -269,7 +269,7 @@ def test_sigterm_while_the_data_loads_leaves_a_resumable_run(tmp_path, capsys, m
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "__init__", signalled)
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143  # stopped by SIGTERM
     assert f"stopped at step 0 of 2; checkpoint saved. Continue with: comatch train --resume {out}" in capsys.readouterr().out
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 0
     assert main(["train", "--resume", str(out)]) == 0
@@ -288,14 +288,14 @@ def test_sigterm_just_before_the_training_loop_leaves_a_resumable_run(tmp_path, 
 
     with monkeypatch.context() as patch:
         patch.setattr("comatch.training.parallel.run_monitor", signalled)
-        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 0
+        assert main(["train", "--out", str(out), "--iterations", "2", *TINY]) == 143  # stopped by SIGTERM
     assert "Continue with: comatch train --resume" in capsys.readouterr().out
     assert main(["train", "--resume", str(out)]) == 0
 
 
 def test_sigterm_during_the_end_of_run_report_says_how_to_rebuild_it(tmp_path, capsys, monkeypatch, sigterm_guard):
     out = tmp_path / "run"
-    monkeypatch.setattr("comatch.tools.report.end_of_run_report", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr("comatch.tools.report.end_of_run_report", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     assert main(["train", "--out", str(out), "--iterations", "2", *TINY, "run.report=true"]) == 0
     assert (f"the end-of-run report was not written (stopped by SIGTERM); the run is complete and saved in {out}: "
             f"`comatch report {out}` writes the report") in capsys.readouterr().out

@@ -31,13 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 """Bottom to top. A module may import modules of its own layer or of a lower one."""
 
-ALLOWED: dict[tuple[str, str], str] = {
-    ("comatch.training.trainer", "comatch.tools.baseline"): "issue 24 part 1: the run's lifecycle leaves the trainer",
-    ("comatch.training.trainer", "comatch.tools.evaluation"): "issue 24 part 1: the run's lifecycle leaves the trainer",
-    ("comatch.training.trainer", "comatch.tools.report"): "issue 24 part 1: the run's lifecycle leaves the trainer",
-    ("comatch.training.trust_hooks", "comatch.tools.run_calibration"): "issue 24 part 1: guardrails read metric records",
-    ("comatch.training.trust_hooks", "comatch.tools.ood"): "issue 24 part 1: outlier exclusion moves to the lifecycle",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 """Today's known upward imports, each with the change that removes it. A new one fails the
 test; an entry whose import is gone fails too, so that the list only shrinks."""
 

@@ -11,7 +11,15 @@ import pytest
 
 from comatch.cli import main
 from comatch.config import parse_duration
-from comatch.training.pace import Costs, duration, steps_within, too_long_advice
+from comatch.training import pace
+from comatch.training.pace import Costs, Pacer, duration, steps_within, too_long_advice
+
+
+def chosen_length(out):
+    """The run length recorded in the newest checkpoint (what a resume reads)."""
+    import torch
+
+    return torch.load(out / "checkpoints" / "last.pt", weights_only=False)["pace"]["total"]
 
 
 def test_steps_within_a_budget_by_hand():
@@ -42,8 +50,8 @@ def test_budget_is_met_within_ten_percent(tmp_path):
     wall = time.perf_counter() - t0
     assert 0.6 * 25 <= wall <= 1.1 * 25, wall  # met: at most 10% over, and most of it used
     summary = json.loads((out / "summary.json").read_text())
-    saved = (out / "config.yaml").read_text()
-    assert f"iterations: {summary['iterations']}" in saved and "budget: 25s" in saved
+    assert "budget: 25s" in (out / "config.yaml").read_text()
+    assert chosen_length(out) == summary["iterations"], "the checkpoint records the length the budget chose"
     assert not summary["stopped"] and summary["iterations"] > 5
 
 
@@ -96,7 +104,7 @@ def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatc
     assert "steps fit instead of" in printed, printed
     assert 0.6 * 20 <= wall <= 1.1 * 20, wall
     summary = json.loads((out / "summary.json").read_text())
-    assert f"iterations: {summary['iterations']}" in (out / "config.yaml").read_text()
+    assert chosen_length(out) == summary["iterations"]
 
 
 def test_budget_is_fitted_again_when_the_machine_slows_down_late(tmp_path, monkeypatch, capsys):
@@ -106,3 +114,128 @@ def test_budget_is_fitted_again_when_the_machine_slows_down_late(tmp_path, monke
     wall, _ = _budget_run_with_slower_steps(
         tmp_path, monkeypatch, lambda trainer: 0.4 * trainer.config.optim.iterations)
     assert 0.6 * 20 <= wall <= 1.1 * 20, (wall, capsys.readouterr().out)
+
+
+class StepClock:
+    """The pacer's clock for a test: each training step takes ``step`` seconds, nothing else any."""
+
+    def __init__(self, step: float) -> None:
+        self.seconds, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def clocked_run(monkeypatch, args, clock, stop_after=None):
+    """``comatch train ARGS`` in this process on ``clock`` (SIGTERM after step ``stop_after``)."""
+    import signal
+
+    from comatch.training.trainer import Trainer
+
+    step = Trainer.training_step
+
+    def timed(self, batch):
+        clock.seconds += clock.step
+        out = step(self, batch)
+        if stop_after is not None and self.step + 1 == stop_after:
+            os.kill(os.getpid(), signal.SIGTERM)  # a request: the loop stops after this step
+        return out
+
+    monkeypatch.setattr(pace, "now", clock)
+    monkeypatch.setattr(Trainer, "training_step", timed)
+    return main(args)
+
+
+def metrics(out):
+    return [{k: v for k, v in json.loads(line).items() if k != "images_per_sec"}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["mixmatch", "comatch"])
+def test_a_budgeted_run_stopped_and_resumed_keeps_its_length_and_schedules(tmp_path, monkeypatch, method):
+    """A 20 s budget at 0.5 s per step (nothing else takes time) fits 38 steps (1 s is left for
+    the end of the run); stopped by SIGTERM after step 12 and resumed, the run keeps the 38
+    steps, the learning-rate schedule and the method's ramp (MixMatch's unlabelled weight
+    spans a share of the run): the same metrics and weights as the run never stopped."""
+    import torch
+
+    args = ["train", "--method", method, "--budget", "20s", "run.report=false", "run.tensorboard=false",
+            "data.num_workers=0", "run.eval_every=10", "run.log_every=1", "run.checkpoint_every=100"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert clocked_run(monkeypatch, [*args, "--out", str(whole)], StepClock(0.5)) == 0
+    assert clocked_run(monkeypatch, [*args, "--out", str(parts)], StepClock(0.5), stop_after=12) == 143
+    assert chosen_length(parts) == 38 and json.loads((parts / "summary.json").read_text())["iterations"] == 12
+    assert clocked_run(monkeypatch, ["train", "--resume", str(parts)], StepClock(0.5)) == 0
+    for out in (whole, parts):
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["iterations"] == chosen_length(out) == 38 and not summary["stopped"]
+        assert "iterations: 38" not in (out / "config.yaml").read_text(), "the config is not rewritten"
+    assert metrics(parts) == metrics(whole)  # losses (the ramp's weight in them) and learning rates
+    a, b = (torch.load(out / "checkpoints" / "last.pt", weights_only=False) for out in (whole, parts))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    resumed = [json.loads(line) for line in (parts / "resumes.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [12]
+
+
+def test_a_resume_of_a_finished_budgeted_run_records_nothing(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--budget", "10s", "--out", str(out), "run.report=false", "run.tensorboard=false",
+            "data.num_workers=0", "run.eval_every=100"]
+    assert clocked_run(monkeypatch, args, StepClock(0.5)) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert main(["train", "--resume", str(out), "--budget", "15s"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out} is finished (18 of 18 steps); nothing to resume" in printed, printed
+    assert not (out / "resumes.jsonl").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+def test_budget_and_iterations_together_are_refused(tmp_path, capsys):
+    assert main(["train", "--budget", "20s", "--iterations", "20", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("comatch: error: --budget and --iterations both set the run's length; give one of them "
+                   "(a budget chooses the number of steps that fits)\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_pacer_hands_its_length_to_every_listener_and_saves_it(monkeypatch):
+    clock = StepClock(1.0)
+    monkeypatch.setattr(pace, "now", clock)
+    pacer = Pacer(1000, 10, "60s", finish=lambda evaluation: 2.0 + evaluation)
+    heard = []
+    pacer.follow(heard.append)
+    pacer.begin(0)
+    lines = []
+    for step in range(1, 6):
+        clock.seconds += 1.0
+        lines += pacer.after_step(step, lambda: 0.0)
+    # 5 s spent; 1 s per step, 2 s to finish: 53 more steps fit
+    assert pacer.total == 58 and heard == [58] and pacer.requested == 1000
+    assert lines[0].startswith("budget 60s: 58 steps fit") and lines[1].startswith("timing: 1 s per step")
+    assert pacer.state_dict() == {"total": 58, "budget": "60s", "spent": 5.0, "evaluation": 0.0}
+    again = Pacer(1000, 10, "60s")
+    again.follow(heard.append)
+    again.load_state_dict(pacer.state_dict())
+    assert again.total == 58 and heard == [58, 58] and again.elapsed() == 5.0
+    fixed = Pacer(200, 10)
+    fixed.load_state_dict({"total": 100, "budget": None, "spent": 3.0})
+    assert fixed.total == 200, "without a budget the steps asked for now count (a resume may add some)"
+
+
+def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monkeypatch):
+    """1 s steps fit 100 steps in 100 s; from step 6 on each takes 2 s. The next scheduled fit
+    (a quarter in, step 28) would come too late; checked every 5 steps, the run is 6 s behind at
+    step 11 and fitted again at once on the 1.6 s per step since step 1: 62 steps."""
+    clock = StepClock(1.0)
+    monkeypatch.setattr(pace, "now", clock)
+    pacer = Pacer(1000, 1000, "100s")
+    pacer.begin(0)
+    said = {}
+    for step in range(1, 12):
+        clock.seconds += 1.0 if step <= 5 else 2.0
+        said[step] = pacer.after_step(step, lambda: 0.0)
+        if step == 5:
+            assert pacer.total == 100 and pacer.refit_at == 28
+    assert said[6] == [] and pacer.total == 62
+    assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 100"]

@@ -1,5 +1,6 @@
 """SIGINT or SIGTERM to the whole process group, at three moments: the run stops cleanly
-(exit 0, no traceback), leaves a resumable run and says how to continue."""
+(no traceback), leaves a resumable run, says how to continue and exits 130 (SIGINT) or 143
+(SIGTERM), so that `comatch train && comatch export` exports no half-trained model."""
 
 import json
 import os
@@ -62,7 +63,7 @@ def test_a_signal_to_the_group_leaves_a_resumable_run(tmp_path, sig, moment):
         lines = wait_for(proc, "[eval] step=2/8")  # evaluations every 2 steps: it may land in one
     os.killpg(proc.pid, sig)
     stdout, stderr = finish(proc, lines)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 128 + sig, stderr  # 130 for SIGINT, 143 for SIGTERM
     assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
     assert f"checkpoint saved. Continue with: comatch train --resume {out}" in stdout
     done = subprocess.run([sys.executable, "-m", "comatch", "train", "--resume", str(out), "run.report=false"],

@@ -316,7 +316,7 @@ def test_a_resume_leaves_out_the_same_images(run):
 
 def test_in_run_guardrails_see_the_same_as_the_whole_history():
     from comatch.training import guardrails
-    from comatch.training.trust_hooks import recent_training
+    from comatch.training.guardrails import recent_training
 
     records = []
     for step in range(1, 101):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from comatch import numerics, openmp
 from comatch.errors import UserError
 from comatch.signals import StopSignals
+from comatch.training import pace
 
 if TYPE_CHECKING:
     from comatch import config as cfg
@@ -35,6 +36,8 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints")
 UNFINISHED_START = ("config.yaml", "labelled.json", "data.json", "metrics.jsonl", "skipped_images.log", "tensorboard",
                     "checkpoints", "outliers.json")
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
+STOPPED = -1  # _train's status for a run a signal stopped (checkpointed, resumable)
+STOPPED_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # the exit status of a stopped run: 128 + the signal's number
 # Errors writing files that a user fixes (space, permissions, a file or folder in the way).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
                 errno.EISDIR, errno.ENOTDIR}
@@ -132,6 +135,11 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     """The configuration a ``train`` invocation asks for (a resume starts from the run's)."""
     from comatch import config as cfg
     overrides = data_overrides(args) + list(args.overrides)
+    given = explicit_keys(list(args.overrides)) | {key for key, flag in (("optim.iterations", args.iterations),
+                                                                      ("run.budget", args.budget)) if flag is not None}
+    if {"optim.iterations", "run.budget"} <= given:
+        raise UserError("--budget and --iterations both set the run's length; give one of them (a budget chooses "
+                        "the number of steps that fits)")
     if args.iterations is not None:
         overrides.append(f"optim.iterations={args.iterations}")
     if args.device is not None:
@@ -147,6 +155,8 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
         if has_checkpoint(args.resume) and not (args.resume / "labelled.json").is_file():
             raise UserError(f"{args.resume} lacks labelled.json (the run's labelled images), so it cannot be "
                             f"resumed exactly: restore the file from a backup, or start a new run")
+        if "optim.iterations" in given:  # a fixed length replaces the run's budget, if it had one
+            overrides.append("run.budget=null")
         return cfg.build_config(config_file=saved, overrides=overrides, method=args.method, seed=args.seed)
     preset = args.preset
     if preset is None and args.config is None and args.labeled is not None:
@@ -275,11 +285,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     A SIGINT or SIGTERM (to the process or its whole process group) from the first moment on
     is a request to stop: loading goes on, the training loop checkpoints before or after its
-    current step, prints the resume command, and the command exits 0 (see
+    current step, prints the resume command, and the command exits 130 (SIGINT) or 143
+    (SIGTERM), so that ``comatch train && comatch export`` exports no half-trained model (see
     :mod:`comatch.signals`). A second signal stops at once.
     """
+    started = pace.now()  # a time budget counts from here
     chosen: dict[str, Path] = {}  # the run directory, once claimed
-    with StopSignals():  # first: importing torch alone can take seconds
+    with StopSignals() as stop:  # first: importing torch alone can take seconds
         numerics.pin(requested_numerics(args))  # before torch loads (the typed config imports it)
         from comatch import config as cfg
 
@@ -288,7 +300,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.show_config:
                 print(cfg.to_yaml(config), end="")
                 return 0
-            return _train(args, config, chosen)
+            status = _train(args, config, chosen, started)
+            return STOPPED_STATUS.get(stop.name, 130) if status == STOPPED else status
         except KeyboardInterrupt:  # a second signal: stop at once
             _clear_unresumable(args, chosen)
             raise
@@ -323,11 +336,12 @@ def _what_next(args: argparse.Namespace, chosen: dict[str, Path], cleared: bool)
     return "run the same command again" + (f" ({out_dir} holds no checkpoint and was cleared)" if cleared else "")
 
 
-def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]) -> int:
-    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line."""
+def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path], started: float) -> int:
+    """Lock the run directory (recorded in ``chosen["out"]``), train, print the result line;
+    returns the exit status (:data:`STOPPED` when a signal stopped the run)."""
     from comatch import distributed  # heavy imports only when training
+    from comatch.lifecycle import train_run
     from comatch.training import parallel
-    from comatch.training.trainer import Trainer
 
     locks: list[Any] = []  # released when the command ends (by the OS if the process is killed)
     # under torchrun: every process trains, rank 0 chooses and locks the directory and writes the files
@@ -336,23 +350,22 @@ def _train(args: argparse.Namespace, config: cfg.Config, chosen: dict[str, Path]
         try:
             out_dir = parallel.decide_on_main(lambda: claim_run_dir(requested, config, locks, args.resume is not None))
             chosen["out"] = out_dir
-            if args.resume is not None:
-                trainer = Trainer.resume(out_dir, config)
-            else:
-                trainer = Trainer(config, out_dir)
-            summary = trainer.fit()
+            outcome = train_run(config, out_dir, resume=args.resume is not None, started=started)
         finally:
             for lock in locks:
                 lock.release()
-        if not distributed.is_main_process():
+        summary = outcome.summary
+        if summary is None:  # a finished run: nothing to do
             return 0
-        vanished = trainer.data.vanished()
+        if not distributed.is_main_process():
+            return STOPPED if summary["stopped"] else 0
+        vanished = outcome.trainer.data.vanished()
         if vanished:
             print(f"comatch: warning: {len(vanished)} image(s) could not be read during training and were "
                   f"replaced by others, e.g. {vanished[0]}; all are listed in {out_dir / 'data.json'}",
                   file=sys.stderr)
         if summary["stopped"]:
-            return 0
+            return STOPPED
     print(
         f"done: {config.method} on {config.preset}, seed {config.seed}: test accuracy "
         f"{summary['test_accuracy']:.2%} (EMA {summary['test_accuracy_ema']:.2%}) "

@@ -15,3 +15,14 @@ class TrainingDiverged(UserError):
     """Training produced non-finite losses or gradients; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class DataChanged(UserError):
+    """Images of the run's data folders vanished (or stopped decoding) while it trained."""
+
+    @property
+    def what(self) -> str:
+        """The one line saying what changed (a loader worker's copy wraps it in its traceback)."""
+        lines = [line.strip() for line in str(self).splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        return last.split("DataChanged: ", 1)[-1]

@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from comatch.errors import UserError
+from comatch.errors import DataChanged, UserError
 
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L"})
@@ -308,7 +308,8 @@ class ImageFiles(Dataset):
                 if self.strict:
                     raise unreadable_error(self.paths[i], str(err)) from err
                 self._failed(self.paths[i], str(err))
-        raise UserError(f"none of 16 images from {self.paths[index]} on could be read; check the data folder")
+        raise DataChanged(f"none of {min(len(self.paths), 16)} images from {self.paths[index]} on could be read "
+                          f"(moved, deleted or damaged since the run started)")
 
     def _failed(self, path: str, reason: str) -> None:
         """Record an image that could not be read (and was replaced by the next one), once per process."""

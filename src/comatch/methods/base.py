@@ -166,6 +166,11 @@ class Method(nn.Module):
         """The step's loss and its parts; any state change waits for :meth:`commit`."""
         raise NotImplementedError
 
+    def set_length(self, total: int) -> None:
+        """The run's length in steps, handed over by the trainer's pacer whenever it is set (a
+        time budget chooses it after the first steps). A method whose schedules depend on the
+        run's length overrides this; the default does nothing."""
+
     # --------------------------------------------------------------- pending state changes
     def commit(self, model: nn.Module) -> None:
         """The step was applied to ``model`` (unwrapped): apply this step's state changes

@@ -73,22 +73,31 @@ class MixMatch(Method):
         alpha: MixUp's Beta parameter.
         lambda_u: final unlabelled-loss weight.
         rampup_steps: steps of the linear ramp of the unlabelled weight.
+        rampup_fraction: the ramp's share of the run instead (``rampup_steps`` then follows
+            :meth:`set_length`).
     """
 
     section: ClassVar[str | None] = "mixmatch"
     Settings: ClassVar[type[MethodSettings] | None] = MixMatchSettings
 
     def __init__(self, num_classes: int, *, augmentations: int = 2, temperature: float = 0.5, alpha: float = 0.75,
-                 lambda_u: float = 75.0, rampup_steps: float = 0.0) -> None:
+                 lambda_u: float = 75.0, rampup_steps: float = 0.0, rampup_fraction: float | None = None) -> None:
         super().__init__()
         self.num_classes, self.augmentations, self.temperature = num_classes, augmentations, temperature
         self.alpha, self.lambda_u, self.rampup_steps = alpha, lambda_u, rampup_steps
+        self.rampup_fraction = rampup_fraction
 
     @classmethod
     def from_config(cls, config: Config, context: MethodContext) -> "MixMatch":
         s = config.mixmatch  # type: ignore[attr-defined]
         return cls(context.num_classes, augmentations=s.augmentations, temperature=s.temperature, alpha=s.alpha,
-                   lambda_u=s.lambda_u, rampup_steps=s.rampup_fraction * config.optim.iterations)
+                   lambda_u=s.lambda_u, rampup_steps=s.rampup_fraction * config.optim.iterations,
+                   rampup_fraction=s.rampup_fraction)
+
+    def set_length(self, total: int) -> None:
+        """The ramp spans ``rampup_fraction`` of the run's ``total`` steps."""
+        if self.rampup_fraction is not None:
+            self.rampup_steps = self.rampup_fraction * total
 
     @property
     def unlabelled_views(self) -> dict[str, str]:

@@ -30,6 +30,11 @@ OUTLIERS_FILE = "outliers.json"  # the rows a run left out, so that a resume lea
 NEIGHBOURS = 5
 
 
+MAX_SCORED = 2000
+"""Unlabelled images the report scores (a seeded sample of larger pools), so that its cost is
+bounded whatever the pool's size."""
+
+
 @dataclass
 class PoolScores:
     """OOD scores of the unlabelled candidates (rows of ``data.unlabelled``)."""

@@ -6,6 +6,8 @@ they work in training processes, on servers and in threads.
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,22 @@ def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
+
+
+def figure_seconds() -> float:
+    """Seconds to draw and save one report figure here and now (a panel of two 500-point
+    curves, to memory): what a report's figures cost on this machine at this moment."""
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.subplots()
+    steps = np.arange(500)
+    t0 = time.perf_counter()
+    ax.plot(steps, np.sin(steps / 50.0), label="one")
+    ax.plot(steps, np.cos(steps / 50.0), label="two")
+    ax.legend()
+    ax.set_title("timing")
+    FigureCanvasAgg(fig)
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI)
+    return time.perf_counter() - t0
 
 
 def draw_panels(panels: Sequence[Panel], path: Path, title: str = "") -> Path:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from comatch import distributed
 from comatch.data.loaders import eval_loader
 from comatch.errors import UserError
@@ -138,20 +140,24 @@ def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
 
 
 def _model_figures(
-    run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None]
-) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None], data: Any = None,
+) -> tuple[dict[str, Path], dict[str, Any] | None, tuple[torch.Tensor, torch.Tensor] | None]:
     """Confusion matrix and embedding map of the EMA model on the test set.
 
+    Args:
+        data: the run's :class:`~comatch.data.RunData` when the caller has it (the end of a
+            run), so that the folders are not scanned again.
+
     Returns:
-        ``(figure name -> PNG, test metrics)``; nothing (after a warning) when the checkpoint
-        or the test data cannot be loaded.
+        ``(figure name -> PNG, test metrics, (test logits, labels))``; nothing (after a
+        warning) when the checkpoint or the test data cannot be loaded.
     """
     try:
         loaded = load_model(run_dir, "ema", device)
-        dataset = run_test_set(loaded.config)
+        dataset = data.test if data is not None else run_test_set(loaded.config)
     except UserError as err:
         say(f"comatch: warning: no confusion matrix or embedding map: {err}")
-        return {}, None
+        return {}, None, None
     logits, z, labels = predict(loaded.model, eval_loader(dataset, loaded.eval_view()), loaded.preprocess())
     metrics = classification_metrics(logits, labels, loaded.class_names)
     names = loaded.class_names
@@ -160,12 +166,12 @@ def _model_figures(
     points, rows = embedding_2d(z.numpy(), embedding)
     figures["embedding"] = draw_embedding(points, labels.numpy()[rows], names, plots / "embedding.png",
                                           f"Test embeddings z ({MAP_NAMES[embedding]}, {len(rows)} images)")
-    return figures, metrics
+    return figures, metrics, (logits, labels)
 
 
 @quiet_libraries()
 def write_report(run_dir: str | Path, out: str | Path | None = None, device: str = "cpu",
-                 embedding: str = "pca", say: Callable[[str], None] | None = None) -> Report:
+                 embedding: str = "pca", say: Callable[[str], None] | None = None, data: Any = None) -> Report:
     """Write the plots and ``report.html`` of one run.
 
     Args:
@@ -174,6 +180,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
         device: where to run the model for the confusion matrix and the embedding map.
         embedding: ``"pca"`` or ``"tsne"``.
         say: where warnings go (default stderr).
+        data: the run's :class:`~comatch.data.RunData` when the caller has it (the end of a
+            run); else the folders are scanned again.
 
     Returns:
         The files written and the plotted data.
@@ -189,14 +197,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     read_calibration(run_dir, say)  # a damaged calibration.json stops the report with one line
     figures = run_panels(read_records(run_dir, say))
     written = _write_curves(figures, out / "plots", run_dir.name)
-    model_written, evaluation = _model_figures(run_dir, out / "plots", device, embedding, say)
+    model_written, evaluation, test_logits = _model_figures(run_dir, out / "plots", device, embedding, say, data)
     written.update(model_written)
     summary = _read_json(run_dir / "summary.json")
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     html = out / "report.html"
     page = run_page(run_dir.name, summary, evaluation, written, config_text, html.parent)
     page = page.replace("<h2>Plots</h2>", baseline_section(_read_json(run_dir / "baseline.json")) + "<h2>Plots</h2>", 1)
-    trust_figures, trust_html = trust_sections(run_dir, out, device, evaluation, say)  # docs/trust.md
+    trust_figures, trust_html = trust_sections(run_dir, out, device, evaluation, say, data, test_logits)  # docs/trust.md
     written.update(trust_figures)
     html.write_text(page.replace("<h2>Configuration</h2>", trust_html + "\n<h2>Configuration</h2>", 1))
     return Report(html, written, figures, evaluation)
@@ -222,8 +230,9 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path | None = No
     return Report(html, written, figures)
 
 
-def end_of_run_report(run_dir: Path, device: Any, embedding: str, say: Callable[[str], None]) -> None:
-    """The report at the end of ``Trainer.fit``: main process only; a failure only warns.
+def end_of_run_report(run_dir: Path, device: Any, embedding: str, say: Callable[[str], None], data: Any = None) -> None:
+    """The report at the end of a run (``data``: the run's, already loaded): main process
+    only; a failure only warns.
 
     The run's results are already saved when this runs, so a plotting problem must not turn
     a finished run into a failed one.
@@ -231,7 +240,7 @@ def end_of_run_report(run_dir: Path, device: Any, embedding: str, say: Callable[
     if not distributed.is_main_process():
         return
     try:
-        report = write_report(run_dir, device=str(device), embedding=embedding, say=say)
+        report = write_report(run_dir, device=str(device), embedding=embedding, say=say, data=data)
     except Exception as err:  # noqa: BLE001 - reported, then the finished run exits normally
         say(f"comatch: warning: the run finished but its report failed ({type(err).__name__}: {err}); "
             f"retry with `comatch report {run_dir}`")

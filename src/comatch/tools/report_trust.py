@@ -25,7 +25,6 @@ from comatch.tools.plots import Panel, _save, draw_panels
 from comatch.training.monitor import parse_records
 
 SUSPICIOUS = 16  # thumbnails of the highest OOD scores
-MAX_SCORED = 5000  # unlabelled images scored for the report (a seeded sample of larger pools)
 
 
 def draw_reliability(before: dict[str, list[float]], after: dict[str, list[float]], path: Path, title: str) -> Path:
@@ -90,17 +89,23 @@ def _img(path: Path, base: Path, alt: str) -> str:
 
 
 def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, Any] | None,
-                   say: Callable[[str], None]) -> tuple[dict[str, Path], str]:
+                   say: Callable[[str], None], data: Any = None,
+                   test_logits: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[dict[str, Path], str]:
     """Write the trust figures into ``out/plots`` and return them with the HTML sections.
 
-    Every part that cannot be made (no checkpoint, no data) is left out with a warning.
+    ``data`` (the run's, when the caller has it) and ``test_logits`` (the EMA model's test
+    logits and labels, when already computed) are reused instead of computed again. Every
+    part that cannot be made (no checkpoint, no data) is left out with a warning.
     """
-    from comatch.training.trust_hooks import run_warnings
+    from comatch.training import guardrails
 
     plots, base = out / "plots", out
     figures: dict[str, Path] = {}
     parts: list[str] = []
-    warnings = run_warnings(run_dir, write=False)
+    warnings = guardrails.read_warnings(run_dir)  # what the run printed
+    if warnings is None:  # a run from before guardrails.json: check its history now
+        warnings = guardrails.run_warnings(run_dir, _records(run_dir), prior=guardrails.labelled_counts(run_dir),
+                                           write=False)
     items = "".join(f"<li><b>{html.escape(w.kind)}</b> (step {w.step}): {html.escape(w.message)}</li>" for w in warnings)
     parts.append(_section("Guardrails", f"<ul>{items}</ul>" if warnings else "<p>No guardrail fired.</p>"))
     if evaluation is not None:
@@ -119,28 +124,33 @@ def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, 
                               "(argmax) of the unlabelled batches, averaged over each logging period.</p>"
                               + _img(figures["pseudo_label_classes"], base, "pseudo-label classes")))
     try:
-        model_parts = _model_sections(run_dir, plots, base, device, figures)
+        model_parts = _model_sections(run_dir, plots, base, device, figures, data, test_logits)
     except UserError as err:
         say(f"comatch: warning: no reliability diagram or outlier thumbnails: {err}")
         model_parts = []
     return figures, "\n".join(parts + model_parts)
 
 
-def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures: dict[str, Path]) -> list[str]:
-    """Reliability diagram (test set) and the most suspicious unlabelled images."""
+def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures: dict[str, Path], data: Any = None,
+                    test_logits: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[str]:
+    """Reliability diagram (test set) and the most suspicious unlabelled images (of a seeded
+    sample of at most :data:`MAX_SCORED`)."""
     from comatch.data.datasets import gather
     from comatch.data.loaders import eval_loader
     from comatch.data.preprocessing import run_data
     from comatch.tools.calibration import expected_calibration_error, read_calibration, reliability_bins
     from comatch.tools.evaluation import predict
     from comatch.tools.inference import load_model
-    from comatch.tools.ood import score_pool
+    from comatch.tools.ood import MAX_SCORED, score_pool
 
     loaded = load_model(run_dir, "ema", device)
-    data = run_data(loaded.config)
+    data = data if data is not None else run_data(loaded.config)
     parts = []
     t = loaded.temperature
-    logits, _, labels = predict(loaded.model, eval_loader(data.test, loaded.eval_view()), loaded.preprocess())
+    if test_logits is None:
+        logits, _, labels = predict(loaded.model, eval_loader(data.test, loaded.eval_view()), loaded.preprocess())
+    else:
+        logits, labels = test_logits
     before = torch.softmax(logits.double(), 1)
     after = torch.softmax(logits.double() / t, 1)
     calibration = read_calibration(run_dir, say=lambda _: None) or {}  # load_model warned already

@@ -1,8 +1,10 @@
 """Guardrails: warnings, with the numbers, when a run is going wrong in a known way.
 
 Pure functions of a run's metrics history (the records of ``metrics.jsonl``), its summary
-and its baselines (``baseline.json`` of ``comatch baseline``, when present). The trainer
-prints their warnings as it logs and at the end of the run; the report lists them.
+and its baselines (``baseline.json`` of ``comatch baseline``, when present). While a run
+trains, a :class:`Watch` reads its records after each log and prints each warning once; at
+the end, :func:`run_warnings` adds the end-of-run findings and writes every warning the run
+printed to ``guardrails.json``, which the report lists.
 
 * :func:`mask_rate_near_zero`: the pseudo-labels never pass the confidence threshold, so the
   unlabelled data teaches nothing (``L_u`` is zero).
@@ -14,12 +16,15 @@ prints their warnings as it logs and at the end of the run; the report lists the
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+GUARDRAILS_FILE = "guardrails.json"
 MASK_RATE_FLOOR = 0.02  # below this share of confident pseudo-labels the unlabelled loss is ~0
 MASK_RATE_RECORDS = 3  # ... for this many training records in a row
 MIN_STEP_SHARE = 0.2  # and not before this share of the run (the first steps are allowed to be unsure)
@@ -153,3 +158,89 @@ def check(records: Sequence[dict[str, Any]], *, total_steps: int | None = None,
         accuracy = summary.get("test_accuracy_ema", summary.get("test_accuracy"))
         found.append(below_baseline(accuracy, baseline, int(summary.get("iterations") or 0)))
     return [w for w in found if w is not None]
+
+
+def recent_training(records: Sequence[dict[str, Any]], count: int = 8) -> list[dict[str, Any]]:
+    """The last ``count`` training records (the in-run guardrails look at the last few only), found
+    from the end, so that a log line costs the same at step 100 as at step 1,000,000."""
+    found = []
+    for record in reversed(records):
+        if record.get("kind") == "train":
+            found.append(record)
+            if len(found) == count:
+                break
+    return found[::-1]
+
+
+class Watch:
+    """The guardrails while a run trains: called with the run's records after each log, it
+    says each warning once, when it first fires, and keeps it in :attr:`fired`.
+
+    Args:
+        say: prints a line.
+        total_steps: the run's current length (it may change under a time budget).
+        prior: the labelled class frequencies.
+        class_names: the class names.
+        fired: warnings already printed (an earlier part of a resumed run).
+    """
+
+    def __init__(self, say: Callable[[str], None], total_steps: Callable[[], int], *,
+                 prior: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
+                 fired: Sequence[Warning] = ()) -> None:
+        self.say, self.total_steps, self.prior, self.class_names = say, total_steps, prior, class_names
+        self.fired: list[Warning] = list(fired)
+
+    def __call__(self, records: Sequence[dict[str, Any]]) -> None:
+        seen = {w.kind for w in self.fired}
+        for warning in check(recent_training(records), total_steps=self.total_steps(), prior=self.prior,
+                             class_names=self.class_names):
+            if warning.kind not in seen:
+                self.fired.append(warning)
+                self.say(f"comatch: warning: {warning.message}")
+
+
+def merged(fired: Sequence[Warning], found: Sequence[Warning]) -> list[Warning]:
+    """The warnings printed during a run and those found at its end, one per kind (the
+    end-of-run finding replaces an earlier one of its kind), in step order."""
+    kinds = {w.kind for w in found}
+    return sorted([w for w in fired if w.kind not in kinds] + list(found), key=lambda w: w.step)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_warnings(run_dir: str | Path, records: Sequence[dict[str, Any]], *, fired: Sequence[Warning] = (),
+                 prior: Sequence[float] | None = None, write: bool = True) -> list[Warning]:
+    """Every guardrail's finding on a finished run (its history, summary and baselines), with
+    the warnings ``fired`` while it trained; written to ``guardrails.json``."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json") or {}
+    data = _read_json(run_dir / "data.json") or {}
+    found = check(records, total_steps=summary.get("iterations"), summary=summary,
+                  baseline=_read_json(run_dir / "baseline.json"), prior=prior, class_names=data.get("classes"))
+    every = merged(fired, found)
+    if write:
+        (run_dir / GUARDRAILS_FILE).write_text(json.dumps([w.as_dict() for w in every], indent=2) + "\n")
+    return every
+
+
+def read_warnings(run_dir: str | Path) -> list[Warning] | None:
+    """The warnings recorded in ``guardrails.json`` (what the run printed), or None when the
+    file is missing or not a list of warnings."""
+    found = _read_json(Path(run_dir) / GUARDRAILS_FILE)
+    if not isinstance(found, list):
+        return None
+    try:
+        return [Warning(str(w["kind"]), int(w["step"]), str(w["message"])) for w in found]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def labelled_counts(run_dir: str | Path) -> list[float] | None:
+    """The labelled class counts written at the end of the run (``labelled_counts.json``)."""
+    found = _read_json(Path(run_dir) / "labelled_counts.json")
+    return [float(v) for v in found] if isinstance(found, list) else None

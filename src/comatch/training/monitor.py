@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from comatch.errors import UserError
 from comatch.training.pace import duration
 
 from comatch.training.runtime import atomic_write_text
@@ -112,6 +113,7 @@ class RunMonitor:
         self.handle = self.path.open("a")
         self.stream = stream or sys.stdout
         self.stream_lost = False
+        self.lost = False  # the run directory was deleted or moved
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -133,8 +135,21 @@ class RunMonitor:
         self.handle.flush()
         return self.handle.tell()
 
+    def check(self) -> None:
+        """Raise UserError when metrics.jsonl (and so the run directory) was deleted or moved.
+
+        Writing on would recreate a run directory without its config, labels and metrics (or
+        write into a file no one can see) and report success.
+        """
+        gone = not self.path.exists() or os.fstat(self.handle.fileno()).st_nlink == 0
+        if gone:
+            self.lost = True
+            raise UserError(f"the run directory {self.path.parent} was deleted or moved while the run trained "
+                            f"({self.path.name} is gone), so nothing more can be saved there; start the run again")
+
     def log(self, record: dict[str, Any]) -> None:
-        """Record one training or evaluation line."""
+        """Record one training or evaluation line (UserError if the run directory is gone)."""
+        self.check()
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         self.records.append(record)
@@ -228,6 +243,6 @@ class RunMonitor:
         """Close the bar, the TensorBoard writer and metrics.jsonl."""
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
+        if self.writer is not None and not self.lost:  # a lost directory: its events cannot be flushed
             self.writer.close()
         self.handle.close()

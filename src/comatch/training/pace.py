@@ -1,16 +1,23 @@
 """How long a run takes: the measured step time, the ETA, and a time budget turned into steps.
 
-Pure functions of measured times, so they can be tested without a clock.
+Pure functions of measured times, so they can be tested without a clock, and the
+:class:`Pacer` that owns a run's length (its clock is :func:`now`, which a test may replace).
+Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 PROBE_STEPS = 5
 """Steps timed at the start of a run (the first one, with its warm-up, is left out)."""
 DAY = 86400.0
+LATE = 1.0
+"""Seconds a budgeted run may fall behind its fit before it is fitted again at once."""
 
 
 def duration(seconds: float) -> str:
@@ -77,3 +84,168 @@ def too_long_advice(seconds: float, total: int, step: float, device: str) -> str
     advice.append("a smaller network (model.arch=...) or smaller images (data.image_size=...)")
     return (f"warning: at {step:.3g} s per step the {total} steps take about {duration(seconds)} on this "
             f"device; to fit in a day use {', or '.join(advice)}")
+
+
+def now() -> float:
+    """The pacer's clock: seconds from an arbitrary origin (a test replaces it with its own)."""
+    return time.perf_counter()
+
+
+LengthListener = Callable[[int], None]
+
+
+class Pacer:
+    """Owns the run's length: the steps asked for, or the most steps a time budget fits.
+
+    The length is handed to whoever depends on it (the learning-rate schedule, the method's
+    ramps, the settings fitted to the length, the progress display) through :meth:`follow`,
+    each time it changes; the configuration is never rewritten. A budget is fitted after the
+    first :data:`PROBE_STEPS` steps of a process (on a resume too, with what is left of it),
+    again a quarter into the run, then halfway through what is left each time. The chosen
+    length and the seconds spent are saved in the checkpoint (:meth:`state_dict`).
+
+    The budget covers the whole command: ``started`` is when it began on :func:`now`'s clock
+    (setup, data scan and the end-of-run work included); ``finish`` predicts the seconds of
+    the end-of-run work from one evaluation's.
+
+    Args:
+        iterations: the steps asked for (``optim.iterations``).
+        eval_every: steps between evaluations.
+        budget: ``run.budget`` as written (``"2m"``), or None.
+        started: the command's start on :func:`now`'s clock; default: now.
+        finish: seconds of the end-of-run work, from the seconds of one evaluation.
+    """
+
+    def __init__(self, iterations: int, eval_every: int, budget: str | None = None, *,
+                 started: float | None = None, finish: Callable[[float], float] | None = None) -> None:
+        self.requested = self.total = iterations
+        self.eval_every = eval_every
+        self.budget = budget
+        from comatch.config import parse_duration  # the config (and torch) load only when a run is made
+
+        self.budget_seconds = parse_duration(budget) if budget else None
+        self.started = now() if started is None else started
+        self.spent_before = 0.0  # seconds of the processes that ran the run before this one
+        self.finish = finish or (lambda evaluation: 0.0)
+        self.agree: Callable[[int], int] = lambda total: total  # one answer for every process (set by the trainer)
+        self.any_behind: Callable[[bool], bool] = lambda behind: behind  # ... and whether any process is behind
+        self.costs: Costs | None = None
+        self.evaluation: float | None = None  # seconds of one evaluation, once timed (a resume reuses them)
+        self.refit_at: int | None = None
+        self._listeners: list[LengthListener] = []
+        self._first = 0
+        self._window_from: float | None = None
+        self._window_step = 0
+        self._excluded = 0.0
+
+    # ----------------------------------------------------------------- the length
+    def follow(self, listener: LengthListener) -> None:
+        """Call ``listener(total)`` whenever the length changes."""
+        self._listeners.append(listener)
+
+    def set_total(self, total: int) -> None:
+        """Set the run's length and hand it to every listener."""
+        if total == self.total:
+            return
+        self.total = total
+        for listener in self._listeners:
+            listener(total)
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken: earlier processes, and this command since it started."""
+        return self.spent_before + now() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume needs: the chosen length, the budget, the seconds spent and one
+        evaluation's seconds (a resume does not time another)."""
+        evaluation = self.costs.evaluation if self.costs is not None else None
+        return {"total": self.total, "budget": self.budget, "spent": self.elapsed(), "evaluation": evaluation}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run: its seconds spent count against the budget; a budgeted run keeps the
+        length it chose (until fitted again), an unbudgeted one takes the steps asked for now."""
+        self.spent_before = float(state.get("spent", 0.0))
+        self.evaluation = state.get("evaluation")
+        if self.budget_seconds is not None and state.get("budget") is not None:
+            self.set_total(int(state["total"]))
+
+    # ----------------------------------------------------------------- timing
+    def begin(self, step: int) -> None:
+        """The loop starts (or resumes) at ``step``."""
+        self._first, self._window_from, self._window_step, self._excluded = step, None, step, 0.0
+        self.refit_at = None
+
+    def exclude(self, seconds: float) -> None:
+        """Seconds since the last fit that were not training steps (evaluations)."""
+        self._excluded += seconds
+
+    def after_step(self, step: int, time_evaluation: Callable[[], float], device: str = "cpu") -> list[str]:
+        """Measure, and fit the budget when it is time; returns the lines to print.
+
+        Args:
+            step: steps done.
+            time_evaluation: runs one evaluation and returns its seconds (budgeted runs call it once).
+            device: where the run trains (for the too-long advice).
+        """
+        if step == self._first + 1:  # the first step (warm-up) is not timed
+            self._window_from, self._window_step, self._excluded = now(), step, 0.0
+            return []
+        if self._window_from is None:
+            return []
+        if step == self._first + PROBE_STEPS:
+            t0 = now()
+            lines = self._probe(step, (t0 - self._window_from) / (PROBE_STEPS - 1), time_evaluation, device)
+            self._excluded += now() - t0
+            return lines
+        if step == self.refit_at and step > self._first + PROBE_STEPS:
+            return self._refit(step)
+        since = step - self._window_step
+        if self.budget_seconds is not None and self.costs is not None and since >= PROBE_STEPS \
+                and since % PROBE_STEPS == 0 and self.any_behind(self._behind(step)):
+            return self._refit(step)  # the machine slowed down since the last fit: do not wait for the next one
+        return []
+
+    def _behind(self, step: int) -> bool:
+        """Whether the run, at the step time of the last fit, would now end more than
+        :data:`LATE` seconds past its budget (checked every :data:`PROBE_STEPS` steps after a fit)."""
+        assert self.budget_seconds is not None and self.costs is not None
+        projected = self.elapsed() + self.costs.remaining(step, self.total, self.eval_every)
+        return projected > self.budget_seconds + LATE
+
+    def _probe(self, step: int, step_seconds: float, time_evaluation: Callable[[], float], device: str) -> list[str]:
+        lines, evaluation = [], 0.0
+        if self.budget_seconds is not None:
+            evaluation = time_evaluation() if self.evaluation is None else self.evaluation
+            self.costs = Costs(step_seconds, evaluation, self.finish(evaluation))
+            elapsed = self._fit(step)
+            lines.append(f"budget {self.budget}: {self.total} steps fit (the command and {step} steps took "
+                         f"{duration(elapsed)}, one evaluation {evaluation:.1f} s, the end of the run "
+                         f"{self.costs.finish:.1f} s)")
+            self.refit_at = step + (self.total - step) // 4
+        left = Costs(step_seconds, evaluation).remaining(step, self.total, self.eval_every)
+        lines.append(f"timing: {step_seconds:.3g} s per step (steps {step - PROBE_STEPS + 2}-{step}); "
+                     f"about {duration(left)} for the {self.total - step} steps left")
+        advice = too_long_advice(left, self.total, step_seconds, device)
+        return lines + ([advice] if advice else [])
+
+    def _refit(self, step: int) -> list[str]:
+        """Fit the budget again on the step time since the last fit (evaluations left out)."""
+        assert self.costs is not None and self._window_from is not None
+        seconds = (now() - self._window_from - self._excluded) / (step - self._window_step)
+        before = self.total
+        self.costs = Costs(seconds, self.costs.evaluation, self.costs.finish)
+        self._fit(step)
+        lines = [] if self.total == before else [
+            f"budget {self.budget}: {seconds:.3g} s per step over the last {step - self._window_step} steps: "
+            f"{self.total} steps fit instead of {before}"]
+        self._window_from, self._window_step, self._excluded = now(), step, 0.0
+        self.refit_at = step + (self.total - step) // 2 if (self.total - step) // 2 >= 10 else None
+        return lines
+
+    def _fit(self, step: int) -> float:
+        """Set the length to the most steps that end within the budget; returns the seconds spent."""
+        assert self.budget_seconds is not None and self.costs is not None
+        elapsed = self.elapsed()
+        total = self.agree(steps_within(self.budget_seconds, elapsed, step, self.costs, self.eval_every))
+        self.set_total(max(total, step))
+        return elapsed

@@ -125,6 +125,9 @@ class NullMonitor:
     def message(self, text: str) -> None:
         """Ignore a message."""
 
+    def check(self) -> None:
+        """Nothing to check."""
+
     def close(self) -> None:
         """Nothing to close."""
 

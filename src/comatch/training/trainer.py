@@ -1,49 +1,44 @@
-"""The training loop: one place that owns forward, backward, optimizer, schedule and EMA."""
+"""The training loop: one place that owns forward, backward, optimizer, schedule and EMA,
+evaluations and checkpoints. What comes before and after the loop (outliers, baselines,
+calibration, guardrails, the report) is :mod:`comatch.lifecycle`'s."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from comatch import numerics, openmp
 from comatch import config as cfg
-from comatch.config import parse_duration
-from comatch import distributed
+from comatch import distributed, numerics
 from comatch.training import parallel
 from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
 from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
-from comatch.data.datasets import ViewBatch, batch_seed
-from comatch.data.loaders import endless_batches, eval_loader
+from comatch.data.datasets import ViewBatch
+from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import Normalizer, eval_view, run_data, use_deterministic_kernels, view_settings
-from comatch.data.sampling import read_saved_labelled
-from comatch.errors import TrainingDiverged, UserError
+from comatch.errors import DataChanged, TrainingDiverged, UserError
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.models.optim import param_groups_layer_decay
 from comatch.models.pretrained import load_encoder_weights
-from comatch.tools.evaluation import accuracy
-from comatch.training.defaults import default_workers
+from comatch.training.evaluation import accuracy
 from comatch.training.encoder import Encoder, Timer, no_timer
 from comatch.training.monitor import RunMonitor
 from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
 from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
-from comatch.signals import StopSignals, Terminated
-from comatch.training.pace import PROBE_STEPS, Costs, duration, steps_within, too_long_advice
+from comatch.signals import StopSignals
+from comatch.training import pace
+from comatch.training.batches import StepBatches
+from comatch.training.pace import Pacer
 from comatch.training.schedule import lr_factor, steps_per_epoch
 from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
-from comatch.training import trust_hooks
 from comatch.data.labels import class_counts
-
-# Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
-LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
-# Batches a loader without worker processes augments at once, and the most memory their views may take.
-AUGMENT_GROUP, AUGMENT_GROUP_BYTES = 4, 32 * 2**20
 
 
 class Trainer:
@@ -59,13 +54,18 @@ class Trainer:
         data: the datasets to use instead of those ``config.data`` names (e.g. tensors
             already in memory); the labelled subset is then the caller's choice.
         load_init: start the encoder from ``model.init`` (a resume loads its checkpoint instead).
+        pacer: owns the run's length (default: ``optim.iterations``, or what ``run.budget`` fits).
+        select_data: ``(data, network, device) -> data``: the data to train on, chosen with the
+            network as built (e.g. without likely outliers); default: all of it.
     """
 
     def __init__(
-        self, config: cfg.Config, out_dir: Path, data: RunData | None = None, *, load_init: bool = True
+        self, config: cfg.Config, out_dir: Path, data: RunData | None = None, *, load_init: bool = True,
+        pacer: Pacer | None = None,
+        select_data: Callable[[RunData, torch.nn.Module, torch.device], RunData] | None = None,
     ) -> None:
-        self._created = time.perf_counter()
         self.config, self.out_dir = config, Path(out_dir)
+        self.pacer = pacer or Pacer(config.optim.iterations, config.run.eval_every, config.run.budget)
         numerics.apply(config.run.numerics)  # portable: kernels pinned before torch loaded (comatch.numerics)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
@@ -78,8 +78,8 @@ class Trainer:
         self.data: RunData = data or run_data(config)
         self.in_channels = config.model.in_channels or self.data.channels
         self.model = self._build_network(load_init)
-        if config.data.exclude_outliers and self.data.unlabelled is not None:
-            self.data = trust_hooks.leave_out_outliers(self)
+        if select_data is not None:
+            self.data = select_data(self.data, self.model, self.device)
         self.ema = ModelEMA(self.model, config.optim.ema_decay, warmup=config.optim.ema_warmup,
                             buffers=config.optim.ema_buffers)
         unlabelled = len(self.data.unlabelled) if self.data.unlabelled is not None else 0  # type: ignore[arg-type]
@@ -97,8 +97,9 @@ class Trainer:
         )
         epoch = steps_per_epoch(o.batch_size * o.mu, unlabelled)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: lr_factor(o.schedule, k, o.iterations, epoch)
+            self.optimizer, lambda k: lr_factor(o.schedule, k, self.pacer.total, epoch)
         )
+        self.eval_every, self.log_every = config.run.eval_every, config.run.log_every  # fitted to a budget's length
         self.normalize = Normalizer(self.data.mean, self.data.std, self.in_channels, self.device)
         self.timer: Timer = no_timer  # a benchmark may time the step's phases through it
         self.encode = Encoder(self.ddp_model, self.normalize, self.precision, self.channels_last,
@@ -106,17 +107,22 @@ class Trainer:
         self.norm_buffers = NormBuffers([self.model, self.method])
         settings = view_settings(config, self.data.image_size)
         self.eval_view = eval_view(config, self.data.image_size)
-        self.batch_views = BatchViews(settings)
+        self.batches = StepBatches(config, self.data, self.method, BatchViews(settings), self.device)
+        self.batch_views = self.batches.views
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)
         self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
-        self.rows_x = parallel.batch_rows(o.batch_size, "labelled")
-        self.rows_u = parallel.batch_rows(o.batch_size * o.mu, "unlabelled")
         self.stats = StepStats(self.device, self.data.num_classes)
         self.monitor: RunMonitor | parallel.NullMonitor | None = None
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
         self.wall_before = 0.0
-        self.setup_seconds = time.perf_counter() - self._created  # data loading, network, method
+        self._started = time.perf_counter()
+        self.stopped_by = ""  # the signal that stopped the run, if one did
+        self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
+        self.method.set_length(self.pacer.total)
+        self.pacer.agree = self._agree
+        self.pacer.any_behind = lambda behind: distributed.any_process(behind, self.device)
+        self.pacer.follow(self._length_changed)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: layer-wise learning-rate decay for a pretrained
@@ -140,63 +146,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
     def loaders(self) -> tuple[Any, Any | None]:
-        """The endless labelled and (if the method uses unlabelled data) unlabelled loaders."""
-        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers, self.device.type)
-        on_device = self.config.data.augment_on == "gpu"
-        common = dict(start_batch=self.step, num_workers=workers, pin_memory=self.device.type == "cuda",
-                      shard=(distributed.rank(), distributed.world_size()))
-        views = None if on_device else self.batch_views
-        labelled = endless_batches(
-            self.data.labelled, views, self.method.labelled_views, o.batch_size,
-            seed * 16 + LABELLED_STREAM, group=self._augment_group(o.batch_size, self.method.labelled_views), **common,
-        )
-        unlabelled = None
-        if self.method.unlabelled_views:
-            unlabelled = endless_batches(
-                self.data.unlabelled, views, self.method.unlabelled_views, o.batch_size * o.mu,
-                seed * 16 + UNLABELLED_STREAM, group=self._augment_group(o.batch_size * o.mu, self.method.unlabelled_views),
-                **common,
-            )
-        return labelled, unlabelled
-
-    def _augment_group(self, batch_size: int, views: dict[str, str]) -> int:
-        """How many batches a loader without workers augments at once (the same batches
-        whatever the number): 4 while their views take at most 32 MiB, else 2 or 1.
-
-        On small images most of the augmentation's cost is the fixed cost of each operation
-        (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
-        step: docs/performance.md). The group divides the steps the first timing of a run
-        measures, so that those hold exactly one group's augmentation.
-        """
-        view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
-        group = AUGMENT_GROUP
-        while group > 1 and (group * view_bytes > AUGMENT_GROUP_BYTES or (PROBE_STEPS - 1) % group):
-            group //= 2
-        return group
-
-    def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """The views ``names`` (key -> kind) of a loader batch on the device (this process's
-        ``rows`` of the global batch); augments here when the loader did not."""
-        if loaded.images is None:
-            return {key: loaded.views[key].to(self.device, non_blocking=True) for key in names}
-        images = loaded.images.to(self.device, non_blocking=True)
-        generator = torch.Generator().manual_seed(loaded.seed)
-        total = (rows[1] - rows[0]) * distributed.world_size()
-        return {key: self.batch_views(kind, images, generator, start=rows[0], total=total)
-                for key, kind in names.items()}
+        """The endless labelled and (if the method uses unlabelled data) unlabelled loaders,
+        from the current step on."""
+        return self.batches.loaders(self.step)
 
     def make_batch(self, loaded_x: ViewBatch, loaded_u: ViewBatch | None) -> Batch:
         """The method's :class:`~comatch.methods.base.Batch` for this step from the loaders' batches."""
-        unlabelled, truth = {}, None
-        if loaded_u is not None:
-            unlabelled = self._views(loaded_u, self.method.unlabelled_views, self.rows_u)
-            truth = loaded_u.labels.to(self.device, non_blocking=True)
-        return Batch(
-            labelled=self._views(loaded_x, self.method.labelled_views, self.rows_x),
-            targets=loaded_x.labels.to(self.device, non_blocking=True),
-            unlabelled=unlabelled, truth=truth, step=self.step,
-            seed=batch_seed(self.config.seed * 16 + STEP_STREAM, self.step),
-        )
+        return self.batches.make(loaded_x, loaded_u, self.step)
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: Batch) -> MethodOutput:
@@ -293,6 +249,7 @@ class Trainer:
             "input": {"image_size": self.data.image_size, "channels": self.in_channels},
             "precision": self.precision.state_dict(),
             "world_size": distributed.world_size(),
+            "pace": self.pacer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -310,110 +267,119 @@ class Trainer:
         self.wall_before = state["wall_seconds"]
         set_rng_state(state["rng"])
         self.metrics_offset = state["metrics_offset"]
+        saved = state["config"]
+        pace = state.get("pace") or {"total": saved["optim"]["iterations"], "budget": saved["run"].get("budget"),
+                                     "spent": state["wall_seconds"]}  # a checkpoint from before the pacer
+        self.pacer.load_state_dict(pace)
 
-    @classmethod
-    def resume(cls, run_dir: Path, config: cfg.Config) -> "Trainer":
-        """A trainer continuing ``run_dir`` from its newest loadable checkpoint.
-
-        Args:
-            run_dir: an existing run directory.
-            config: the configuration to continue with; it may differ from the run's only in
-                harmless fields (logging, more iterations, workers), which are recorded.
-
-        Raises:
-            UserError: no loadable checkpoint, or a change to the run's meaning.
-        """
-        state, path = load_newest(Path(run_dir) / "checkpoints")
-        changes = check_resume_compatible(state["config"], config.model_dump(mode="json"))
-        trainer = cls(config, run_dir, load_init=False)
-        saved_ids = read_saved_labelled(Path(run_dir) / "labelled.json")
-        if saved_ids != trainer.data.labelled_ids:
-            raise UserError(f"the labelled subset of {run_dir} differs from the one this data gives; "
-                            "the dataset changed since the run started: start a new run")
-        trainer.load_state_dict(state)
-        if distributed.is_main_process():
-            record = {"step": trainer.step, "checkpoint": path.name,
-                      "changes": {k: list(v) for k, v in changes.items()},
-                      "processes": [state.get("world_size", 1), distributed.world_size()]}
-            with (Path(run_dir) / "resumes.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        return trainer
+    @property
+    def finished(self) -> bool:
+        """Whether every step of the run's length is trained."""
+        return self.step >= self.pacer.total
 
     def save_checkpoint(self) -> Path:
         """Write the newest checkpoint of the run directory (the previous one is kept).
 
         Every process calls it (the running statistics are summed into rank 0); rank 0 writes.
+
+        Raises:
+            UserError: the run directory was deleted or moved (nothing is written then).
         """
         self.stats.reduce_to_main()
         folder = self.out_dir / "checkpoints"
         if distributed.is_main_process():
+            if self.monitor is not None:
+                self.monitor.check()
             return save_rotating(folder, self.state_dict())
         return folder / "last.pt"
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
-        """Train to ``optim.iterations`` steps (or as many as ``run.budget`` allows); returns
-        the summary.
+        """Train to the pacer's length (``optim.iterations``, or what ``run.budget`` fits);
+        returns the summary (also written to ``summary.json``).
 
         SIGTERM or SIGINT finishes the current step, checkpoints and returns early with
-        ``summary["stopped"] = True``.
+        ``summary["stopped"] = True`` (and :attr:`stopped_by` the signal's name). Images that
+        vanish mid-run stop it with a checkpoint at the current step (:class:`DataChanged`).
+        A monitor the caller opened (:meth:`open`) stays open for what follows the loop
+        (:meth:`close` closes it); one opened here is closed.
         """
         cfg_run = self.config.run
         main = distributed.is_main_process()
-        self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
-        if main:
-            self._write_run_files()
-        self.monitor = parallel.run_monitor(self.out_dir, self.config.optim.iterations, self.step,
-                                            self.metrics_offset, cfg_run.tensorboard)
-        self._start_block()
+        opened_here = self.monitor is None
+        self.open()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
-        tick, tick_step, first_step = start, self.step, self.step
-        # the step time of the next fit of the budget is measured from window_from (step
-        # window_step), less the seconds of evaluations and pacing since then (not_stepping)
-        window_from, window_step, not_stepping, refit_at = None, self.step, 0.0, None
+        tick, tick_step = start, self.step
+        self.pacer.begin(self.step)
         self.model.train()
         with StopSignals() as stop:
-            while self.step < self.config.optim.iterations and not distributed.any_process(stop.requested, self.device):
+            while self.step < self.pacer.total and not distributed.any_process(stop.requested, self.device):
                 with self.timer("data"):
-                    batch = self.make_batch(next(labelled), next(unlabelled) if unlabelled is not None else None)
+                    batch = self._next_batch(labelled, unlabelled)
                 self.training_step(batch)
                 self.step += 1
                 self.monitor.advance()
-                total = self.config.optim.iterations
-                if self.step == first_step + 1:  # the first step (warm-up) is not timed
-                    window_from, window_step, not_stepping = time.perf_counter(), self.step, 0.0
-                elif self.step == first_step + PROBE_STEPS and window_from is not None:
-                    t0 = time.perf_counter()
-                    self._pace((t0 - window_from) / (PROBE_STEPS - 1), first_step == 0)
-                    not_stepping += time.perf_counter() - t0
-                    total = self.config.optim.iterations
-                    refit_at = self.step + (total - self.step) // 4 if cfg_run.budget and first_step == 0 else None
-                elif self.step == refit_at and refit_at > first_step + PROBE_STEPS:
-                    # a budget fitted on 4 steps misses a machine that slows down: fit it again a
-                    # quarter into the run, then halfway through what is left each time, on the step
-                    # time since the last fit (evaluations left out), while at least 10 steps are left
-                    t0 = time.perf_counter()
-                    self._refit_budget((t0 - window_from - not_stepping) / (self.step - window_step), self.step - window_step)
-                    total = self.config.optim.iterations
-                    window_from, window_step, not_stepping = time.perf_counter(), self.step, 0.0
-                    refit_at = self.step + (total - self.step) // 2 if (total - self.step) // 2 >= 10 else None
-                if self.step % cfg_run.log_every == 0 or self.step == total:
+                for line in self.pacer.after_step(self.step, self._time_evaluation, self.device.type):
+                    self.monitor.message(line)
+                total = self.pacer.total
+                if self.step % self.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
                     now = time.perf_counter()
                     rate = self.images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
                     self.monitor.log({"step": self.step, "kind": "train", **self.stats.read(),
                                       "lr": self.scheduler.get_last_lr()[0], "images_per_sec": rate})
-                    trust_hooks.warn_during_run(self)
+                    for hook in self.record_hooks:
+                        hook(self.monitor.records)
                     tick, tick_step = now, self.step
-                if main and (self.step % cfg_run.eval_every == 0 or self.step == total):
-                    t0 = time.perf_counter()
+                if main and (self.step % self.eval_every == 0 or self.step == total):
+                    t0 = pace.now()  # the pacer's clock
                     self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-                    not_stepping += time.perf_counter() - t0
+                    self.pacer.exclude(pace.now() - t0)
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
+            self.stopped_by = stop.name if stop.requested else ""
             self.save_checkpoint()
-        return self._finish(time.perf_counter() - start)
+        summary = self._finish(time.perf_counter() - start)
+        if opened_here:  # the caller did not open the monitor to say more after the loop
+            self.close()
+        return summary
+
+    def open(self) -> None:
+        """Write the run's files (config.yaml, labelled.json, data.json) and open its monitor
+        (once; :meth:`fit` does it if the caller did not)."""
+        if self.monitor is not None:
+            return
+        self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
+        if distributed.is_main_process():
+            self._write_run_files()
+        self.monitor = parallel.run_monitor(self.out_dir, self.pacer.total, self.step,
+                                            self.metrics_offset, self.config.run.tensorboard)
+
+    def _next_batch(self, labelled: Any, unlabelled: Any | None) -> Batch:
+        """The next step's batch; images that vanished from the data folders stop the run
+        here, with a checkpoint at the current step."""
+        try:
+            return self.make_batch(next(labelled), next(unlabelled) if unlabelled is not None else None)
+        except DataChanged as err:
+            what = err.what
+            self.save_checkpoint()
+            if distributed.is_main_process():  # data.json counts what skipped_images.log lists
+                atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+            raise DataChanged(f"{what}; the run stopped at step {self.step} with a checkpoint: put the images back "
+                              f"and continue with `comatch train --resume {self.out_dir}` (resumed as they are now, it "
+                              f"trains on the images left)") from None
+
+    def close(self) -> None:
+        """Close the monitor (metrics.jsonl, TensorBoard, progress)."""
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def _agree(self, total: int) -> int:
+        """Rank 0's run length on every process (each timed its own steps)."""
+        if distributed.world_size() == 1:
+            return total
+        return int(distributed.broadcast(torch.tensor([total], device=self.device), src=0)[0])
 
     def _write_run_files(self) -> None:
         """config.yaml, labelled.json and data.json of the run directory."""
@@ -422,155 +388,48 @@ class Trainer:
         atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
         atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
 
-    def _start_block(self) -> None:
-        """What is about to be trained, in a few lines (also when the output is piped)."""
-        c, o, d = self.config, self.config.optim, self.data
-        size = lambda part: "none" if part is None else f"{len(part):,}"  # noqa: E731
-        parameters = sum(p.numel() for p in self.model.parameters())
-        views_u = len(self.method.unlabelled_views)
-        unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
-        threads = (f" ({torch.get_num_threads()} threads; {openmp.wait}; {c.run.numerics} numerics on "
-                   f"{numerics.cpu_model()})" if self.device.type == "cpu" else "")
-        workers = default_workers(c.data.num_workers, self.device.type)
-        budget = f", budget {c.run.budget}: set after the first {PROBE_STEPS} steps, again a quarter in and halfway through what is left" if c.run.budget and self.step == 0 else ""
-        lines = [
-            f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {self.step}" if self.step else ""),
-            f"  data     labelled {size(d.labelled)}, unlabelled {size(d.unlabelled)}, val {size(d.val)}, "
-            f"test {size(d.test)}; {d.num_classes} classes; {d.image_size}x{d.image_size} px, {d.channels} channel(s)",
-            f"  network  {c.model.arch}, {parameters / 1e6:.2f}M parameters, {self.in_channels}-channel input",
-            f"  device   {self.device.type}{threads}, {workers} loader worker(s) per loader, {distributed.world_size()} process(es)",
-            f"  batch    {o.batch_size} labelled{unlabelled}: {self.images_per_step} images per step",
-            f"  steps    {o.iterations}{budget}; evaluation every {c.run.eval_every}, checkpoint every {c.run.checkpoint_every}",
-            f"  run dir  {self.out_dir}",
-        ]
-        lines += [note if note.startswith("warning: ") else f"data: {note}" for note in d.notes]
-        for line in lines:
-            self.monitor.message(line)
-
-    def _pace(self, step_seconds: float, fresh: bool) -> None:
-        """After the probe steps: fit ``run.budget`` (fresh runs only), then say how long the run takes."""
-        c = self.config
-        evaluation_seconds = 0.0
-        if c.run.budget and fresh:
-            evaluation_seconds = self._time_evaluation()
-            finish = 2.0 + (15.0 if c.run.report and self.device.type == "cpu" else 5.0 if c.run.report else 0.0)
-            self._budget_costs = Costs(step_seconds, evaluation_seconds, finish)
-            elapsed = self._fit_budget(self._budget_costs)
-            self.monitor.message(f"budget {c.run.budget}: {c.optim.iterations} steps fit "
-                                 f"(setup and {self.step} steps took {duration(elapsed)}, one evaluation "
-                                 f"{evaluation_seconds:.1f} s)")
-        left = Costs(step_seconds, evaluation_seconds).remaining(self.step, c.optim.iterations, c.run.eval_every)
-        self.monitor.message(f"timing: {step_seconds:.3g} s per step (steps {self.step - PROBE_STEPS + 2}-{self.step}); "
-                             f"about {duration(left)} for the {c.optim.iterations - self.step} steps left")
-        advice = too_long_advice(left, c.optim.iterations, step_seconds, self.device.type)
-        if advice:
-            self.monitor.message(advice)
-
-    def _fit_budget(self, costs: Costs) -> float:
-        """Set ``optim.iterations`` to the most steps that end within ``run.budget`` at ``costs``
-        (rank 0's answer on every process) and what depends on the run's length; returns the
-        seconds the run has taken so far."""
-        c = self.config
-        elapsed = time.perf_counter() - self._started + self.wall_before + self.setup_seconds
-        total = steps_within(parse_duration(c.run.budget), elapsed, self.step, costs, c.run.eval_every)
-        if distributed.world_size() > 1:  # the processes timed their own steps: take one answer
-            total = int(distributed.broadcast(torch.tensor([total], device=self.device), src=0)[0])
-        c.optim.iterations = max(total, self.step)
-        self._fit_to_length(c.optim.iterations)
-        self.monitor.set_total(c.optim.iterations)
-        if distributed.is_main_process():
-            atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(c))
-        return elapsed
-
-    def _refit_budget(self, step_seconds: float, steps: int) -> None:
-        """Fit ``run.budget`` again with the step time measured over the last ``steps`` steps."""
-        before = self.config.optim.iterations
-        self._budget_costs = Costs(step_seconds, self._budget_costs.evaluation, self._budget_costs.finish)
-        self._fit_budget(self._budget_costs)
-        if self.config.optim.iterations != before:
-            self.monitor.message(f"budget {self.config.run.budget}: {step_seconds:.3g} s per step over the last {steps} steps: "
-                                 f"{self.config.optim.iterations} steps fit instead of {before}")
-
-    def _fit_to_length(self, total: int) -> None:
-        """Choose again the settings of ``run.fit_to_length`` for a run of ``total`` steps, and
-        apply them to the network's BatchNorm layers and the EMA from this step on."""
+    def _length_changed(self, total: int) -> None:
+        """The pacer set the run's length: the progress display, the method's ramps and the
+        settings of ``run.fit_to_length`` follow (from this step on; the config is left as written)."""
         from comatch.training.defaults import run_length_settings
 
-        c = self.config
+        self.method.set_length(total)
+        if self.monitor is not None:
+            self.monitor.set_total(total)
+        fitted = self.config.run.fit_to_length
         for key, (value, reason) in run_length_settings(total).items():
-            if key not in c.run.fit_to_length:
+            if key not in fitted:
                 continue
-            section, name = key.split(".")
-            setattr(getattr(c, section), name, value)
-            self.monitor.message(f"defaults: {key}={value}: {reason}")
-        if "model.bn_momentum" in c.run.fit_to_length:
-            for layer in self.model.modules():
-                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                    layer.momentum = c.model.bn_momentum
-        if "optim.ema_decay" in c.run.fit_to_length:
-            self.ema.decay = c.optim.ema_decay
+            if key == "model.bn_momentum":
+                for layer in self.model.modules():
+                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                        layer.momentum = value
+            elif key == "optim.ema_decay":
+                self.ema.decay = value
+            elif key == "run.eval_every":
+                self.eval_every = self.pacer.eval_every = value
+            elif key == "run.log_every":
+                self.log_every = value
+            if self.monitor is not None:
+                self.monitor.message(f"defaults: {key}={value}: {reason}")
 
     def _time_evaluation(self) -> float:
         """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
         seconds = 0.0
         if distributed.is_main_process():
-            t0 = time.perf_counter()
+            t0 = pace.now()  # the pacer's clock
             self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-            seconds = time.perf_counter() - t0
+            seconds = pace.now() - t0
         return float(distributed.broadcast(torch.tensor([seconds], device=self.device), src=0)[0]) \
             if distributed.world_size() > 1 else seconds
 
     def _finish(self, seconds: float) -> dict[str, Any]:
-        """Summary, report and the closing lines of a run that ended or was stopped."""
-        total = self.config.optim.iterations
-        stopped = self.step < total
-        summary = self._summary(seconds + self.wall_before, stopped)
+        """The summary of a run that ended or was stopped, written with data.json."""
+        summary = self._summary(seconds + self.wall_before, not self.finished)
         if distributed.is_main_process():
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
-            if not stopped and self.config.run.baseline:
-                summary["baseline"] = self._baselines()
-                atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-            if not stopped:
-                trust_hooks.end_of_run(self)
-            if not stopped and self.config.run.report:
-                self._report()
-        if stopped:
-            self.monitor.message(
-                f"stopped at step {self.step} of {total}; checkpoint saved. Continue with: "
-                f"{'torchrun ... -m ' if distributed.world_size() > 1 else ''}comatch train --resume {self.out_dir}"
-            )
-        self.monitor.close()
         return summary
-
-    def _baselines(self) -> dict[str, Any]:
-        """Frozen-feature and pixel baselines of the labelled images (``run.baseline``), written to
-        baseline.json; what the summary keeps of them."""
-        from comatch.tools.baseline import run_baselines
-
-        found = run_baselines(self.out_dir, device=str(self.device), data=self.data)
-        best, gain = found.get("best_baseline"), found.get("gain_over_best")
-        if best is not None and gain is not None:
-            self.monitor.message(f"baseline: the best baseline without this training ({best['name']}) reaches "
-                                 f"{best['test_accuracy']:.2%} test accuracy; this run {gain * 100:+.1f} points (baseline.json)")
-        return {"best": best, "gain_over_best": gain}
-
-    def _report(self) -> None:
-        """The end-of-run report; a signal (before or during it) leaves it to ``comatch report``."""
-        with StopSignals() as stop:
-            if not stop.requested:
-                from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
-
-                stop.immediate = True  # the run is complete and saved: stop drawing at once
-                try:
-                    end_of_run_report(self.out_dir, self.device, self.config.run.report_embedding, self.monitor.message)
-                    return
-                except Terminated:
-                    pass
-                finally:
-                    stop.immediate = False
-            self.monitor.message(f"the end-of-run report was not written (stopped by {stop.name or 'a signal'}); the run is "
-                                 f"complete and saved in {self.out_dir}: `comatch report {self.out_dir}` writes the report")
 
     def evaluate(self) -> dict[str, float]:
         """Test (and validation) accuracy of the raw and the EMA model."""
@@ -606,3 +465,4 @@ class Trainer:
             **numerics.describe(self.config.run.numerics),
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
+
