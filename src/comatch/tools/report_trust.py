@@ -104,7 +104,7 @@ def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, 
     items = "".join(f"<li><b>{html.escape(w.kind)}</b> (step {w.step}): {html.escape(w.message)}</li>" for w in warnings)
     parts.append(_section("Guardrails", f"<ul>{items}</ul>" if warnings else "<p>No guardrail fired.</p>"))
     if evaluation is not None:
-        from comatch.tools.calibration import balanced_accuracy, macro_f1
+        from comatch.tools.metrics import balanced_accuracy, macro_f1
 
         cm = evaluation["confusion_matrix"]
         parts.append(_section("Class-balanced test metrics", (
