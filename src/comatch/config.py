@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -424,13 +425,57 @@ def describe_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"unknown config key {where!r}; list the fields with `comatch train --show-config`"
+        other = other_spelling(where)
+        if other is not None:
+            return f"unknown config key {where!r}; the field is spelt {other!r}"
+        return f"unknown config key {where!r}; list the fields with `comatch train --show-config --describe`"
     message = first["msg"].removeprefix("Value error, ")
     if not where:
         return f"invalid configuration: {message}"
     return f"invalid value {first.get('input')!r} for {where}: {message}"
 
 
-def to_yaml(config: Config) -> str:
-    """The fully resolved configuration as YAML (what a run directory's config.yaml holds)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def to_yaml(config: Config, describe: bool = False) -> str:
+    """The fully resolved configuration as YAML (what a run directory's config.yaml holds).
+
+    Args:
+        config: the configuration.
+        describe: put each field's description above it as a ``#`` comment (the YAML reads
+            back to the same values).
+    """
+    values = config.model_dump(mode="json")
+    if not describe:
+        return yaml.safe_dump(values, sort_keys=False)
+    return "\n".join(_described(config, values, "")) + "\n"
+
+
+def _described(model: BaseModel, values: dict[str, Any], indent: str) -> list[str]:
+    """YAML lines of ``values`` (the dump of ``model``), each field under its description as comments."""
+    lines: list[str] = []
+    fields = type(model).model_fields
+    for name, value in values.items():
+        info = fields.get(name)
+        description = (info.description if info is not None else None) or ""
+        lines += [f"{indent}# {line}" for line in textwrap.wrap(description, 96 - len(indent))]
+        child = getattr(model, name, None)
+        if isinstance(child, BaseModel) and isinstance(value, dict):
+            lines.append(f"{indent}{name}:")
+            lines += _described(child, value, indent + "  ")
+        else:
+            dumped = yaml.safe_dump({name: value}, sort_keys=False, width=1000).rstrip("\n")
+            lines += [indent + line for line in dumped.splitlines()]
+    return lines
+
+
+def other_spelling(key: str) -> str | None:
+    """``key`` with labelled spelt the other way (labeled <-> labelled), if that is a config field."""
+    other = key.replace("labelled", "labeled") if "labelled" in key else key.replace("labeled", "labelled")
+    if other == key:
+        return None
+    model: Any = Config
+    for part in other.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        model = fields[part].annotation
+    return other

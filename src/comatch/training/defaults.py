@@ -53,7 +53,7 @@ class Situation:
 
     Attributes:
         device: "cpu" or "cuda" (the device the run will use).
-        cpu_cores: CPU cores this process may use (``len(os.sched_getaffinity(0))``).
+        cpu_cores: CPU cores this process may use (:func:`comatch.training.runtime.usable_cpus`).
         image_size: side length of the files (median shorter side).
         channels: 1 (grayscale files) or 3.
         num_labelled, num_unlabelled: dataset sizes.
