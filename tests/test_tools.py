@@ -160,6 +160,13 @@ def test_evaluate_a_labelled_folder(run, capsys, tmp_path, digits_test):
     assert result["top1"] == pytest.approx((predicted == labels[chosen]).float().mean().item(), abs=1e-6)
 
 
+def test_evaluate_dash_o_writes_the_json_it_would_print(run, capsys, tmp_path):
+    printed = evaluate_json(capsys, run)
+    assert main(["evaluate", str(run), "--device", "cpu", "-o", str(tmp_path / "e" / "evaluation.json")]) == 0
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / "e" / "evaluation.json").read_text()) == printed
+
+
 # ----------------------------------------------------------------------------- predict
 def test_predict_writes_one_row_per_image(run, tmp_path, capsys, digits_test):
     images, _ = digits_test
