@@ -221,13 +221,30 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def tensorboard_installed() -> bool:
+    """Whether the ``tensorboard`` package (the optional extra ``comatch[tensorboard]``) can be imported."""
+    from importlib.util import find_spec
+
+    return find_spec("tensorboard") is not None
+
+
 class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.", json_schema_extra=RESUMABLE)
     log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.", json_schema_extra=RESUMABLE)
     eval_every: int = Field(250, ge=1, description="Steps between evaluations of the raw and EMA models.", json_schema_extra=RESUMABLE)
     threads: int | None = Field(None, ge=1, description="CPU threads for the training process; None: PyTorch's default.", json_schema_extra=RESUMABLE)
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (also written at the end and on SIGTERM/SIGINT).", json_schema_extra=RESUMABLE)
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.", json_schema_extra=RESUMABLE)
+    tensorboard: bool = Field(
+        default_factory=lambda: tensorboard_installed(), description="Write TensorBoard scalars to RUN_DIR/tensorboard "
+        "(needs pip install 'comatch[tensorboard]'); default: on when TensorBoard is installed.", json_schema_extra=RESUMABLE)
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_is_there(cls, wanted: bool) -> bool:
+        if wanted and not tensorboard_installed():
+            raise ValueError("TensorBoard is not installed; pip install 'comatch[tensorboard]', or set run.tensorboard=false "
+                             "(metrics.jsonl holds the same numbers)")
+        return wanted
+
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.", json_schema_extra=RESUMABLE)
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.", json_schema_extra=RESUMABLE)
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(

@@ -363,7 +363,7 @@ class Trainer:
         if main:
             self._write_run_files()
         self.monitor = parallel.run_monitor(self.out_dir, self.config.optim.iterations, self.step,
-                                            self.metrics_offset, cfg_run.tensorboard)
+                                            self.metrics_offset, cfg_run.tensorboard, self.data.class_names)
         self._start_block()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
