@@ -75,3 +75,12 @@ def test_no_linux_only_calls_outside_a_fallback():
         assert "import fcntl" not in text, path
         for line in re.findall(r".*sched_getaffinity\(.*", text):
             assert "try" in text[:text.index(line)].rsplit("def ", 1)[-1], (path, line)  # inside a try
+
+
+def test_the_command_line_parser_imports_no_third_party_package():
+    import subprocess
+
+    code = ("import sys; before = set(sys.modules); import comatch, comatch.errors, comatch.cli; "
+            "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "['comatch']"  # so .ci/portable runs --help on 3.10 and 3.13 without packages

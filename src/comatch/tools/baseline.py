@@ -294,24 +294,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``baseline`` subcommand."""
-    from comatch.tools import arguments as shared
-
-    parser = subparsers.add_parser(
-        "baseline", help="logistic regression and kNN on frozen features and pixels, beside the run",
-        parents=[shared.out_options("FILE", "the JSON to write (default: RUN_DIR/baseline.json, which the "
-                                    "run's report shows)"),
-                 shared.device_options("cpu", "where the features are computed")],
-        description="Fit scikit-learn classifiers on the labelled images only (frozen features of the run's "
-        "initial network, and raw pixels of small images) and report their test accuracy beside the run's "
-        "own; writes RUN_DIR/baseline.json (or --out).")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    parser.add_argument("--no-pixels", dest="pixels", action="store_false", help="skip the pixel baselines")
-    parser.add_argument(*shared.spelled_both_ways("--max-unlabelled"), dest="max_unlabelled", type=int,
-                        default=10000, metavar="N", help="unlabelled images label spreading uses (default 10000)")
-
-
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Run the baselines of a run directory, print them and write them as JSON."""
     from comatch.tools.commands import writable_file

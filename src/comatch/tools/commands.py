@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from comatch.errors import UserError
-from comatch.tools.baseline import add_baseline_parser, cmd_baseline
 from comatch.tools import arguments as shared
 from comatch.tools import trust_commands
 
@@ -82,6 +81,22 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
                         help="2-D map of the test embeddings (tsne: clearer, slower)")
     add_baseline_parser(subparsers)
     trust_commands.add_parsers(subparsers)
+
+
+def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``baseline`` subcommand."""
+    parser = subparsers.add_parser(
+        "baseline", help="logistic regression and kNN on frozen features and pixels, beside the run",
+        parents=[shared.out_options("FILE", "the JSON to write (default: RUN_DIR/baseline.json, which the "
+                                    "run's report shows)"),
+                 shared.device_options("cpu", "where the features are computed")],
+        description="Fit scikit-learn classifiers on the labelled images only (frozen features of the run's "
+        "initial network, and raw pixels of small images) and report their test accuracy beside the run's "
+        "own; writes RUN_DIR/baseline.json (or --out).")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    parser.add_argument("--no-pixels", dest="pixels", action="store_false", help="skip the pixel baselines")
+    parser.add_argument(*shared.spelled_both_ways("--max-unlabelled"), dest="max_unlabelled", type=int,
+                        default=10000, metavar="N", help="unlabelled images label spreading uses (default 10000)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -163,6 +178,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = write_comparison(args.runs, args.out)
     print(f"report: {report.html} ({len(report.figures)} plots)")
     return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """``comatch baseline RUN_DIR`` (numpy and scikit-learn are imported only now)."""
+    from comatch.tools.baseline import cmd_baseline as run
+
+    return run(args)
 
 
 TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
