@@ -170,7 +170,16 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     if preset == "folder" and args.preset is None:  # settings that fit the files and this machine
         chosen = own_data_defaults(config, explicit_keys(overrides))
         config = cfg.build_config(preset=preset, overrides=chosen + overrides, method=args.method, seed=args.seed)
+        if "description" not in explicit_keys(overrides):  # the preset's line names its own network and size
+            config.description = own_data_description(config)
     return config
+
+
+def own_data_description(config: cfg.Config) -> str:
+    """The one line config.yaml gives a run of the user's folders: the settings as chosen."""
+    size = config.data.image_size or "the files' size in"
+    return (f"your own folders (--labeled, --unlabeled): {config.model.arch} at {size} px, "
+            f"{config.optim.batch_size} labelled images per step; chosen for these files and this machine")
 
 
 def explicit_keys(overrides: list[str]) -> set[str]:
