@@ -21,6 +21,7 @@ TINY = ["--iterations", "4", "run.eval_every=2", "run.log_every=2", "data.num_wo
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("accuracy", "losses", "pseudo_labels", "confusion", "embedding")
 TRUST_FIGURES = ("pseudo_label_classes", "reliability", "outliers")  # docs/trust.md
+ALL_FIGURES = (*FIGURES, "mistakes", "views", *TRUST_FIGURES)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,42 @@ def test_end_of_run_report_has_every_plot_and_the_page(run):
     for name in FIGURES:
         assert_png(run / "plots" / f"{name}.png")
     page = (run / "report.html").read_text()
-    assert all(f'src="plots/{name}.png"' in page for name in FIGURES)
-    assert "test_accuracy_ema" in page and "graph_threshold" in page  # summary and config
+    assert 'src="plots/' not in page and page.count('src="data:image/png;base64,') == len(ALL_FIGURES)  # self-contained
+    ema = summary(run)["test_accuracy_ema"]
+    assert f"EMA test accuracy {ema:.2%} on the digits test split (540 images)" in page  # the headline
+    from comatch.version import package_version
+
+    assert "40 labelled / " in page and f"comatch {package_version()}</p>" in page
+    assert page.index("EMA test accuracy") < page.index("<h2>Classes</h2>") < page.index("<h2>Curves and maps</h2>")
+    assert "stopped" not in page.split("<h2>")[0] and "test_accuracy_ema" not in page  # no raw summary keys
+    assert "graph_threshold" in page  # config.yaml, at the end
+
+
+def test_the_report_names_every_class_with_precision_recall_and_f1(run):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    page = (run / "report.html").read_text()
+    table = page[page.index("<h2>Classes</h2>"):page.index("<h2>Most confident mistakes</h2>")]
+    evaluation = write_report(run, out=run / "again", device="cpu").evaluation
+    true, predicted = [], []
+    for t, row in enumerate(evaluation["confusion_matrix"]):
+        for p, n in enumerate(row):
+            true += [t] * n
+            predicted += [p] * n
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=range(10), zero_division=0)
+    for c in range(10):  # digits' classes are named "0" to "9"; a class never predicted has no precision
+        shown = f"{precision[c]:.3f}" if c in predicted else "&ndash;"
+        assert (f"<tr><th>{c}</th><td class='n'>{shown}</td><td class='n'>{recall[c]:.3f}</td>"
+                f"<td class='n'>{f1[c]:.3f}</td><td class='n'>{support[c]}</td></tr>") in table
+
+
+def test_confident_mistakes_come_most_confident_first():
+    from comatch.tools.report import confident_mistakes
+
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.99, 0.01]])
+    labels = torch.tensor([1, 1, 1, 0, 0])  # rows 0, 2 and 3 are wrong
+    assert confident_mistakes(probs, labels, 5) == [0, 3, 2]
+    assert confident_mistakes(probs, labels, 2) == [0, 3]
 
 
 def test_report_plots_the_metrics_series(run, tmp_path):
@@ -92,7 +127,7 @@ def test_report_plots_the_metrics_series(run, tmp_path):
     # the confusion matrix is the trainer's own final evaluation of the EMA model
     assert report.evaluation["top1"] == pytest.approx(summary(run)["test_accuracy_ema"], abs=1e-6)
     assert sum(map(sum, report.evaluation["confusion_matrix"])) == 540
-    assert set(report.figures) == set(FIGURES) | set(TRUST_FIGURES)
+    assert set(report.figures) == set(ALL_FIGURES)
 
 
 def test_report_command_compares_runs(run, tmp_path, capsys):

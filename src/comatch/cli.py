@@ -17,6 +17,7 @@ from comatch.errors import UserError
 from comatch.tools import arguments as shared
 from comatch.tools.commands import TOOL_COMMANDS, add_tool_parsers
 from comatch.training.signals import StopSignals
+from comatch.version import package_version
 
 if TYPE_CHECKING:
     from comatch import config as cfg
@@ -130,16 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser("presets", help="list the bundled presets, one line each")
     add_tool_parsers(subparsers)
     return parser
-
-
-def package_version() -> str:
-    """The installed comatch version (package metadata), or "unknown" when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("comatch")
-    except PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
 
 
 def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
