@@ -62,7 +62,7 @@ def _why_not_idle() -> str:
 # only on an idle machine: there a default digits step took 0.74x as long with 10,000 spins as
 # with threads that sleep at once (PASSIVE, which pays a wake-up for every parallel region),
 # but beside one busy process 2.1x as long, beside two 1.3x (libgomp's own default, 300,000
-# spins, is as bad or worse; docs/performance.md has the measurements). So threads spin briefly
+# spins, is as bad or worse; benchmarks/LOG.md has the measurements). So threads spin briefly
 # when the machine is idle as the run starts, and sleep at once otherwise. GOMP_SPINCOUNT is
 # libgomp's (PyTorch's OpenMP on Linux) and overrides the policy there; other OpenMP runtimes
 # see PASSIVE. Both are read when torch is first loaded, so this must run before any torch

@@ -45,7 +45,7 @@ def keep_freed_memory() -> bool:
     by one and the top of the heap is trimmed, so every step faults its activations in again
     page by page, in the kernel. Blocks up to 32 MiB now come from the heap (the largest
     threshold glibc accepts), and up to 64 MiB of free memory stays mapped at its top. The
-    kernel time and the peak memory this trades are measured in docs/performance.md. Nothing
+    kernel time and the peak memory this trades are measured in benchmarks/LOG.md. Nothing
     computed changes.
 
     Does nothing when the environment already tunes the allocator (``GLIBC_TUNABLES`` with

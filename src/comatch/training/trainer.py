@@ -164,7 +164,7 @@ class Trainer:
 
         On small images most of the augmentation's cost is the fixed cost of each operation
         (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
-        step: docs/performance.md). The group divides the steps the first timing of a run
+        step: benchmarks/LOG.md). The group divides the steps the first timing of a run
         measures, so that those hold exactly one group's augmentation.
         """
         view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
