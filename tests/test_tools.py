@@ -4,6 +4,7 @@ import csv
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,30 @@ def test_bad_checkpoint_is_one_line_and_exit_2(run, tmp_path, capsys, command, c
     assert main([args[0], str(path), *args[1:]]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("comatch: error:") and message in err and "\n" not in err
+
+
+def test_the_using_the_model_page_runs_on_an_exported_model(run, tmp_path, capsys, digits_test):
+    """docs/using-the-model.md's snippets, run as written on this run's exports: ONNX Runtime
+    and TorchScript give the probabilities of the checkpoint's own model."""
+    import re
+
+    images, _ = digits_test
+    files = []
+    for i in range(5):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(images[i, 0].numpy()).save(files[-1])
+    for fmt in ("onnx", "torchscript"):
+        assert main(["export", str(run), "--format", fmt]) == 0
+    page = (Path(__file__).resolve().parents[1] / "docs" / "using-the-model.md").read_text()
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", page, flags=re.S | re.M))
+    code = code.replace("runs/digits-comatch-seed0", str(run))
+    code = re.sub(r"^files = \[.*\]$", f"files = {files!r}", code, flags=re.M)
+    namespace: dict = {"__name__": "__docs__"}
+    exec(compile(code, "docs/using-the-model.md", "exec"), namespace)
+    expected = reference_probs(run, images[:5]).numpy()
+    onnx_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(tmp_path))]
+    assert len(onnx_lines) == 5
+    for line, row in zip(onnx_lines, expected):
+        assert line.split()[1] == str(row.argmax()) and float(line.split()[2]) == pytest.approx(row.max(), abs=1e-3)
+    assert namespace["probabilities"] == pytest.approx(expected, abs=1e-4)  # the TorchScript block ran last
+    assert namespace["predicted"] == [str(i) for i in expected.argmax(1)]
