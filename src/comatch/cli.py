@@ -66,7 +66,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_data_arguments(train)
     train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--describe", action="store_true",
-                       help="with --show-config: each field's description as a YAML comment above it")
+                       help="--show-config with each field's description as a YAML comment above it")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -296,7 +296,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             config = resolve_train_config(args)
-            if args.show_config:
+            if args.show_config or args.describe:
                 print(cfg.to_yaml(config, describe=args.describe), end="")
                 return 0
             return _train(args, config, chosen)
