@@ -64,6 +64,9 @@ def test_baseline_command_writes_the_json_beside_the_run(tmp_path, capsys):
     assert "CoMatch run (EMA)" in out and "label_spreading on pixels" in out
     again = run_baselines(run, pixels=False, write=False)  # rebuilt with the run's seed: same features
     assert again["features"] == result["features"] and again["pixels"] == {"skipped": "not requested"}
+    assert main(["baseline", str(run), "--no-pixels", "-o", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["features"] == result["features"]
+    assert json.loads((run / "baseline.json").read_text()) == result  # the run's own file left as it was
 
 
 def test_baseline_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):

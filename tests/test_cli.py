@@ -1,6 +1,7 @@
 """The command line: a tiny real run, and one clear line with exit code 2 for bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -91,3 +92,68 @@ def test_show_config_prints_resolved_overrides(capsys):
     assert main(["train", "--show-config", "--seed", "3", "comatch.alpha=0.8"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["seed"] == 3 and shown["comatch"]["alpha"] == 0.8 and shown["method"] == "comatch"
+
+
+# ------------------------------------------------------------------ conventions
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    shown = subprocess.run([sys.executable, "-m", "comatch", "--version"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"comatch {version('comatch')}"
+
+
+def test_a_bare_comatch_prints_help_and_trains_nothing(tmp_path):
+    bare = subprocess.run([sys.executable, "-m", "comatch"], capture_output=True, text=True, cwd=tmp_path)
+    assert bare.returncode == 0 and bare.stdout.startswith("usage: comatch")
+    assert "train" in bare.stdout and "--version" in bare.stdout
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder
+
+
+def test_labelled_flags_take_both_spellings():
+    from comatch.cli import build_parser, data_overrides
+
+    parser = build_parser()
+    us = parser.parse_args(["train", "--labeled", "a", "--unlabeled", "b", "--labeled-list", "c"])
+    british = parser.parse_args(["train", "--labelled", "a", "--unlabelled", "b", "--labelled-list", "c"])
+    assert data_overrides(us) == data_overrides(british)
+    assert any(o.startswith("data.labeled=") for o in data_overrides(british))
+    assert parser.parse_args(["baseline", "run", "--max-unlabeled", "7"]).max_unlabelled == 7
+    assert parser.parse_args(["baseline", "run", "--max-unlabelled", "8"]).max_unlabelled == 8
+
+
+def test_a_config_key_spelt_the_other_way_gets_a_hint(capsys):
+    assert main(["train", "--show-config", "data.labelled=x"]) == 2
+    assert capsys.readouterr().err.strip() == ("comatch: error: unknown config key 'data.labelled'; "
+                                               "the field is spelt 'data.labeled'")
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["evaluate", "run"], ["predict", "run", "x.png"], ["export", "run", "--format", "onnx"],
+    ["report", "run"], ["baseline", "run"], ["suggest", "run", "--n", "3"]])
+def test_every_command_that_writes_takes_dash_o(command, tmp_path):
+    from comatch.cli import build_parser
+
+    args = build_parser().parse_args([*command, "-o", str(tmp_path / "x")])
+    assert args.out == tmp_path / "x"
+
+
+def test_shared_options_are_declared_once():
+    from pathlib import Path
+
+    import comatch
+
+    sources = "".join(p.read_text() for p in Path(comatch.__file__).parent.rglob("*.py"))
+    for flag in ("--device", "--batch-size", "--out", "--ema"):
+        assert len(re.findall(rf'add_argument\((?:"-\w", )?"{flag}"', sources)) == 1, flag
+
+
+def test_show_config_describe_puts_descriptions_above_the_same_values(capsys):
+    assert main(["train", "--show-config", "--seed", "3"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["train", "--show-config", "--describe", "--seed", "3"]) == 0
+    described = capsys.readouterr().out
+    assert yaml.safe_load(described) == yaml.safe_load(plain)
+    lines = described.splitlines()
+    lr = next(i for i, line in enumerate(lines) if line.strip().startswith("lr:"))
+    assert lines[lr - 1].strip().startswith("# Initial learning rate")
+    assert sum(line.lstrip().startswith("#") for line in lines) > 100

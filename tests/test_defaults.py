@@ -105,6 +105,8 @@ def test_own_folder_defaults_from_the_command_line(tmp_path, capsys):
     assert shown["model"]["arch"] == "wrn10_1" and shown["optim"]["mu"] == 3, "the user's mu is kept"
     assert shown["run"]["budget"] == "15m" and "run.eval_every" in shown["run"]["fit_to_length"]
     assert "defaults: data.image_size=20: from the files" in out
+    assert shown["description"].startswith("your own folders (--labeled, --unlabeled): wrn10_1 at 20 px")
+    assert "ResNet-18" not in out  # the folder preset's own line names a network this run does not use
     assert main([*common, "--iterations", "50"]) == 0
     shown = yaml.safe_load((out := capsys.readouterr().out)[out.index("preset:"):])
     assert shown["run"]["budget"] is None and shown["optim"]["iterations"] == 50

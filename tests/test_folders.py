@@ -176,3 +176,9 @@ def test_the_report_of_a_run_without_a_validation_part_says_why_no_temperature_w
     assert json.loads((out / "calibration.json").read_text())["fitted_on"] is None
     page = (out / "report.html").read_text()
     assert "Temperature T = 1, not fitted (no validation part: the labelled images were trained on" in page
+    suspicious = page[page.index("<h2>Suspicious unlabelled images</h2>"):]
+    assert f"<tr><th>{tree['unlabeled']}" in suspicious  # named by file path, not by row number
+    assert "#" not in suspicious.split("<table>")[1].split("</table>")[0]
+    classes = page[page.index("<h2>Classes</h2>"):page.index("<h2>Most confident mistakes</h2>")]
+    names = json.loads((out / "data.json").read_text())["classes"]
+    assert all(f"<tr><th>{name}</th>" in classes for name in names)

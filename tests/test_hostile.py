@@ -1,7 +1,6 @@
 """A hostile week of real use (issue 15): damaged and doubled runs, full disks, bad paths, bad API
 input. Each test reproduces one case; each error is one line on stderr with exit code 2."""
 
-import fcntl
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from comatch import config as cfg
 from comatch import contrastive_graph_loss, distribution_alignment, memory_smoothed_labels, pseudo_label_graph
@@ -93,8 +93,7 @@ def test_resume_recovers_from_a_deleted_metrics_file(run, capsys):
 
 
 def test_a_second_process_on_a_run_refuses_with_one_line(run, capsys):
-    with open(run / ".lock", "a+") as held:  # another process holds the run
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with FileLock(run / ".lock", timeout=0):  # another process holds the run
         before = (run / "metrics.jsonl").read_bytes()
         capsys.readouterr()
         assert main(["train", "--resume", str(run), "--iterations", "9"]) == 2
@@ -105,9 +104,9 @@ def test_a_second_process_on_a_run_refuses_with_one_line(run, capsys):
 
 def test_a_killed_process_does_not_leave_the_run_locked(run, capsys):
     holder = subprocess.Popen(  # holds the run's lock as `comatch train` does, then is killed
-        [sys.executable, "-c", "import fcntl, os, sys, time; f = open(sys.argv[1], 'a'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write(str(os.getpid())); f.flush(); print('locked', flush=True); "
-         "time.sleep(120)", str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import sys, time; from comatch.training.runtime import RunLock; "
+         "held = RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     assert main(["train", "--resume", str(run), "--iterations", "8"]) == 2
     one_line_error(capsys, f"(pid {holder.pid})")

@@ -4,6 +4,7 @@ import csv
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ TINY = ["--iterations", "4", "run.eval_every=2", "run.log_every=2", "data.num_wo
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("accuracy", "losses", "pseudo_labels", "confusion", "embedding")
 TRUST_FIGURES = ("pseudo_label_classes", "reliability", "outliers")  # docs/trust.md
+ALL_FIGURES = (*FIGURES, "mistakes", "views", *TRUST_FIGURES)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +70,42 @@ def test_end_of_run_report_has_every_plot_and_the_page(run):
     for name in FIGURES:
         assert_png(run / "plots" / f"{name}.png")
     page = (run / "report.html").read_text()
-    assert all(f'src="plots/{name}.png"' in page for name in FIGURES)
-    assert "test_accuracy_ema" in page and "graph_threshold" in page  # summary and config
+    assert 'src="plots/' not in page and page.count('src="data:image/png;base64,') == len(ALL_FIGURES)  # self-contained
+    ema = summary(run)["test_accuracy_ema"]
+    assert f"EMA test accuracy {ema:.2%} on the digits test split (540 images)" in page  # the headline
+    from comatch.version import package_version
+
+    assert "40 labelled / " in page and f"comatch {package_version()}</p>" in page
+    assert page.index("EMA test accuracy") < page.index("<h2>Classes</h2>") < page.index("<h2>Curves and maps</h2>")
+    assert "stopped" not in page.split("<h2>")[0] and "test_accuracy_ema" not in page  # no raw summary keys
+    assert "graph_threshold" in page  # config.yaml, at the end
+
+
+def test_the_report_names_every_class_with_precision_recall_and_f1(run):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    page = (run / "report.html").read_text()
+    table = page[page.index("<h2>Classes</h2>"):page.index("<h2>Most confident mistakes</h2>")]
+    evaluation = write_report(run, out=run / "again", device="cpu").evaluation
+    true, predicted = [], []
+    for t, row in enumerate(evaluation["confusion_matrix"]):
+        for p, n in enumerate(row):
+            true += [t] * n
+            predicted += [p] * n
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=range(10), zero_division=0)
+    for c in range(10):  # digits' classes are named "0" to "9"; a class never predicted has no precision
+        shown = f"{precision[c]:.3f}" if c in predicted else "&ndash;"
+        assert (f"<tr><th>{c}</th><td class='n'>{shown}</td><td class='n'>{recall[c]:.3f}</td>"
+                f"<td class='n'>{f1[c]:.3f}</td><td class='n'>{support[c]}</td></tr>") in table
+
+
+def test_confident_mistakes_come_most_confident_first():
+    from comatch.tools.report import confident_mistakes
+
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.99, 0.01]])
+    labels = torch.tensor([1, 1, 1, 0, 0])  # rows 0, 2 and 3 are wrong
+    assert confident_mistakes(probs, labels, 5) == [0, 3, 2]
+    assert confident_mistakes(probs, labels, 2) == [0, 3]
 
 
 def test_report_plots_the_metrics_series(run, tmp_path):
@@ -92,7 +128,7 @@ def test_report_plots_the_metrics_series(run, tmp_path):
     # the confusion matrix is the trainer's own final evaluation of the EMA model
     assert report.evaluation["top1"] == pytest.approx(summary(run)["test_accuracy_ema"], abs=1e-6)
     assert sum(map(sum, report.evaluation["confusion_matrix"])) == 540
-    assert set(report.figures) == set(FIGURES) | set(TRUST_FIGURES)
+    assert set(report.figures) == set(ALL_FIGURES)
 
 
 def test_report_command_compares_runs(run, tmp_path, capsys):
@@ -158,6 +194,13 @@ def test_evaluate_a_labelled_folder(run, capsys, tmp_path, digits_test):
     predicted = reference_probs(run, images[chosen]).argmax(1)
     assert result["num_images"] == 40
     assert result["top1"] == pytest.approx((predicted == labels[chosen]).float().mean().item(), abs=1e-6)
+
+
+def test_evaluate_dash_o_writes_the_json_it_would_print(run, capsys, tmp_path):
+    printed = evaluate_json(capsys, run)
+    assert main(["evaluate", str(run), "--device", "cpu", "-o", str(tmp_path / "e" / "evaluation.json")]) == 0
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / "e" / "evaluation.json").read_text()) == printed
 
 
 # ----------------------------------------------------------------------------- predict
@@ -240,3 +283,30 @@ def test_bad_checkpoint_is_one_line_and_exit_2(run, tmp_path, capsys, command, c
     assert main([args[0], str(path), *args[1:]]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("comatch: error:") and message in err and "\n" not in err
+
+
+def test_the_using_the_model_page_runs_on_an_exported_model(run, tmp_path, capsys, digits_test):
+    """docs/using-the-model.md's snippets, run as written on this run's exports: ONNX Runtime
+    and TorchScript give the probabilities of the checkpoint's own model."""
+    import re
+
+    images, _ = digits_test
+    files = []
+    for i in range(5):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(images[i, 0].numpy()).save(files[-1])
+    for fmt in ("onnx", "torchscript"):
+        assert main(["export", str(run), "--format", fmt]) == 0
+    page = (Path(__file__).resolve().parents[1] / "docs" / "using-the-model.md").read_text()
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", page, flags=re.S | re.M))
+    code = code.replace("runs/digits-comatch-seed0", str(run))
+    code = re.sub(r"^files = \[.*\]$", f"files = {files!r}", code, flags=re.M)
+    namespace: dict = {"__name__": "__docs__"}
+    exec(compile(code, "docs/using-the-model.md", "exec"), namespace)
+    expected = reference_probs(run, images[:5]).numpy()
+    onnx_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(tmp_path))]
+    assert len(onnx_lines) == 5
+    for line, row in zip(onnx_lines, expected):
+        assert line.split()[1] == str(row.argmax()) and float(line.split()[2]) == pytest.approx(row.max(), abs=1e-3)
+    assert namespace["probabilities"] == pytest.approx(expected, abs=1e-4)  # the TorchScript block ran last
+    assert namespace["predicted"] == [str(i) for i in expected.argmax(1)]

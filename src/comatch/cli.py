@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from comatch import numerics, openmp
 from comatch.errors import UserError
 from comatch.signals import StopSignals
+from comatch.tools import arguments as shared
 from comatch.training import pace
+from comatch.version import package_version
 
 if TYPE_CHECKING:
     from comatch import config as cfg
@@ -53,7 +55,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a model (default: CoMatch on the bundled digits, CPU, a few minutes)",
+        help="train a model (default: CoMatch on the bundled digits, CPU, 1 to 2 minutes)",
+        parents=[shared.out_options("RUN_DIR", "the run directory to create; default: runs/PRESET-METHOD-seedN"),
+                 shared.device_options(None, "where to train")],
         description="Train CoMatch, FixMatch or a supervised baseline. Any config field can be "
         "overridden as dotted.key=value, e.g. optim.lr=0.01 comatch.threshold=0.9.",
     )
@@ -66,32 +70,39 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--iterations", type=int, help="total training steps")
     train.add_argument("--budget", metavar="TIME", help="wall-clock budget of the whole run, e.g. 15m or 2h: "
                        "the number of steps is set from the first steps' speed (run.budget)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
-    train.add_argument("--out", type=Path, help="run directory; default: runs/PRESET-METHOD-seedN")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue RUN_DIR from its newest checkpoint (overrides may change only "
                        "logging, workers and the number of iterations)")
     _add_data_arguments(train)
     train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--describe", action="store_true",
+                       help="--show-config with each field's description as a YAML comment above it")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
 def _add_data_arguments(train: argparse.ArgumentParser) -> None:
-    """Flags for where the data is; each sets a ``data.*`` config field."""
+    """Flags for where the data is; each sets a ``data.*`` config field.
+
+    ``--labeled`` and its kin are also accepted spelled ``--labelled`` (see
+    :func:`comatch.tools.arguments.spelled_both_ways`).
+    """
+    both = shared.spelled_both_ways
     data = train.add_argument_group("data", "benchmarks are read from --data-root; your own images from "
-                                    "--labeled (one sub-folder per class) and --unlabeled")
+                                    "--labeled (one sub-folder per class) and --unlabeled; --labelled and "
+                                    "--unlabelled are the same flags")
     data.add_argument("--data-root", type=Path, metavar="DIR",
                       help="folder holding the benchmark files (cifar-10-batches-py/, ...); data.root")
-    data.add_argument("--labeled", type=Path, metavar="DIR",
+    data.add_argument(*both("--labeled"), dest="labeled", type=Path, metavar="DIR",
                       help="your labelled images, one sub-folder per class; sets data.dataset=folder "
                       "(and the 'folder' preset unless --preset/--config is given)")
-    data.add_argument("--unlabeled", type=Path, metavar="DIR", help="your unlabelled images (any depth)")
+    data.add_argument(*both("--unlabeled"), dest="unlabeled", type=Path, metavar="DIR",
+                      help="your unlabelled images (any depth)")
     data.add_argument("--val", type=Path, metavar="DIR", help="validation images, one sub-folder per class")
     data.add_argument("--test", type=Path, metavar="DIR",
                       help="test images, one sub-folder per class (default: hold out part of --labeled)")
     data.add_argument("--num-labels", type=int, metavar="N", help="labelled images in total, balanced over classes")
     data.add_argument("--labels-per-class", type=int, metavar="N", help="labelled images per class")
-    data.add_argument("--labeled-list", type=Path, metavar="FILE",
+    data.add_argument(*both("--labeled-list"), dest="labeled_list", type=Path, metavar="FILE",
                       help="reuse a labelled subset: a run's labelled.json, or one index/path per line")
     data.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
 
@@ -123,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from comatch.tools.commands import add_tool_parsers
 
-    parser = _Parser(prog="comatch", description=__doc__)
+    parser = _Parser(prog="comatch", description="CoMatch: semi-supervised image classification. "
+                     "Start with `comatch train` (a demo on bundled digits, 1 to 2 minutes on a CPU) or "
+                     "`comatch train --labeled DIR --unlabeled DIR` (your own images).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
     subparsers.add_parser("presets", help="list the bundled presets, one line each")
@@ -166,7 +180,16 @@ def resolve_train_config(args: argparse.Namespace) -> cfg.Config:
     if preset == "folder" and args.preset is None:  # settings that fit the files and this machine
         chosen = own_data_defaults(config, explicit_keys(overrides))
         config = cfg.build_config(preset=preset, overrides=chosen + overrides, method=args.method, seed=args.seed)
+        if "description" not in explicit_keys(overrides):  # the preset's line names its own network and size
+            config.description = own_data_description(config)
     return config
+
+
+def own_data_description(config: cfg.Config) -> str:
+    """The one line config.yaml gives a run of the user's folders: the settings as chosen."""
+    size = config.data.image_size or "the files' size in"
+    return (f"your own folders (--labeled, --unlabeled): {config.model.arch} at {size} px, "
+            f"{config.optim.batch_size} labelled images per step; chosen for these files and this machine")
 
 
 def explicit_keys(overrides: list[str]) -> set[str]:
@@ -188,6 +211,7 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     from comatch.data.folders import probe_folders
     from comatch.methods import METHODS, MethodContext
     from comatch.training.defaults import Situation, choose_defaults, run_length_settings
+    from comatch.training.runtime import usable_cpus
 
     probe = probe_folders(config.data.labeled, config.data.unlabeled)
     device = "cuda" if config.run.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -196,7 +220,7 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     # the method as configured (a stand-in network: only its views are asked for)
     method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim,
                                                                       torch.nn.Module()))
-    situation = Situation(device=device, cpu_cores=len(os.sched_getaffinity(0)), image_size=probe.image_size,
+    situation = Situation(device=device, cpu_cores=usable_cpus(), image_size=probe.image_size,
                           channels=probe.channels, num_labelled=probe.num_labelled,
                           num_unlabelled=probe.num_unlabelled, iterations=iterations,
                           num_classes=probe.num_classes, unlabelled_views=len(method.unlabelled_views))
@@ -297,8 +321,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             config = resolve_train_config(args)
-            if args.show_config:
-                print(cfg.to_yaml(config), end="")
+            if args.show_config or args.describe:
+                print(cfg.to_yaml(config, describe=args.describe), end="")
                 return 0
             status = _train(args, config, chosen, started)
             return STOPPED_STATUS.get(stop.name, 130) if status == STOPPED else status
@@ -420,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     with StopSignals() as startup:
         parser = build_parser()
         try:
-            args = _parse(parser, argv or ["train"])
+            args = _parse(parser, argv)
         except SystemExit as exit_:  # --help, or a usage error already printed on one line
             return int(exit_.code or 0)
-        if args.command is None:
+        if args.command is None:  # a bare `comatch`: what it can do, and no training
             parser.print_help()
-            return 2
+            return 0
         openmp.choose()  # before torch loads
         if args.command == "train":
             return _run(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,13 +226,30 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def tensorboard_installed() -> bool:
+    """Whether the ``tensorboard`` package (the optional extra ``comatch[tensorboard]``) can be imported."""
+    from importlib.util import find_spec
+
+    return find_spec("tensorboard") is not None
+
+
 class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.", json_schema_extra=RESUMABLE)
     log_every: int = Field(50, ge=1, description="Steps between metrics.jsonl training lines.", json_schema_extra=RESUMABLE)
     eval_every: int = Field(250, ge=1, description="Steps between evaluations of the raw and EMA models.", json_schema_extra=RESUMABLE)
     threads: int | None = Field(None, ge=1, description="CPU threads for the training process; None: PyTorch's default.", json_schema_extra=RESUMABLE)
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (also written at the end and on SIGTERM/SIGINT).", json_schema_extra=RESUMABLE)
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars to RUN_DIR/tensorboard.", json_schema_extra=RESUMABLE)
+    tensorboard: bool = Field(
+        default_factory=lambda: tensorboard_installed(), description="Write TensorBoard scalars to RUN_DIR/tensorboard "
+        "(needs pip install 'comatch[tensorboard]'); default: on when TensorBoard is installed.", json_schema_extra=RESUMABLE)
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_is_there(cls, wanted: bool) -> bool:
+        if wanted and not tensorboard_installed():
+            raise ValueError("TensorBoard is not installed; pip install 'comatch[tensorboard]', or set run.tensorboard=false "
+                             "(metrics.jsonl holds the same numbers)")
+        return wanted
+
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.", json_schema_extra=RESUMABLE)
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.", json_schema_extra=RESUMABLE)
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(
@@ -401,7 +419,10 @@ def describe_validation_error(err: ValidationError) -> str:
     first = errors[0]
     where = _field_path(first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"unknown config key {where!r}; list the fields with `comatch train --show-config`"
+        other = other_spelling(where)
+        if other is not None:
+            return f"unknown config key {where!r}; the field is spelt {other!r}"
+        return f"unknown config key {where!r}; list the fields with `comatch train --show-config --describe`"
     # a field of several types (e.g. a name or a list) fails once per type: one message of the alternatives
     alternatives = [e["msg"].removeprefix("Value error, ") for e in errors if _field_path(e["loc"]) == where]
     message = ", or ".join([alternatives[0], *(m.removeprefix("Input should be ") for m in alternatives[1:])])
@@ -410,6 +431,47 @@ def describe_validation_error(err: ValidationError) -> str:
     return f"invalid value {first.get('input')!r} for {where}: {message}"
 
 
-def to_yaml(config: Config) -> str:
-    """The fully resolved configuration as YAML (what a run directory's config.yaml holds)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def to_yaml(config: Config, describe: bool = False) -> str:
+    """The fully resolved configuration as YAML (what a run directory's config.yaml holds).
+
+    Args:
+        config: the configuration.
+        describe: put each field's description above it as a ``#`` comment (the YAML reads
+            back to the same values).
+    """
+    values = config.model_dump(mode="json")
+    if not describe:
+        return yaml.safe_dump(values, sort_keys=False)
+    return "\n".join(_described(config, values, "")) + "\n"
+
+
+def _described(model: BaseModel, values: dict[str, Any], indent: str) -> list[str]:
+    """YAML lines of ``values`` (the dump of ``model``), each field under its description as comments."""
+    lines: list[str] = []
+    fields = type(model).model_fields
+    for name, value in values.items():
+        info = fields.get(name)
+        description = (info.description if info is not None else None) or ""
+        lines += [f"{indent}# {line}" for line in textwrap.wrap(description, 96 - len(indent))]
+        child = getattr(model, name, None)
+        if isinstance(child, BaseModel) and isinstance(value, dict):
+            lines.append(f"{indent}{name}:")
+            lines += _described(child, value, indent + "  ")
+        else:
+            dumped = yaml.safe_dump({name: value}, sort_keys=False, width=1000).rstrip("\n")
+            lines += [indent + line for line in dumped.splitlines()]
+    return lines
+
+
+def other_spelling(key: str) -> str | None:
+    """``key`` with labelled spelt the other way (labeled <-> labelled), if that is a config field."""
+    other = key.replace("labelled", "labeled") if "labelled" in key else key.replace("labeled", "labelled")
+    if other == key:
+        return None
+    model: Any = Config
+    for part in other.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        model = fields[part].annotation
+    return other

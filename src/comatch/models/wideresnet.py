@@ -13,7 +13,7 @@ Speed without changing the function: the activations are in-place (LeakyReLU may
 BatchNorm output; its backward needs only the output), and on the CPU the images enter in the
 channels-last memory format, which oneDNN convolutions run markedly faster than NCHW (every later
 activation keeps the format). Both give the released network's outputs up to float rounding;
-docs/performance.md times them against a reference copy of it.
+benchmarks/LOG.md times them against a reference copy of it.
 
 ``num_groups=3`` gives the CIFAR networks (WRN-28-2, WRN-28-8); ``num_groups=4``
 gives FixMatch's STL-10 network WRN-37-2.

@@ -295,44 +295,24 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _non_negative(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``baseline`` subcommand."""
-    parser = subparsers.add_parser(
-        "baseline", help="logistic regression and kNN on frozen features and pixels, beside the run",
-        description="Fit scikit-learn classifiers on the labelled images only (frozen features of the run's "
-        "initial network, and raw pixels of small images) and report their test accuracy beside the run's "
-        "own; writes RUN_DIR/baseline.json.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                        help="where the features are computed (default cpu)")
-    parser.add_argument("--no-pixels", dest="pixels", action="store_false", help="skip the pixel baselines")
-    parser.add_argument("--max-unlabelled", type=_non_negative, default=10000, metavar="N",
-                        help="unlabelled images label spreading uses (default 10000)")
-
-
 def cmd_baseline(args: argparse.Namespace) -> int:
-    """Run the baselines of a run directory and print them."""
+    """Run the baselines of a run directory, print them and write them as JSON."""
     import sys
 
     from comatch.data.preprocessing import run_data
     from comatch.tools.images import data_skipped_line
+    from comatch.tools.outputs import writable_file
+    from comatch.training.runtime import atomic_write_text
 
+    if args.out is not None:
+        writable_file(args.out, "--out", "baseline.json")
     data = run_data(read_run_config(args.run_dir))
     if data_skipped_line(data):
         print(data_skipped_line(data), file=sys.stderr)
     result = run_baselines(args.run_dir, device=args.device, pixels=args.pixels, max_unlabelled=args.max_unlabelled,
-                           data=data)
+                           data=data, write=args.out is None)
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
-    print(f"written to {args.run_dir / 'baseline.json'}")
+    print(f"written to {args.out or args.run_dir / 'baseline.json'}")
     return 0

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from comatch.errors import UserError
+from comatch.tools.metrics import balanced_accuracy, macro_f1  # noqa: F401 - the class-balanced metrics, here too
 
 CALIBRATION_FILE = "calibration.json"
 BINS = 15
@@ -89,30 +90,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     optimizer.step(closure)
     t = float(log_t.detach().exp())
     return min(max(t, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]) if math.isfinite(t) else 1.0
-
-
-def balanced_accuracy(confusion: list[list[int]] | torch.Tensor) -> float | None:
-    """Mean per-class recall over the classes that have images (rows: true class)."""
-    matrix = torch.as_tensor(confusion, dtype=torch.float64)
-    rows = matrix.sum(dim=1)
-    present = rows > 0
-    if not bool(present.any()):
-        return None
-    return float((matrix.diag()[present] / rows[present]).mean())
-
-
-def macro_f1(confusion: list[list[int]] | torch.Tensor) -> float | None:
-    """Unweighted mean of the per-class F1 over the classes that have images or predictions.
-
-    ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)`` (rows: true class, columns: predicted).
-    """
-    matrix = torch.as_tensor(confusion, dtype=torch.float64)
-    tp = matrix.diag()
-    denominator = matrix.sum(dim=0) + matrix.sum(dim=1)  # 2 TP + FP + FN
-    present = denominator > 0
-    if not bool(present.any()):
-        return None
-    return float((2 * tp[present] / denominator[present]).mean())
 
 
 def run_dir_of(checkpoint: Path) -> Path:

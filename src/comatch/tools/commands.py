@@ -11,77 +11,81 @@ import sys
 from pathlib import Path
 
 from comatch.errors import UserError
-from comatch.tools.baseline import add_baseline_parser, cmd_baseline
+from comatch.tools import arguments as shared
 from comatch.tools import trust_commands
 from comatch.tools.outputs import writable_file
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _add_model_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
-    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
-                        help="a checkpoint .pt file, or a run directory (its newest checkpoint)")
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--ema", dest="weights", action="store_const", const="ema",
-                         help="use the EMA weights, the ones the trainer evaluates (default)")
-    weights.add_argument("--raw", dest="weights", action="store_const", const="raw",
-                         help="use the raw (non-averaged) weights")
-    parser.set_defaults(weights="ema")
-    if device:
-        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                            help="where to run the model (default: auto, CUDA when available)")
-        parser.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass")
-
-
 def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``evaluate``, ``predict``, ``export`` and ``report`` subcommands."""
+    """Add the ``evaluate``, ``predict``, ``export``, ``report``, ``baseline``, ``suggest`` and
+    ``calibrate`` subcommands."""
+    model, device, batch = shared.model_options(), shared.device_options("auto"), shared.batch_options()
     evaluate = subparsers.add_parser(
         "evaluate", help="top-1, top-5, per-class accuracy and confusion matrix as JSON",
-        description="Evaluate a checkpoint; prints JSON on stdout. Default data: the test split of the "
-        "dataset the run trained on (as its config records it).")
-    _add_model_options(evaluate)
+        parents=[model, device, batch, shared.out_options("FILE", "write the JSON to FILE (default: stdout)")],
+        description="Evaluate a checkpoint; prints JSON on stdout (or writes it to --out). Default data: the "
+        "test split of the dataset the run trained on (as its config records it).")
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--data-root", type=Path, metavar="DIR", help="where the run's standard dataset lives")
     source.add_argument("--test", type=Path, metavar="DIR", help="a labelled folder: DIR/CLASS_NAME/images")
 
     predict = subparsers.add_parser(
         "predict", help="classify image files and folders into a CSV",
+        parents=[model, device, batch, shared.out_options("CSV", "the CSV to write (default: stdout)")],
         description="Classify images (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM/PGM; folders are searched recursively, "
         "hidden files and folders skipped). Writes path,class,probability,...,error as CSV; unreadable images get "
         "an error and do not stop the run.")
-    _add_model_options(predict)
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    predict.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
-    predict.add_argument("--top-k", type=_positive, default=1, metavar="K", help="classes listed per image (default 1)")
+    predict.add_argument("--top-k", type=shared.positive, default=1, metavar="K", help="classes listed per image (default 1)")
     predict.add_argument("--unknown-threshold", type=float, metavar="P",
                          help="label an image 'unknown' when its top (calibrated) probability is below P, e.g. 0.5")
 
     export = subparsers.add_parser(
         "export", help="export a uint8-images-to-probabilities model (TorchScript or ONNX)",
+        parents=[model, shared.out_options("FILE", "the model file (default: RUN_DIR/export/model.pt or model.onnx)")],
         description="Export the model with normalisation and softmax inside: input uint8 [N, C, S, S], "
         "output class probabilities. FILE.json beside it holds class names and the input contract. "
-        "The file is checked against PyTorch before the command succeeds.")
-    _add_model_options(export, device=False)
+        "The file is checked against PyTorch before the command succeeds (see docs/using-the-model.md).")
     export.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="the file format")
-    export.add_argument("--out", type=Path, metavar="FILE",
-                        help="the model file (default: RUN_DIR/export/model.pt or model.onnx)")
 
     report = subparsers.add_parser(
         "report", help="plots and report.html of a run, or several runs compared",
+        parents=[shared.out_options("DIR", "the folder of report.html and plots/ (default: RUN_DIR, or "
+                                  "FIRST_RUN_DIR/compare for several runs)"), device],
         description="One run: plots in RUN_DIR/plots and RUN_DIR/report.html. Several runs: their curves "
         "overlaid in --out (default FIRST_RUN_DIR/compare).")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories")
-    report.add_argument("--out", type=Path, metavar="DIR", help="where to write (see above)")
     report.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
                         help="2-D map of the test embeddings (tsne: clearer, slower)")
-    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
     add_baseline_parser(subparsers)
-    trust_commands.add_parsers(subparsers, _positive)
+    trust_commands.add_parsers(subparsers)
+
+
+def _non_negative(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``baseline`` subcommand."""
+    parser = subparsers.add_parser(
+        "baseline", help="logistic regression and kNN on frozen features and pixels, beside the run",
+        parents=[shared.out_options("FILE", "the JSON to write (default: RUN_DIR/baseline.json, which the "
+                                    "run's report shows)"),
+                 shared.device_options("cpu", "where the features are computed")],
+        description="Fit scikit-learn classifiers on the labelled images only (frozen features of the run's "
+        "initial network, and raw pixels of small images) and report their test accuracy beside the run's "
+        "own; writes RUN_DIR/baseline.json (or --out).")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    parser.add_argument("--no-pixels", dest="pixels", action="store_false", help="skip the pixel baselines")
+    parser.add_argument(*shared.spelled_both_ways("--max-unlabelled"), dest="max_unlabelled", type=_non_negative,
+                        default=10000, metavar="N", help="unlabelled images label spreading uses (default 10000)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -89,6 +93,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from comatch.tools.images import LabelledFolder, skipped_line
     from comatch.tools.inference import evaluate, evaluation_data, load_model
 
+    if args.out is not None:
+        writable_file(args.out, "--out", "evaluation.json")
     loaded = load_model(args.checkpoint, args.weights, args.device)
     dataset = evaluation_data(loaded, data_root=args.data_root, test_dir=args.test)
     skipped = skipped_line(dataset.scan) if isinstance(dataset, LabelledFolder) else None
@@ -96,7 +102,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(skipped, file=sys.stderr)
     result = evaluate(loaded, dataset, args.batch_size)
     result["data"] = str(args.test) if args.test else f"{loaded.config.data.dataset} test split"
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text + "\n")
+        print(f"evaluation written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -164,6 +175,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = write_comparison(args.runs, args.out)
     print(f"report: {report.html} ({len(report.figures)} plots)")
     return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """``comatch baseline RUN_DIR`` (numpy and scikit-learn are imported only now)."""
+    from comatch.tools.baseline import cmd_baseline as run
+
+    return run(args)
 
 
 TOOL_COMMANDS = {"evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "report": cmd_report,

@@ -27,6 +27,7 @@ from comatch.data.images import UnreadableImage, decode_image
 from comatch.data.images import View
 from comatch.errors import UserError
 from comatch.tools.evaluation import predict
+from comatch.tools.metrics import confusion_matrix
 from comatch.tools.images import LabelledFolder
 from comatch.models import build_model
 from comatch.training.runtime import resolve_device
@@ -180,8 +181,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_nam
     k = min(5, num_classes)
     top = logits.topk(k, dim=1).indices  # [N, k]
     predicted = top[:, 0]
-    confusion = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
-    confusion = confusion.view(num_classes, num_classes)  # [true, predicted]
+    confusion = torch.from_numpy(confusion_matrix(labels, predicted, num_classes))  # [true, predicted]
     per_class = confusion.diag().float() / confusion.sum(1).clamp_min(1).float()
     counts = confusion.sum(1)
     return {
@@ -209,7 +209,8 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, batch_size: int = 256) -> di
 
 def trust_metrics(logits: torch.Tensor, labels: torch.Tensor, metrics: dict[str, Any], temperature: float) -> dict[str, Any]:
     """Balanced accuracy, macro-F1 and the calibration error (15 bins) before and after ``T``."""
-    from comatch.tools.calibration import balanced_accuracy, expected_calibration_error, macro_f1
+    from comatch.tools.calibration import expected_calibration_error
+    from comatch.tools.metrics import balanced_accuracy, macro_f1
 
     return {
         "balanced_accuracy": balanced_accuracy(metrics["confusion_matrix"]),

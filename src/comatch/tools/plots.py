@@ -172,3 +172,38 @@ def draw_embedding(points: np.ndarray, labels: np.ndarray, class_names: Sequence
     ax.set_yticks([])
     ax.set_title(title)
     return _save(fig, path)
+
+
+def _show(ax, image: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """A uint8 ``[C, H, W]`` image on ``ax``, grey for one channel, without axes."""
+    pixels = np.transpose(image, (1, 2, 0))
+    if pixels.shape[2] == 1:
+        ax.imshow(pixels[:, :, 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(pixels)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_image_rows(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], row_titles: Sequence[str],
+                    path: Path, title: str) -> Path:
+    """A grid of uint8 images ``[C, H, W]``, one row per entry of ``rows``, titled by column and row.
+
+    Args:
+        rows: the images of each row (all rows as long as ``column_titles``).
+        column_titles: a title above each column.
+        row_titles: a label left of each row.
+        path: the PNG to write.
+        title: figure title.
+    """
+    cols = len(column_titles)
+    fig = Figure(figsize=(1.25 * cols + 0.8, 1.3 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            _show(axes[r][c], image)
+            if r == 0:
+                axes[r][c].set_title(column_titles[c], fontsize=8)
+        axes[r][0].set_ylabel(row_titles[r], fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,12 +1,18 @@
 """The report of a run (plots and one HTML page) and the comparison of several runs.
 
-A run's report is written to ``RUN_DIR/plots/*.png`` and ``RUN_DIR/report.html``:
+A run's report is written to ``RUN_DIR/plots/*.png`` and ``RUN_DIR/report.html`` (which
+embeds every plot, so it can be sent on its own). The page opens with the headline (EMA test
+accuracy on what, labelled and unlabelled images, wall time, date, version), then the classes
+(precision, recall, F1 by class name), and closes with the settings as they ran. The plots:
 
 * ``accuracy.png``: test accuracy of the raw and the EMA model against the step;
 * ``losses.png``: ``L_x``, ``L_u`` and ``L_c`` against the step;
 * ``pseudo_labels.png``: mask rate and pseudo-label accuracy, and pseudo-label graph edges;
 * ``confusion.png``: the confusion matrix of the test set (EMA model);
-* ``embedding.png``: a 2-D map (PCA or t-SNE) of the test set's projection embeddings.
+* ``embedding.png``: a 2-D map (PCA or t-SNE) of the test set's projection embeddings;
+* ``mistakes.png``: the most confident wrong test predictions;
+* ``views.png``: a few test images beside samples of each view kind the method trains on;
+* the trust figures of :mod:`comatch.tools.report_trust`.
 
 ``plots/series.json`` holds the curves exactly as plotted. A comparison overlays the curves of
 several runs (``--out``, default ``FIRST_RUN/compare``).
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +37,15 @@ from comatch.errors import UserError
 from comatch.tools.evaluation import predict
 from comatch.tools.inference import classification_metrics, load_model, run_test_set
 from comatch.tools.quiet import quiet_libraries
-from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_panels, embedding_2d
-from comatch.tools.report_html import baseline_section, comparison_page, run_page
+from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_image_rows, draw_panels, embedding_2d
+from comatch.tools.report_html import RunPage, baseline_section, comparison_page, image, per_class_table, run_page, table
 from comatch.training.monitor import parse_records
 from comatch.tools.report_trust import trust_sections
 
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
+MISTAKES = 16  # thumbnails of the most confident wrong test predictions
+VIEW_IMAGES = 4  # test images shown with samples of each training view
+VIEW_SAMPLES = 2  # samples per view kind
 Line = tuple[str, str, str]  # (record kind, metrics.jsonl field, curve label)
 Figures = dict[str, list[Panel]]
 
@@ -139,34 +149,199 @@ def _write_curves(figures: Figures, plots: Path, title: str) -> dict[str, Path]:
     return written
 
 
-def _model_figures(
-    run_dir: Path, plots: Path, device: str, embedding: str, say: Callable[[str], None], data: Any = None,
-) -> tuple[dict[str, Path], dict[str, Any] | None, tuple[torch.Tensor, torch.Tensor] | None]:
-    """Confusion matrix and embedding map of the EMA model on the test set.
+@dataclass
+class TestOutputs:
+    """The EMA model's outputs on the run's test set, computed once for every part of the report."""
 
-    Args:
-        data: the run's :class:`~comatch.data.RunData` when the caller has it (the end of a
-            run), so that the folders are not scanned again.
+    loaded: Any
+    dataset: Any
+    logits: torch.Tensor
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    metrics: dict[str, Any]
 
-    Returns:
-        ``(figure name -> PNG, test metrics, (test logits, labels))``; nothing (after a
-        warning) when the checkpoint or the test data cannot be loaded.
-    """
+
+def _test_outputs(run_dir: Path, device: str, say: Callable[[str], None], data: Any = None) -> TestOutputs | None:
+    """The EMA model's logits on the test set; None (after a warning) when the checkpoint or the
+    test data cannot be loaded. ``data``: the run's RunData when the caller has it (the end of a
+    run), so that the folders are not scanned again."""
     try:
         loaded = load_model(run_dir, "ema", device)
         dataset = data.test if data is not None else run_test_set(loaded.config)
     except UserError as err:
-        say(f"comatch: warning: no confusion matrix or embedding map: {err}")
-        return {}, None, None
+        say(f"comatch: warning: no test-set sections (classes, mistakes, confusion matrix, embedding map): {err}")
+        return None
     logits, z, labels = predict(loaded.model, eval_loader(dataset, loaded.eval_view()), loaded.preprocess())
-    metrics = classification_metrics(logits, labels, loaded.class_names)
-    names = loaded.class_names
+    return TestOutputs(loaded, dataset, logits, z, labels, classification_metrics(logits, labels, loaded.class_names))
+
+
+def _model_figures(test: TestOutputs, plots: Path, embedding: str) -> dict[str, Path]:
+    """Confusion matrix and embedding map of the EMA model on the test set."""
+    names, metrics = test.loaded.class_names, test.metrics
     figures = {"confusion": draw_confusion(metrics["confusion_matrix"], names, plots / "confusion.png",
-                                           f"Test set, EMA model, step {loaded.step}: top-1 {metrics['top1']:.2%}")}
-    points, rows = embedding_2d(z.numpy(), embedding)
-    figures["embedding"] = draw_embedding(points, labels.numpy()[rows], names, plots / "embedding.png",
+                                           f"Test set, EMA model, step {test.loaded.step}: top-1 {metrics['top1']:.2%}")}
+    points, rows = embedding_2d(test.embeddings.numpy(), embedding)
+    figures["embedding"] = draw_embedding(points, test.labels.numpy()[rows], names, plots / "embedding.png",
                                           f"Test embeddings z ({MAP_NAMES[embedding]}, {len(rows)} images)")
-    return figures, metrics, (logits, labels)
+    return figures
+
+
+def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, count: int) -> list[int]:
+    """Rows of the ``count`` wrong predictions with the highest probability, most confident first.
+
+    Args:
+        probs: class probabilities ``[N, C]``.
+        labels: true classes ``[N]``.
+        count: how many to return at most.
+    """
+    confidence, predicted = probs.max(dim=1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:count]].tolist()
+
+
+def _class_section(test: TestOutputs) -> str:
+    """The per-class table and the class-balanced summary numbers."""
+    from comatch.tools.metrics import balanced_accuracy, macro_f1, per_class_scores
+
+    cm = test.metrics["confusion_matrix"]
+    return (f"<p>Top-1 {test.metrics['top1']:.2%}, balanced accuracy (mean per-class recall) "
+            f"{balanced_accuracy(cm):.2%}, macro-F1 {macro_f1(cm):.2%} on {test.metrics['num_images']:,} test "
+            "images (EMA model).</p>" + per_class_table(per_class_scores(cm, test.loaded.class_names)))
+
+
+def _mistakes_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], str]:
+    """The most confident wrong test predictions as thumbnails, and their files."""
+    from comatch.data.datasets import gather
+    from comatch.tools.pool import path_of
+    from comatch.tools.report_trust import draw_thumbnails, image_name
+
+    probs = torch.softmax(test.logits.double() / test.loaded.temperature, dim=1)
+    rows = confident_mistakes(probs, test.labels, MISTAKES)
+    if not rows:
+        return {}, "<p>The EMA model gets every test image right.</p>"
+    names = test.loaded.class_names
+    images, _ = gather(test.dataset, torch.as_tensor(rows))
+    predicted = probs[rows].argmax(1).tolist()
+    captions = [f"true {names[int(test.labels[r])]}\npredicted {names[p]} {float(probs[r, p]):.2f}"
+                for r, p in zip(rows, predicted)]
+    path = draw_thumbnails(images.numpy(), captions, plots / "mistakes.png",
+                           f"The {len(rows)} most confident mistakes on the test set")
+    listing = {image_name(test.dataset, r, "test"): {"true": names[int(test.labels[r])], "predicted": names[p],
+                                                 "probability": float(probs[r, p])} for r, p in zip(rows, predicted)}
+    files = ("" if path_of(test.dataset, rows[0]) is None else  # bundled data has no files to name
+             "<details><summary>their files</summary>" + table(listing, ["true", "predicted", "probability"], "image")
+             + "</details>")
+    return {"mistakes": path}, (
+        "<p>Wrong test predictions with the highest (calibrated) probability: often a label error, an "
+        "ambiguous image, or two classes the model confuses.</p>" + image(path, "mistakes") + files)
+
+
+def _views_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], str]:
+    """A few test images as the network sees them, and samples of each augmented view the method trains on."""
+    from comatch.data.datasets import gather
+    from comatch.data.preprocessing import view_settings
+    from comatch.data.views import build_views
+
+    config, names = test.loaded.config, test.loaded.class_names
+    kinds = _view_kinds(config, len(names))
+    views = build_views(view_settings(config, test.loaded.image_size))
+    shown = _one_per_class(test.labels, VIEW_IMAGES)
+    images, _ = gather(test.dataset, torch.as_tensor(shown))
+    columns = ["as evaluated"] + [f"{kind} {i + 1}" for kind in kinds for i in range(VIEW_SAMPLES)]
+    with torch.random.fork_rng(devices=[]):  # the report's draws leave the process's random state alone
+        torch.manual_seed(0)
+        rows = [[views["eval"](img).numpy()] + [views[kind](img).numpy() for kind in kinds for _ in range(VIEW_SAMPLES)]
+                for img in images]
+    path = draw_image_rows(rows, columns, [names[int(test.labels[r])] for r in shown], plots / "views.png",
+                           f"Views the {config.method} training draws ({', '.join(kinds)})")
+    return {"views": path}, (
+        "<p>Random samples of each view kind the method trains on, beside the image as evaluated. Check that "
+        "every view still shows its class (horizontal flips, for one, turn some digits and letters into others: "
+        "views.flip).</p>" + image(path, "views"))
+
+
+def _view_kinds(config: Any, num_classes: int) -> list[str]:
+    """The view kinds (weak, strong, contrastive) the run's method trains on."""
+    from comatch.methods import METHODS, MethodContext
+
+    try:
+        method = METHODS[config.method].from_config(config, MethodContext(num_classes, config.model.proj_dim,
+                                                                          torch.nn.Module()))
+        kinds = [*method.labelled_views.values(), *method.unlabelled_views.values()]
+    except Exception:  # noqa: BLE001 - a method that cannot say: the two views of every method here
+        kinds = ["weak", "strong"]
+    return list(dict.fromkeys(kinds))
+
+
+def _one_per_class(labels: torch.Tensor, count: int) -> list[int]:
+    """Rows of the first image of up to ``count`` different classes."""
+    rows: dict[int, int] = {}
+    for row, label in enumerate(labels.tolist()):
+        rows.setdefault(int(label), row)
+        if len(rows) == count:
+            break
+    return list(rows.values())
+
+
+def _headline(config: Any, summary: dict[str, Any], data: dict[str, Any], test: TestOutputs | None,
+              summary_file: Path) -> tuple[str, list[str]]:
+    """The result in one line, and the facts under it."""
+    from comatch.version import package_version
+
+    d = config.data
+    if d.dataset == "folder":
+        on = f"the test folder {d.test}" if d.test else f"a held-out {d.holdout_fraction:.0%} of each labelled class"
+    else:
+        on = f"the {d.dataset} test split"
+    accuracy = test.metrics["top1"] if test is not None else summary.get("test_accuracy_ema")
+    count = test.metrics["num_images"] if test is not None else data.get("test")
+    shown = "not measured yet" if accuracy is None else f"{accuracy:.2%}"
+    headline = f"EMA test accuracy {shown} on {on}" + (f" ({count:,} images)" if count else "")
+    facts = []
+    if data:
+        facts.append(f"{data.get('labelled') or 0:,} labelled / {data.get('unlabelled') or 0:,} unlabelled images, "
+                     f"{len(data.get('classes', []))} classes")
+    facts.append(f"{config.method}, {config.model.arch} at {data.get('image_size') or d.image_size} px, "
+                 f"{summary.get('iterations', config.optim.iterations):,} steps, seed {config.seed}")
+    if summary.get("wall_seconds") is not None:
+        facts.append(f"wall time {summary['wall_seconds'] / 60:.1f} min")
+    if summary.get("stopped"):
+        facts.append(f"stopped early, at step {summary.get('iterations')}")
+    if summary_file.is_file():
+        finished = datetime.fromtimestamp(summary_file.stat().st_mtime, timezone.utc)
+        facts.append(f"finished {finished:%Y-%m-%d %H:%M} UTC")
+    else:
+        facts.append("not finished")
+    facts.append(f"comatch {package_version()}")
+    return headline, facts
+
+
+def settings_as_run(config: Any, summary: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The settings a reader checks first, as the run resolved them (config.yaml and data.json)."""
+    d, o, m, r = config.data, config.optim, config.model, config.run
+    found: dict[str, Any] = {"method": config.method, "preset": f"{config.preset}: {config.description}"}
+    if d.dataset == "folder":
+        found.update({"labelled folder": d.labeled, "unlabelled folder": d.unlabeled, "test folder": d.test})
+    else:
+        found["dataset"] = f"{d.dataset} (from {d.root})" if d.dataset != "digits" else "digits (bundled)"
+    found.update({
+        "classes": ", ".join(data.get("classes", [])) or None,
+        "network": m.arch + (f", initialised from {m.init}" if m.init else ""),
+        "image size": f"{data.get('image_size') or d.image_size} px, {data.get('channels') or d.channels} channel(s)",
+        "batch": f"{o.batch_size} labelled + {o.batch_size * o.mu} unlabelled images per step",
+        "steps": f"{summary.get('iterations', o.iterations):,} of {o.iterations:,}",
+        "learning rate": f"{o.lr:g}, {o.schedule} schedule, weight decay {o.weight_decay:g}",
+        "EMA decay": o.ema_decay,
+        "device": r.device,
+        "seed": config.seed,
+    })
+    section = getattr(config, config.method, None)
+    if section is not None and hasattr(section, "threshold"):
+        found["confidence threshold (tau)"] = section.threshold
+    if summary.get("skipped_steps") or summary.get("skipped_images"):
+        found["skipped"] = f"{summary.get('skipped_steps', 0)} step(s), {summary.get('skipped_images', 0)} image(s)"
+    return {k: v for k, v in found.items() if v is not None}
 
 
 @quiet_libraries()
@@ -176,8 +351,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
 
     Args:
         run_dir: the run directory.
-        out: where to write (default ``run_dir``): ``out/plots/*.png`` and ``out/report.html``.
-        device: where to run the model for the confusion matrix and the embedding map.
+        out: where to write (default ``run_dir``): ``out/plots/*.png`` and ``out/report.html``
+            (which embeds the plots: it can be sent on its own).
+        device: where to run the model for the test-set sections.
         embedding: ``"pca"`` or ``"tsne"``.
         say: where warnings go (default stderr).
         data: the run's :class:`~comatch.data.RunData` when the caller has it (the end of a
@@ -189,6 +365,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     Raises:
         UserError: ``run_dir`` is not a run directory.
     """
+    from comatch.tools.baseline import read_run_config
     from comatch.tools.calibration import read_calibration
 
     run_dir = Path(run_dir)
@@ -197,17 +374,29 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
     read_calibration(run_dir, say)  # a damaged calibration.json stops the report with one line
     figures = run_panels(read_records(run_dir, say))
     written = _write_curves(figures, out / "plots", run_dir.name)
-    model_written, evaluation, test_logits = _model_figures(run_dir, out / "plots", device, embedding, say, data)
-    written.update(model_written)
-    summary = _read_json(run_dir / "summary.json")
-    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    html = out / "report.html"
-    page = run_page(run_dir.name, summary, evaluation, written, config_text, html.parent)
-    page = page.replace("<h2>Plots</h2>", baseline_section(_read_json(run_dir / "baseline.json")) + "<h2>Plots</h2>", 1)
-    trust_figures, trust_html = trust_sections(run_dir, out, device, evaluation, say, data, test_logits)  # docs/trust.md
+    config = read_run_config(run_dir)
+    summary, described = _read_json(run_dir / "summary.json"), _read_json(run_dir / "data.json")
+    test = _test_outputs(run_dir, device, say, data)
+    sections: list[tuple[str, str]] = []
+    if test is not None:
+        written.update(_model_figures(test, out / "plots", embedding))
+        sections.append(("Classes", _class_section(test)))
+        for title, make in (("Most confident mistakes", _mistakes_section), ("Views", _views_section)):
+            made, part = make(test, out / "plots")
+            written.update(made)
+            sections.append((title, part))
+    trust_figures, trust_html = trust_sections(run_dir, out, device, test.metrics if test else None, say, data,
+                                               (test.logits, test.labels) if test else None)  # docs/trust.md
     written.update(trust_figures)
-    html.write_text(page.replace("<h2>Configuration</h2>", trust_html + "\n<h2>Configuration</h2>", 1))
-    return Report(html, written, figures, evaluation)
+    headline, facts = _headline(config, summary, described, test, run_dir / "summary.json")
+    page = RunPage(title=f"{config.method} on {config.preset}, seed {config.seed}: {run_dir.name}", headline=headline,
+                   facts=facts, sections=sections, figures=written,
+                   after=baseline_section(_read_json(run_dir / "baseline.json")) + trust_html,
+                   settings=settings_as_run(config, summary, described),
+                   config_text=(run_dir / "config.yaml").read_text())
+    html = out / "report.html"
+    html.write_text(run_page(page))
+    return Report(html, written, figures, test.metrics if test else None)
 
 
 @quiet_libraries()
@@ -226,7 +415,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path | None = No
     written = _write_curves(figures, out / "plots", f"{len(dirs)} runs")
     summaries = {label: _read_json(d / "summary.json") for label, d in zip(labels, dirs)}
     html = out / "report.html"
-    html.write_text(comparison_page(summaries, written, html.parent))
+    html.write_text(comparison_page(summaries, written))
     return Report(html, written, figures)
 
 

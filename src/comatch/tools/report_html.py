@@ -1,16 +1,26 @@
-"""The HTML pages of the reports: a summary table, the figures, and the configuration."""
+"""The HTML pages of the reports: one self-contained file each (every image embedded as a data
+URI, so the page can be mailed or attached on its own).
+
+A run's page reads top down as a practitioner checks a run: the headline (accuracy on what,
+with how many labelled and unlabelled images, how long, when, which version), the classes
+(precision, recall, F1), the most confident mistakes, what the augmented views look like, the
+curves, the baselines and trust checks, and last the settings as they ran.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.headline{font-size:1.25em;margin:.3em 0}.facts{color:#555;margin:.2em 0 1.2em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}"""
 
 CAPTIONS = {
@@ -21,6 +31,43 @@ CAPTIONS = {
     "confusion": "Confusion matrix of the test set (rows: true class, columns: predicted).",
     "embedding": "Projection embeddings z of the test set in two dimensions, coloured by true class.",
 }
+CURVES = ("accuracy", "losses", "pseudo_labels", "confusion", "embedding")
+"""The figures shown under "Curves and maps", in this order (others have their own sections)."""
+
+
+@dataclass
+class RunPage:
+    """What the page of one run shows.
+
+    Attributes:
+        title: the page title.
+        headline: the result in one line (plain text).
+        facts: short facts under the headline (data sizes, time, date, version).
+        sections: ``(title, HTML)`` parts in page order, before the curves.
+        figures: figure name -> PNG (embedded).
+        after: HTML after the curves (baselines, trust sections).
+        settings: label -> value of the settings as they ran.
+        config_text: ``config.yaml``.
+    """
+
+    title: str
+    headline: str
+    facts: list[str] = field(default_factory=list)
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    figures: Mapping[str, Path] = field(default_factory=dict)
+    after: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    config_text: str = ""
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def image(path: Path, alt: str) -> str:
+    """An ``<img>`` holding the PNG ``path`` itself."""
+    return f'<img src="{data_uri(path)}" alt="{html.escape(alt)}">'
 
 
 def _cell(value: Any) -> str:
@@ -29,7 +76,8 @@ def _cell(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(rows: Mapping[str, Mapping[str, Any]], columns: list[str], corner: str = "") -> str:
+def table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], corner: str = "") -> str:
+    """An HTML table: one row per key of ``rows`` (its first cell), one column per ``columns``."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in [corner, *columns])
     body = "".join(
         f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>"
@@ -38,12 +86,12 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: list[str], corner: st
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _figures(figures: Mapping[str, Path], base: Path) -> str:
+def _figures(figures: Mapping[str, Path], names: Sequence[str] | None = None) -> str:
     parts = []
-    for name, path in figures.items():
-        src = html.escape(Path(os.path.relpath(path, base)).as_posix())
-        caption = html.escape(CAPTIONS.get(name, ""))
-        parts.append(f'<h3>{html.escape(name.replace("_", " "))}</h3><p>{caption}</p><img src="{src}" alt="{name}">')
+    for name in names if names is not None else list(figures):
+        if name in figures:
+            caption = html.escape(CAPTIONS.get(name, ""))
+            parts.append(f'<h3>{html.escape(name.replace("_", " "))}</h3><p>{caption}</p>{image(figures[name], name)}')
     return "\n".join(parts)
 
 
@@ -52,29 +100,29 @@ def _page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
-def run_page(name: str, summary: Mapping[str, Any], evaluation: Mapping[str, Any] | None,
-             figures: Mapping[str, Path], config_text: str, base: Path) -> str:
-    """The report page of one run.
+def per_class_table(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """Precision, recall, F1 and test images of every class, by class name."""
+    def number(value: Any) -> str:
+        return "<td class='n'>&ndash;</td>" if value is None else f"<td class='n'>{value:.3f}</td>"
 
-    Args:
-        name: the run's name.
-        summary: ``summary.json`` (may be empty).
-        evaluation: test metrics of the EMA model (``top1``, ``top5``, ...), or None.
-        figures: figure name -> PNG path.
-        config_text: ``config.yaml``.
-        base: the folder of the page (image links are relative to it).
+    rows = "".join(f"<tr><th>{html.escape(name)}</th>{number(s['precision'])}{number(s['recall'])}"
+                   f"{number(s['f1'])}<td class='n'>{s['images']}</td></tr>" for name, s in scores.items())
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>test images</th></tr>"
+            f"{rows}</table>")
 
-    Returns:
-        The HTML text.
-    """
-    body = ["<h2>Summary</h2>", _table({k: {"value": v} for k, v in summary.items()}, ["value"])]
-    if evaluation is not None:
-        rows = {"EMA model": {"top-1": evaluation["top1"], "top-5": evaluation["top5"],
-                              "images": evaluation["num_images"]}}
-        body += ["<h2>Test set</h2>", _table(rows, ["top-1", "top-5", "images"])]
-    body += ["<h2>Plots</h2>", _figures(figures, base)]
-    body += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
-    return _page(f"comatch run {name}", "\n".join(body))
+
+def run_page(page: RunPage) -> str:
+    """The report page of one run (self-contained HTML)."""
+    body = [f"<p class='headline'><b>{html.escape(page.headline)}</b></p>",
+            f"<p class='facts'>{' &middot; '.join(html.escape(f) for f in page.facts)}</p>"]
+    body += [f"<h2>{html.escape(title)}</h2>\n{part}" for title, part in page.sections]
+    curves = _figures(page.figures, CURVES)
+    if curves:
+        body += ["<h2>Curves and maps</h2>", curves]
+    body.append(page.after)
+    body += ["<h2>Settings as they ran</h2>", table({k: {"value": v} for k, v in page.settings.items()}, ["value"]),
+             f"<details><summary>config.yaml</summary><pre>{html.escape(page.config_text)}</pre></details>"]
+    return _page(page.title, "\n".join(body))
 
 
 def baseline_section(found: Mapping[str, Any] | None) -> str:
@@ -89,12 +137,12 @@ def baseline_section(found: Mapping[str, Any] | None) -> str:
     gain = found.get("gain_over_best")
     note = "" if gain is None else (f"<p>The run is {gain * 100:+.1f} points from the best baseline "
                                     f"({html.escape(str(found['best_baseline']['name']))}).</p>")
-    return "<h2>Against baselines without CoMatch training</h2>" + _table(rows, ["test accuracy"]) + note
+    return "<h2>Against baselines without CoMatch training</h2>" + table(rows, ["test accuracy"]) + note
 
 
-def comparison_page(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Path], base: Path) -> str:
+def comparison_page(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Path]) -> str:
     """The page comparing runs: one summary row per run, then the overlaid curves."""
     columns = ["method", "preset", "seed", "iterations", "num_labelled", "test_accuracy", "test_accuracy_ema",
                "best_test_accuracy", "wall_seconds"]
-    body = ["<h2>Runs</h2>", _table(summaries, columns, "run"), "<h2>Curves</h2>", _figures(figures, base)]
+    body = ["<h2>Runs</h2>", table(summaries, columns, "run"), "<h2>Curves</h2>", _figures(figures)]
     return _page(f"comatch: {len(summaries)} runs compared", "\n".join(body))

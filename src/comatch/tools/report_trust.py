@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 
 from comatch.errors import UserError
 from comatch.tools.plots import Panel, _save, draw_panels
+from comatch.tools.report_html import image, table
 from comatch.training.monitor import parse_records
 
 SUSPICIOUS = 16  # thumbnails of the highest OOD scores
@@ -85,7 +85,8 @@ def _section(title: str, body: str) -> str:
 
 
 def _img(path: Path, base: Path, alt: str) -> str:
-    return f'<img src="{html.escape(Path(os.path.relpath(path, base)).as_posix())}" alt="{html.escape(alt)}">'
+    del base  # embedded: the page stands on its own
+    return image(path, alt)
 
 
 def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, Any] | None,
@@ -108,13 +109,7 @@ def trust_sections(run_dir: Path, out: Path, device: str, evaluation: dict[str, 
                                            write=False)
     items = "".join(f"<li><b>{html.escape(w.kind)}</b> (step {w.step}): {html.escape(w.message)}</li>" for w in warnings)
     parts.append(_section("Guardrails", f"<ul>{items}</ul>" if warnings else "<p>No guardrail fired.</p>"))
-    if evaluation is not None:
-        from comatch.tools.calibration import balanced_accuracy, macro_f1
-
-        cm = evaluation["confusion_matrix"]
-        parts.append(_section("Class-balanced test metrics", (
-            f"<p>top-1 {evaluation['top1']:.4f}, balanced accuracy (mean per-class recall) "
-            f"{balanced_accuracy(cm):.4f}, macro-F1 {macro_f1(cm):.4f}</p>")))
+    del evaluation  # the class-balanced metrics are in the report's "Classes" section
     records = _records(run_dir)
     data_json = _json(run_dir / "data.json")
     panels = share_panels(records, data_json.get("classes", []))
@@ -170,16 +165,35 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
         top = scored.scores.argsort(descending=True)[:SUSPICIOUS]
         rows = torch.as_tensor(scored.rows[top.numpy()])
         images, _ = gather(data.unlabelled, rows)
-        captions = [f"#{int(r)} s={float(scored.scores[i]):.2f}\n{data.class_names[int(scored.predicted[i])]} "
-                    f"p={float(scored.confidence[i]):.2f}" for r, i in zip(rows, top)]
+        files = [image_name(data.unlabelled, int(r)) for r in rows]
+        captions = [f"{_short(name)}\ns={float(scored.scores[i]):.2f} {data.class_names[int(scored.predicted[i])]} "
+                    f"p={float(scored.confidence[i]):.2f}" for name, i in zip(files, top)]
         figures["outliers"] = draw_thumbnails(images.numpy(), captions, plots / "outliers.png",
                                               f"Most suspicious unlabelled images (of {len(scored.rows)} scored)")
+        listing = {name: {"score": float(scored.scores[i]), "predicted": data.class_names[int(scored.predicted[i])],
+                          "probability": float(scored.confidence[i])} for name, i in zip(files, top)}
         parts.append(_section("Suspicious unlabelled images", (
             "<p>The unlabelled images with the highest out-of-distribution score (far from every labelled "
-            "image in embedding space, and predicted with low confidence; see docs/trust.md): #row in the "
-            "unlabelled pool, score s, predicted class and its probability.</p>"
-            + _img(figures["outliers"], base, "outliers"))))
+            "image in embedding space, and predicted with low confidence; see docs/trust.md): file, score s, "
+            "predicted class and its probability.</p>"
+            + _img(figures["outliers"], base, "outliers")
+            + ("" if all(name.endswith("(bundled data: no file)") for name in files) else
+               table(listing, ["score", "predicted", "probability"], "file")))))
     return parts
+
+
+def image_name(dataset: Any, row: int, part: str = "unlabelled") -> str:
+    """An image of ``dataset`` by its file path, or by its row where it has no file (bundled data)."""
+    from comatch.tools.pool import path_of
+
+    path = path_of(dataset, row)
+    return str(path) if path is not None else f"{part} image {row} (bundled data: no file)"
+
+
+def _short(name: str, width: int = 22) -> str:
+    """The end of a file name that fits under a thumbnail."""
+    base = Path(name).name if "/" in name or "\\" in name else name
+    return base if len(base) <= width else "..." + base[-(width - 3):]
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:

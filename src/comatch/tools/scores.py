@@ -167,23 +167,14 @@ def ood_scores(z: torch.Tensor, probs: torch.Tensor, reference: torch.Tensor, k:
 
 def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """Area under the ROC curve of ``scores [N]`` for ``positive [N]`` (bool): the chance that
-    a random positive scores above a random negative (ties count half).
+    a random positive scores above a random negative (ties count half); scikit-learn's
+    ``roc_auc_score``.
 
     Raises:
         ValueError: one of the groups is empty.
     """
-    pos, neg = scores[positive].double(), scores[~positive].double()
-    if pos.numel() == 0 or neg.numel() == 0:
+    from sklearn.metrics import roc_auc_score
+
+    if bool(positive.all()) or not bool(positive.any()):
         raise ValueError("AUROC needs at least one positive and one negative")
-    ranks = torch.empty(scores.numel(), dtype=torch.float64)
-    order = scores.double().argsort()
-    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
-    sorted_scores = scores.double()[order]
-    # average the ranks of ties
-    unique, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    mean_rank = ends - (counts.double() - 1) / 2
-    ranks[order] = mean_rank[inverse]
-    rank_sum = ranks[positive].sum()
-    n_pos, n_neg = pos.numel(), neg.numel()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive.numpy(), scores.double().numpy()))

@@ -6,40 +6,40 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+
+from comatch.tools import arguments as shared
 
 
-def add_suggest_parser(subparsers: argparse._SubParsersAction, positive: Any) -> None:
+def add_suggest_parser(subparsers: argparse._SubParsersAction) -> None:
     """The ``suggest`` subcommand."""
     p = subparsers.add_parser(
         "suggest", help="rank unlabelled images to label next (uncertain and diverse)",
+        parents=[shared.out_options("CSV", "the CSV of suggestions to write (default: stdout)"),
+                 shared.device_options("auto"), shared.batch_options()],
         description="Rank the run's unlabelled images by the uncertainty of their smoothed pseudo-label, picked "
         "by k-centre greedy on the embeddings so that the K suggestions cover different regions (see docs/trust.md). "
         "Labels come back by moving the files into their class folders under --labeled (your own images) or "
         "with --labeled-list (benchmarks: see --next-list).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (config.yaml; a checkpoint unless --before-training)")
-    p.add_argument("--n", type=positive, required=True, metavar="K", help="images to suggest")
-    p.add_argument("--out", type=Path, metavar="CSV", help="the CSV to write (default: stdout)")
+    p.add_argument("--n", type=shared.positive, required=True, metavar="K", help="images to suggest")
     p.add_argument("--links", type=Path, metavar="DIR", help="also write DIR/PREDICTED_CLASS/ links to the suggested files")
     p.add_argument("--next-list", type=Path, metavar="FILE",
                    help="benchmarks: write the run's labelled.json plus the suggested indices, for --labeled-list")
     p.add_argument("--before-training", action="store_true",
                    help="rank with the run's initial network (random or model.init): the first round, before training")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
-    p.add_argument("--batch-size", type=positive, default=256, help="images per forward pass")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction, positive: Any) -> None:
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``suggest`` and ``calibrate`` (nothing heavy is imported until a command runs)."""
-    add_suggest_parser(subparsers, positive)
+    add_suggest_parser(subparsers)
     calibrate = subparsers.add_parser(
         "calibrate", help="fit the temperature of a run's probabilities (calibration.json)",
+        parents=[shared.device_options("auto")],
         description="Fit one temperature T on the run's validation part so that softmax(logits / T) is "
         "calibrated (without a validation part none is applied: the labelled images were trained on); writes "
-        "RUN_DIR/calibration.json, which predict, export, evaluate "
-        "and report read. Training does this at its end; run it again after changing the checkpoint.")
+        "RUN_DIR/calibration.json, which predict, export, evaluate and report read from there (so it has no "
+        "--out). Training does this at its end; run it again after changing the checkpoint.")
     calibrate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    calibrate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ class Situation:
 
     Attributes:
         device: "cpu" or "cuda" (the device the run will use).
-        cpu_cores: CPU cores this process may use (``len(os.sched_getaffinity(0))``).
+        cpu_cores: CPU cores this process may use (:func:`comatch.training.runtime.usable_cpus`).
         image_size: side length of the files (median shorter side).
         channels: 1 (grayscale files) or 3.
         num_labelled, num_unlabelled: dataset sizes.
@@ -176,7 +176,7 @@ def workers_for(device: str, cpu_cores: int) -> int:
     network needs the cores more than the batched augmentation does: ``w = min(2, (cores - 1)
     // 4)``, i.e. augmentation runs in the training process up to 4 cores (on 2 cores a
     worker per loader made a default digits step 1.2-1.3x slower in a quiet hour and used twice
-    the memory: docs/performance.md). On a GPU,
+    the memory: benchmarks/LOG.md). On a GPU,
     ``w = min(6, (cores - 1) // 2)``.
     """
     cores = max(1, cpu_cores)

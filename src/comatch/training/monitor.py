@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -86,6 +88,19 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+PER_CLASS = re.compile(r"(pseudo_label_share)_(\d+)$")
+"""Metric keys that hold one value per class, by class index."""
+
+
+def tensorboard_tag(kind: str, key: str, class_names: Sequence[str]) -> str:
+    """The TensorBoard tag of a metric: ``kind/key``, a per-class key under its class's name
+    (``pseudo_label_share_3`` -> ``train/pseudo_label_share/cat``)."""
+    found = PER_CLASS.match(key)
+    if found and int(found[2]) < len(class_names):
+        return f"{kind}/{found[1]}/{class_names[int(found[2])]}"
+    return f"{kind}/{key}"
+
+
 class RunMonitor:
     """Writes every record to metrics.jsonl and TensorBoard and shows progress.
 
@@ -97,6 +112,8 @@ class RunMonitor:
             checkpoint, so the file reads as if the run had never stopped).
         stream: where progress goes (default stdout).
         tensorboard: write TensorBoard event files.
+        class_names: the classes' names, for the per-class TensorBoard tags (metrics.jsonl keeps
+            its keys, ``pseudo_label_share_c`` by class index).
     """
 
     def __init__(
@@ -107,6 +124,7 @@ class RunMonitor:
         metrics_offset: int = 0,
         stream: TextIO | None = None,
         tensorboard: bool = True,
+        class_names: Sequence[str] = (),
     ) -> None:
         self.path = out_dir / "metrics.jsonl"
         self.records, self.notes = recover_metrics(self.path, metrics_offset, start)
@@ -115,6 +133,7 @@ class RunMonitor:
         self.stream_lost = False
         self.lost = False  # the run directory was deleted or moved
         self.writer = None
+        self.class_names = list(class_names)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -156,7 +175,7 @@ class RunMonitor:
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
-                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+                    self.writer.add_scalar(tensorboard_tag(record["kind"], key, self.class_names), value, record["step"])
         if record["kind"] == "eval":
             self.last_eval = record
         self._show(record)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,8 +134,8 @@ class NullMonitor:
 
 
 def run_monitor(out_dir: Path, total: int, start_step: int, metrics_offset: int,
-                tensorboard: bool) -> RunMonitor | NullMonitor:
+                tensorboard: bool, class_names: Sequence[str] = ()) -> RunMonitor | NullMonitor:
     """Rank 0's :class:`RunMonitor`; a :class:`NullMonitor` elsewhere."""
     if not distributed.is_main_process():
         return NullMonitor()
-    return RunMonitor(out_dir, total, start_step, metrics_offset, tensorboard=tensorboard)
+    return RunMonitor(out_dir, total, start_step, metrics_offset, tensorboard=tensorboard, class_names=class_names)

@@ -4,7 +4,6 @@ and signal handling."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import random
 import tempfile
@@ -46,7 +45,7 @@ def keep_freed_memory() -> bool:
     by one and the top of the heap is trimmed, so every step faults its activations in again
     page by page, in the kernel. Blocks up to 32 MiB now come from the heap (the largest
     threshold glibc accepts), and up to 64 MiB of free memory stays mapped at its top. The
-    kernel time and the peak memory this trades are measured in docs/performance.md. Nothing
+    kernel time and the peak memory this trades are measured in benchmarks/LOG.md. Nothing
     computed changes.
 
     Does nothing when the environment already tunes the allocator (``GLIBC_TUNABLES`` with
@@ -107,14 +106,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 LOCK_NAME = ".lock"
+OWNER_NAME = ".lock.pid"
 
 
 class RunLock:
     """An exclusive lock on a run directory, so that two processes never write one run.
 
-    It is an ``fcntl.flock`` on ``RUN_DIR/.lock``: the operating system releases it when the
-    process ends however it ends (SIGKILL included), so a killed run never leaves it stuck.
-    The file holds the owner's process id, for the message of a refused second process.
+    It is a :class:`filelock.FileLock` on ``RUN_DIR/.lock`` (``flock`` on Linux and macOS, a
+    ``msvcrt`` lock on Windows): the operating system releases it when the process ends however
+    it ends (SIGKILL included), so a killed run never leaves it stuck. ``RUN_DIR/.lock.pid``
+    holds the owner's process id, for the message of a refused second process.
 
     Args:
         run_dir: the run directory (created if missing).
@@ -127,42 +128,60 @@ class RunLock:
 
     def __init__(self, run_dir: Path, hint: str = "choose another --out") -> None:
         self.run_dir, self.hint = Path(run_dir), hint
-        self._fd: int | None = None
+        self._lock: Any = None
 
     def acquire(self) -> "RunLock":
         """Take the lock (non-blocking); see the class for what it raises."""
-        path = self.run_dir / LOCK_NAME
+        from filelock import FileLock, Timeout
+
+        owner_file = self.run_dir / OWNER_NAME
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            lock = FileLock(self.run_dir / LOCK_NAME, timeout=0)
+            lock.acquire()
+        except Timeout:
+            owner = _read_owner(owner_file)
+            raise UserError(f"{self.run_dir} is in use by another comatch process (pid {owner}); "
+                            f"wait for it to end (or stop it), then try again") from None
         except OSError as err:
             raise UserError(f"cannot write the run directory {self.run_dir}: {_reason(err)}; "
                             f"{self.hint}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            owner_file.write_text(f"{os.getpid()}\n")
         except OSError as err:
-            owner = (os.pread(fd, 32, 0).decode(errors="replace").split() or ["?"])[0]
-            os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise UserError(f"{self.run_dir} is in use by another comatch process (pid {owner}); "
-                            f"wait for it to end (or stop it), then try again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            lock.release()
+            raise UserError(f"cannot write the run directory {self.run_dir}: {_reason(err)}; "
+                            f"{self.hint}") from None
+        self._lock = lock
         return self
 
     def release(self) -> None:
-        """Give the lock up (closing the file releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Give the lock up."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _read_owner(path: Path) -> str:
+    """The process id in ``path`` ("?" when it cannot be read)."""
+    try:
+        return (path.read_text(errors="replace").split() or ["?"])[0]
+    except OSError:
+        return "?"
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity where the OS has one (Linux), else all cores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _reason(err: OSError) -> str:

@@ -15,13 +15,13 @@ import torch
 from comatch import config as cfg
 from comatch import distributed, numerics
 from comatch.training import parallel
-from comatch.training.checkpoint import check_resume_compatible, load_newest, rng_state, save_rotating, set_rng_state
+from comatch.training.checkpoint import rng_state, save_rotating, set_rng_state
 from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch
 from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import Normalizer, eval_view, run_data, use_deterministic_kernels, view_settings
-from comatch.errors import DataChanged, TrainingDiverged, UserError
+from comatch.errors import DataChanged, TrainingDiverged
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
 from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
 from comatch.models.optim import param_groups_layer_decay
@@ -354,7 +354,7 @@ class Trainer:
         if distributed.is_main_process():
             self._write_run_files()
         self.monitor = parallel.run_monitor(self.out_dir, self.pacer.total, self.step,
-                                            self.metrics_offset, self.config.run.tensorboard)
+                                            self.metrics_offset, self.config.run.tensorboard, self.data.class_names)
 
     def _next_batch(self, labelled: Any, unlabelled: Any | None) -> Batch:
         """The next step's batch; images that vanished from the data folders stop the run
