@@ -239,20 +239,21 @@ def _mistakes_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], 
 
 def _views_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], str]:
     """A few test images as the network sees them, and samples of each augmented view the method trains on."""
+    from comatch.data.batch_views import BatchViews
     from comatch.data.datasets import gather
     from comatch.data.preprocessing import view_settings
-    from comatch.data.views import build_views
 
     config, names = test.loaded.config, test.loaded.class_names
     kinds = _view_kinds(config, len(names))
-    views = build_views(view_settings(config, test.loaded.image_size))
+    views = BatchViews(view_settings(config, test.loaded.image_size))
     shown = _one_per_class(test.labels, VIEW_IMAGES)
     images, _ = gather(test.dataset, torch.as_tensor(shown))
+    images = views.resize(images)  # [n, C, S, S]: as evaluated
     columns = ["as evaluated"] + [f"{kind} {i + 1}" for kind in kinds for i in range(VIEW_SAMPLES)]
-    with torch.random.fork_rng(devices=[]):  # the report's draws leave the process's random state alone
-        torch.manual_seed(0)
-        rows = [[views["eval"](img).numpy()] + [views[kind](img).numpy() for kind in kinds for _ in range(VIEW_SAMPLES)]
-                for img in images]
+    draws = torch.Generator().manual_seed(0)  # the report's own draws: the process's random state is left alone
+    samples = {kind: [views(kind, images, draws) for _ in range(VIEW_SAMPLES)] for kind in kinds}
+    rows = [[images[i].numpy()] + [samples[kind][j][i].numpy() for kind in kinds for j in range(VIEW_SAMPLES)]
+            for i in range(len(shown))]
     path = draw_image_rows(rows, columns, [names[int(test.labels[r])] for r in shown], plots / "views.png",
                            f"Views the {config.method} training draws ({', '.join(kinds)})")
     return {"views": path}, (
