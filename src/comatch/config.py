@@ -55,6 +55,10 @@ class DataConfig(_Section):
         None, description="File naming the labelled subset (a run's labelled.json: indices, or paths for folders); "
         "overrides the label counts (--labeled-list).",
     )
+    extra_labels: str | None = Field(
+        None, description="Decisions file of `comatch label` (RUN/labels.csv: path,label,time), own folders only: "
+        "images labelled with a class join the labelled set, 'exclude' ones leave the unlabelled pool (--extra-labels).",
+    )
     labels_per_class: int | None = Field(
         4, ge=1, description="Labelled images drawn per class with the run's seed (None with folders: every labelled image)."
     )
