@@ -155,8 +155,8 @@ class ModelConfig(_Section):
         None, description="Start the encoder from a weights file (MoCo v2, SimCLR, a torchvision or timm state_dict, .pth or .safetensors); None: random initialisation."
     )
     pretrained: bool = Field(
-        False, description="timm models: start from the weights in timm's local cache (never downloaded; a pretrained start "
-        "needs far fewer labels and steps). Fails with a message when they are not cached."
+        False, description="timm models: start from timm's pretrained weights, downloaded when the network is reachable, "
+        "else from the local cache (HF_HUB_OFFLINE=1: the cache only); a pretrained start needs far fewer labels and steps."
     )
     init_scheme: Literal["project", "released"] = Field(
         "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "
