@@ -184,3 +184,14 @@ def test_the_command_serves_the_page_until_stopped(run):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_report_names_suspicious_images_by_file(run):
+    assert main(["report", str(run), "--device", "cpu"]) == 0
+    with (run / "plots" / "suspicious.csv").open() as handle:
+        listed = list(csv.DictReader(handle))
+    pool = {str(p) for p in (run.parent / "pool").rglob("*.png")}
+    assert 0 < len(listed) <= 16 and all(r["path"] in pool for r in listed)
+    scores = [float(r["score"]) for r in listed]
+    assert scores == sorted(scores, reverse=True)
+    assert Path(listed[0]["path"]).name in (run / "report.html").read_text()

@@ -157,18 +157,31 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
                           "dividing the logits by T.</p>" + _img(figures["reliability"], base, "reliability")))
     scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), t, max_images=MAX_SCORED)
     if len(scored.rows):
+        from comatch.tools.label import write_suspicious
+        from comatch.tools.pool import path_of
+
         top = scored.scores.argsort(descending=True)[:SUSPICIOUS]
         rows = torch.as_tensor(scored.rows[top.numpy()])
         images, _ = gather(data.unlabelled, rows)
-        captions = [f"#{int(r)} s={float(scored.scores[i]):.2f}\n{data.class_names[int(scored.predicted[i])]} "
-                    f"p={float(scored.confidence[i]):.2f}" for r, i in zip(rows, top)]
+        names = [path_of(data.unlabelled, int(r)) or f"#{int(r)}" for r in rows]  # files by name; in-memory by row
+        captions = [f"{Path(name).name[:18]} s={float(scored.scores[i]):.2f}\n"
+                    f"{data.class_names[int(scored.predicted[i])]} p={float(scored.confidence[i]):.2f}"
+                    for name, i in zip(names, top)]
         figures["outliers"] = draw_thumbnails(images.numpy(), captions, plots / "outliers.png",
                                               f"Most suspicious unlabelled images (of {len(scored.rows)} scored)")
+        listed = [(name, float(scored.scores[i]), data.class_names[int(scored.predicted[i])],
+                   float(scored.confidence[i])) for name, i in zip(names, top)]
+        write_suspicious(listed, plots / "suspicious.csv")
+        table = "".join(f"<tr><td>{html.escape(n)}</td><td>{sc:.3f}</td><td>{html.escape(c)}</td><td>{p:.2f}</td></tr>"
+                        for n, sc, c, p in listed)
         parts.append(_section("Suspicious unlabelled images", (
             "<p>The unlabelled images with the highest out-of-distribution score (far from every labelled "
-            "image in embedding space, and predicted with low confidence; see docs/trust.md): #row in the "
-            "unlabelled pool, score s, predicted class and its probability.</p>"
-            + _img(figures["outliers"], base, "outliers"))))
+            "image in embedding space, and predicted with low confidence; see docs/trust.md): file (or #row in "
+            "the unlabelled pool for in-memory data), score s, predicted class and its probability; listed in "
+            "plots/suspicious.csv. Exclude them with one key in <code>comatch label RUN_DIR</code> "
+            "(tab Most suspicious).</p>"
+            + _img(figures["outliers"], base, "outliers")
+            + "<table><tr><th>file</th><th>score</th><th>predicted</th><th>p</th></tr>" + table + "</table>")))
     return parts
 
 
