@@ -195,3 +195,46 @@ def test_the_report_names_suspicious_images_by_file(run):
     scores = [float(r["score"]) for r in listed]
     assert scores == sorted(scores, reverse=True)
     assert Path(listed[0]["path"]).name in (run / "report.html").read_text()
+
+
+def test_the_screen_by_hand():
+    import torch
+
+    from comatch.tools.screen import Screen, fit_screen
+
+    labelled = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pool = torch.tensor([[0.6, 0.8], [0.8, 0.6], [-1.0, 0.0]])
+    probs = torch.tensor([[0.02, 0.98], [0.5, 0.5], [0.5, 0.5]])  # only the first is confident (>= 0.95)
+    screen = fit_screen(labelled, torch.tensor([0, 1]), pool, probs, ["a", "b"])
+    m_b = torch.nn.functional.normalize(torch.tensor([0.6, 1.8]), dim=0)  # class b: labelled (0,1) and (0.6,0.8)
+    assert torch.allclose(screen.prototypes, torch.stack([torch.tensor([1.0, 0.0]), m_b]), atol=1e-6)
+    scores = screen.scores(pool)
+    nearest = [float(m_b @ pool[0]), max(0.8, float(m_b @ pool[1])), max(-1.0, float(m_b @ pool[2]))]
+    assert torch.allclose(scores, 1 - torch.tensor(nearest), atol=1e-6)
+    reference = screen.scores(torch.cat([labelled, pool[:1]]))
+    assert screen.threshold == pytest.approx(float(torch.quantile(reference.double(), 0.95)))
+    assert screen.flags(pool).tolist() == [False, True, True]
+    again = Screen.from_json(json.loads(json.dumps(screen.to_json())))
+    assert torch.allclose(again.scores(pool), scores, atol=1e-6) and again.threshold == screen.threshold
+
+
+def test_predict_and_suggest_use_the_runs_screen(run, tmp_path, capsys):
+    from comatch.tools.screen import Screen
+
+    out = tmp_path / "p.csv"
+    pool = run.parent / "pool"
+    assert main(["predict", str(run), str(pool), "--screen", "--out", str(out), "--device", "cpu"]) == 0
+    screen = Screen.from_json(json.loads((run / "screen.json").read_text()))
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and all(r["unknown_score"] for r in rows)
+    assert all((r["class"] == "unknown") == (float(r["unknown_score"]) > screen.threshold) for r in rows)
+    suggestions = tmp_path / "s.csv"
+    assert main(["suggest", str(run), "--n", "12", "--out", str(suggestions), "--device", "cpu"]) == 0
+    with suggestions.open() as handle:
+        ranked = {r["path"]: r for r in csv.DictReader(handle)}
+    for r in rows:  # the same score, whether predict or suggest computes it
+        assert float(ranked[r["path"]]["unknown_score"]) == pytest.approx(float(r["unknown_score"]), abs=1e-4)
+        assert ranked[r["path"]]["unknown"] == ("yes" if r["class"] == "unknown" else "no")
+    model_file = next((run / "checkpoints").glob("*.pt"))
+    assert main(["predict", str(model_file), str(pool), "--screen", "--device", "cpu"]) == 0

@@ -59,6 +59,7 @@ class Item:
         rank: its place in that tab's ranking.
         predicted, probability: the model's class and its (calibrated, smoothed) probability.
         score: the suggestion's score, or the out-of-distribution score.
+        unknown: the unknown-class screen flags it (:mod:`comatch.tools.screen`).
     """
 
     index: int
@@ -69,6 +70,7 @@ class Item:
     predicted: str
     probability: float
     score: float
+    unknown: bool = False
 
 
 def now() -> str:
@@ -295,7 +297,8 @@ def read_ranked(path: Path, folder: Path, tab: str, start: int) -> list[Item]:
             if not file or not _inside(file, folder):
                 continue
             items.append(Item(start + len(items), file, Path(file).name, tab, int(row.get("rank") or n),
-                              row.get("predicted", ""), float(row.get("probability") or 0), float(row.get("score") or 0)))
+                              row.get("predicted", ""), float(row.get("probability") or 0), float(row.get("score") or 0),
+                              row.get("unknown") == "yes"))
     return items
 
 
