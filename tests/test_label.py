@@ -69,6 +69,13 @@ def test_the_page_lists_the_suggested_and_the_suspicious_files(run, served):
     assert {Path(i.path).parent for i in session.items} == {run.parent / "pool" / "mixed"}
     with (run / "suggestions.csv").open() as handle:
         assert [r["path"] for r in csv.DictReader(handle)] == [i.path for i in suggested]
+    from comatch.tools.screen import Screen
+    screen = Screen.from_json(json.loads((run / "screen.json").read_text()))
+    with (run / "suspicious.csv").open() as handle:  # the screen's highest scores, flagged by its threshold
+        ranked = list(csv.DictReader(handle))
+    scores = [float(r["score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=True) and [r["path"] for r in ranked] == [i.path for i in odd]
+    assert [i.unknown for i in odd] == [s > screen.threshold for s in scores]
     status, page = request(server, "GET", "/")
     assert status == 200 and session.token.encode() in page
     status, body = request(server, "GET", "/api/state")
@@ -188,7 +195,7 @@ def test_the_command_serves_the_page_until_stopped(run):
 
 def test_the_report_names_suspicious_images_by_file(run):
     assert main(["report", str(run), "--device", "cpu"]) == 0
-    with (run / "plots" / "suspicious.csv").open() as handle:
+    with (run / "plots" / "outliers.csv").open() as handle:
         listed = list(csv.DictReader(handle))
     pool = {str(p) for p in (run.parent / "pool").rglob("*.png")}
     assert 0 < len(listed) <= 16 and all(r["path"] in pool for r in listed)

@@ -3,7 +3,8 @@
 The page (``label_page.html``, package data) shows the run's suggested images (``comatch
 suggest``'s ranking, read from ``RUN/suggestions.csv`` or computed on the spot and saved there)
 grouped by predicted class with their probabilities, and a second tab of the most suspicious
-unlabelled images (the out-of-distribution score of :mod:`comatch.tools.ood`). Every decision
+unlabelled images (the unknown-class screen of :mod:`comatch.tools.screen`, which also marks
+the suggestions it flags). Every decision
 is appended at once to ``RUN/labels.csv`` (:mod:`comatch.data.extra_labels`: header
 ``path,label,time``, a class name, ``exclude`` or ``undo``; each row forced to disk), so a
 closed tab or a killed server loses nothing and a restart shows where it stopped.
@@ -302,41 +303,41 @@ def read_ranked(path: Path, folder: Path, tab: str, start: int) -> list[Item]:
     return items
 
 
-def write_suspicious(rows: list[tuple[str, float, str, float]], path: Path) -> None:
-    """``rank,path,score,predicted,probability`` rows."""
+def write_suspicious(rows: list[tuple[str, float, str, float]], path: Path, threshold: float | None = None) -> None:
+    """``rank,path,score,predicted,probability`` rows (and ``unknown``: yes/no, with the screen's
+    ``threshold``)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "path", "score", "predicted", "probability"])
+        writer.writerow(["rank", "path", "score", "predicted", "probability", *(["unknown"] if threshold is not None else [])])
         for rank, (file, score, predicted, probability) in enumerate(rows, 1):
-            writer.writerow([rank, file, f"{score:.6f}", predicted, f"{probability:.6f}"])
+            flag = ["yes" if score > threshold else "no"] if threshold is not None else []
+            writer.writerow([rank, file, f"{score:.6f}", predicted, f"{probability:.6f}", *flag])
 
 
-def most_suspicious(run_dir: Path, k: int, device: str) -> list[tuple[str, float, str, float]]:
-    """The ``k`` unlabelled files with the highest out-of-distribution score:
-    ``(path, score, predicted class, probability)``."""
-    from comatch.tools.inference import load_model
-    from comatch.tools.ood import score_pool
+def most_suspicious(run_dir: Path, k: int, device: str) -> tuple[list[tuple[str, float, str, float]], float]:
+    """The ``k`` unlabelled files the unknown-class screen scores highest (:mod:`comatch.tools.screen`):
+    ``(path, score, predicted class, probability)``, and the screen's threshold; saves the
+    screen as ``RUN/screen.json``."""
     from comatch.tools.pool import path_of
-    from comatch.tools.suggest import _run_data
+    from comatch.tools.screen import SCREEN_FILE, save_screen, screen_pool
 
-    loaded = load_model(run_dir, "ema", device)
-    data = _run_data(loaded.config, run_dir)
-    scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), loaded.temperature,
-                        max_images=5000)
+    fitted = screen_pool(run_dir, device)
+    if not (Path(run_dir) / SCREEN_FILE).is_file():
+        save_screen(fitted.screen, run_dir)
     result = []
-    for i in scored.scores.argsort(descending=True)[:k].tolist():
-        path = path_of(data.unlabelled, int(scored.rows[i]))
+    for i in fitted.scores.argsort(descending=True)[:k].tolist():
+        path = path_of(fitted.data.unlabelled, fitted.rows[i])
         if path is not None:
-            result.append((path, float(scored.scores[i]), data.class_names[int(scored.predicted[i])],
-                           float(scored.confidence[i])))
-    return result
+            result.append((path, float(fitted.scores[i]), fitted.data.class_names[int(fitted.predicted[i])],
+                           float(fitted.confidence[i])))
+    return result, fitted.screen.threshold
 
 
 def build_session(run_dir: Path, n: int | None, suggestions: Path | None, device: str,
                   suspicious: int = DEFAULT_SUSPICIOUS, say: Any = print) -> LabelSession:
     """The page's images: the ranking (``suggestions``, else ``RUN/suggestions.csv``, else
-    ``suggest`` on the spot, saved there) and the most suspicious files (``RUN/suspicious.csv``,
-    computed once).
+    ``suggest`` on the spot, saved there) and the files the unknown-class screen scores highest
+    (``RUN/suspicious.csv``, computed once).
 
     Raises:
         UserError: not a folder run, no checkpoint to rank with, nothing to show.
@@ -359,7 +360,8 @@ def build_session(run_dir: Path, n: int | None, suggestions: Path | None, device
     items = read_ranked(source, folder, "suggested", 0)
     odd = run_dir / SUSPICIOUS_FILE
     if suspicious and not odd.is_file() and any((run_dir / "checkpoints").glob("*.pt")):
-        write_suspicious(most_suspicious(run_dir, suspicious, device), odd)
+        ranked, threshold = most_suspicious(run_dir, suspicious, device)
+        write_suspicious(ranked, odd, threshold)
     if suspicious and odd.is_file():
         items += read_ranked(odd, folder, "suspicious", len(items))[:suspicious]
     if not items:

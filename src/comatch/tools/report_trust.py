@@ -171,15 +171,15 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
                                               f"Most suspicious unlabelled images (of {len(scored.rows)} scored)")
         listed = [(name, float(scored.scores[i]), data.class_names[int(scored.predicted[i])],
                    float(scored.confidence[i])) for name, i in zip(names, top)]
-        write_suspicious(listed, plots / "suspicious.csv")
+        write_suspicious(listed, plots / "outliers.csv")
         table = "".join(f"<tr><td>{html.escape(n)}</td><td>{sc:.3f}</td><td>{html.escape(c)}</td><td>{p:.2f}</td></tr>"
                         for n, sc, c, p in listed)
         parts.append(_section("Suspicious unlabelled images", (
             "<p>The unlabelled images with the highest out-of-distribution score (far from every labelled "
             "image in embedding space, and predicted with low confidence; see docs/trust.md): file (or #row in "
             "the unlabelled pool for in-memory data), score s, predicted class and its probability; listed in "
-            "plots/suspicious.csv. Exclude them with one key in <code>comatch label RUN_DIR</code> "
-            "(tab Most suspicious).</p>"
+            "plots/outliers.csv. <code>comatch label RUN_DIR</code> shows the images its unknown-class screen "
+            "flags, where one key excludes them (tab Most suspicious).</p>"
             + _img(figures["outliers"], base, "outliers")
             + "<table><tr><th>file</th><th>score</th><th>predicted</th><th>p</th></tr>" + table + "</table>")))
     return parts

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,11 +84,21 @@ def fit_screen(labelled_z: torch.Tensor, labelled_targets: torch.Tensor, pool_z:
     return screen
 
 
-def run_screen(run_dir: Path, device: str = "cpu") -> Screen:
-    """The screen of a run: ``RUN/screen.json``, fitted (with the EMA model) and saved when missing."""
-    path = Path(run_dir) / SCREEN_FILE
-    if path.is_file():
-        return Screen.from_json(json.loads(path.read_text()))
+@dataclass
+class PoolScreen:
+    """A run's screen with what it was fitted on: the candidate rows of the unlabelled pool,
+    their scores, predicted classes and calibrated probabilities, and the run's data."""
+
+    screen: Screen
+    rows: list[int]
+    scores: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+    data: Any
+
+
+def screen_pool(run_dir: Path, device: str = "cpu") -> PoolScreen:
+    """Fit the run's screen on its pool with the EMA model and score the pool."""
     from torch.utils.data import Subset
 
     from comatch.tools.inference import load_model
@@ -102,7 +113,22 @@ def run_screen(run_dir: Path, device: str = "cpu") -> Screen:
     labelled = outputs_on(loaded.model, data.labelled, view, preprocess)
     probs = torch.softmax(pool.logits.double() / loaded.temperature, dim=1).float()
     screen = fit_screen(labelled.z, labelled_targets(data), pool.z, probs, data.class_names)
+    confidence, predicted = probs.max(dim=1)
+    return PoolScreen(screen, rows.tolist(), screen.scores(pool.z), predicted, confidence, data)
+
+
+def save_screen(screen: Screen, run_dir: Path) -> None:
+    """Write ``RUN/screen.json``."""
     from comatch.training.runtime import atomic_write_text
 
-    atomic_write_text(path, json.dumps(screen.to_json()) + "\n")
+    atomic_write_text(Path(run_dir) / SCREEN_FILE, json.dumps(screen.to_json()) + "\n")
+
+
+def run_screen(run_dir: Path, device: str = "cpu") -> Screen:
+    """The screen of a run: ``RUN/screen.json``, fitted (with the EMA model) and saved when missing."""
+    path = Path(run_dir) / SCREEN_FILE
+    if path.is_file():
+        return Screen.from_json(json.loads(path.read_text()))
+    screen = screen_pool(run_dir, device).screen
+    save_screen(screen, run_dir)
     return screen
