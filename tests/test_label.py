@@ -245,3 +245,19 @@ def test_predict_and_suggest_use_the_runs_screen(run, tmp_path, capsys):
         assert ranked[r["path"]]["unknown"] == ("yes" if r["class"] == "unknown" else "no")
     model_file = next((run / "checkpoints").glob("*.pt"))
     assert main(["predict", str(model_file), str(pool), "--screen", "--device", "cpu"]) == 0
+
+
+def test_a_second_round_starts_from_the_first_rounds_ema_encoder(run):
+    import torch
+
+    from comatch.models import build_model
+    from comatch.models.pretrained import load_encoder_weights
+
+    checkpoint = run / "checkpoints" / "last.pt"
+    model = build_model("wrn10_1", 2, in_channels=3)
+    report = load_encoder_weights(model.encoder, checkpoint)  # model.init=RUN/checkpoints/last.pt
+    ema = torch.load(checkpoint, weights_only=False)["ema"]
+    ema = {k.removeprefix("module."): v for k, v in ema.items()}
+    assert report.loaded and not report.missing
+    for name, value in model.encoder.state_dict().items():
+        assert torch.equal(value, ema["encoder." + name]), name
