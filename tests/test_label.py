@@ -120,9 +120,20 @@ def test_decisions_need_the_page_token_and_are_appended_at_once(run, served):
     assert again.decisions() == {i: "a" for i in same} and again.state()["progress"]["done"] == 1
 
 
-def test_listening_beyond_loopback_needs_the_flag(run):
+def test_listening_beyond_loopback_needs_the_flag(run, capsys):
     with pytest.raises(UserError, match="--allow-remote"):
         start_server(LabelSession(run, ["a"], []), "0.0.0.0", 0)
+    assert main(["label", str(run), "--host", "0.0.0.0", "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("comatch: error: --host 0.0.0.0 would let other machines label this run") and err.count("\n") == 1
+
+
+def test_a_benchmark_run_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["train", "--show-config"]) == 0
+    (tmp_path / "config.yaml").write_text(capsys.readouterr().out)
+    assert main(["label", str(tmp_path), "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run of your own folders" in err and err.count("\n") == 1
 
 
 def test_apply_moves_the_labelled_files_into_their_class_folders(tmp_path, capsys):
