@@ -213,6 +213,12 @@ def test_the_report_names_suspicious_images_by_file(run):
     scores = [float(r["score"]) for r in listed]
     assert scores == sorted(scores, reverse=True)
     assert Path(listed[0]["path"]).name in (run / "report.html").read_text()
+    with (run / "plots" / "mistakes.csv").open() as handle:
+        mistakes = list(csv.DictReader(handle))
+    held_out = {str(p) for p in (run.parent / "lab").rglob("*.png")}  # the test hold-out of the labelled folder
+    assert all(m["path"] in held_out and m["label"] != m["predicted"] and m["label"] == Path(m["path"]).parent.name
+               for m in mistakes)
+    assert "Most confident mistakes" in (run / "report.html").read_text()
 
 
 def test_the_screen_by_hand():

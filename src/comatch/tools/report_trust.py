@@ -155,6 +155,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
     parts.append(_section("Calibration", f"<p>Temperature T = {t:.4g}, {html.escape(fitted)}; "
                           "expected calibration error over 15 confidence bins on the test set, before and after "
                           "dividing the logits by T.</p>" + _img(figures["reliability"], base, "reliability")))
+    parts.append(_mistakes(data, after, labels, plots))
     scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), t, max_images=MAX_SCORED)
     if len(scored.rows):
         from comatch.tools.label import write_suspicious
@@ -183,6 +184,32 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
             + _img(figures["outliers"], base, "outliers")
             + "<table><tr><th>file</th><th>score</th><th>predicted</th><th>p</th></tr>" + table + "</table>")))
     return parts
+
+
+def _mistakes(data: Any, probs: torch.Tensor, labels: torch.Tensor, plots: Path, count: int = SUSPICIOUS) -> str:
+    """The test images the model gets wrong with the highest confidence, by file (a wrong label,
+    or a real confusion); also ``plots/mistakes.csv``."""
+    import csv
+
+    from comatch.tools.pool import path_of
+
+    confidence, predicted = probs.max(dim=1)
+    wrong = torch.nonzero(predicted != labels).flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)][:count].tolist()
+    rows = [(path_of(data.test, i) or f"#{i}", data.class_names[int(labels[i])], data.class_names[int(predicted[i])],
+             float(confidence[i])) for i in wrong]
+    with (plots / "mistakes.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", "probability"])
+        writer.writerows([[p, a, b, f"{q:.6f}"] for p, a, b, q in rows])
+    table = "".join(f"<tr><td>{html.escape(p)}</td><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{q:.2f}</td></tr>"
+                    for p, a, b, q in rows)
+    return _section("Most confident mistakes", (
+        f"<p>The {len(rows)} test images predicted wrong with the highest (calibrated) probability, by file "
+        "(#row for in-memory data): check each for a wrong label before trusting the test accuracy; listed in "
+        "plots/mistakes.csv.</p>"
+        + ("<table><tr><th>file</th><th>label</th><th>predicted</th><th>p</th></tr>" + table + "</table>"
+           if rows else "")))
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
