@@ -104,6 +104,10 @@ def test_decisions_need_the_page_token_and_are_appended_at_once(run, served):
     assert request(server, "POST", "/api/decide", {"token": session.token, "index": 0, "label": "wolf"})[0] == 400
     assert request(server, "POST", "/api/decide", {"token": session.token, "index": 0, "label": "a"},
                    headers={"Host": "evil.example:80"})[0] == 403
+    assert request(server, "POST", "/api/decide", {"token": session.token, "index": 0, "label": "a"},
+                   headers={"Content-Type": "text/plain"})[0] == 400  # a cross-site form cannot send JSON
+    assert request(server, "POST", "/api/decide", {"token": session.token, "index": 0, "label": "a"},
+                   headers={"Content-Length": "x"})[0] == 400
     assert not (run / "labels.csv").exists()
     assert request(server, "POST", "/api/decide", {"token": session.token, "index": 0, "label": "a"})[0] == 200
     assert request(server, "POST", "/api/decide", {"token": session.token, "index": 1, "label": "exclude"})[0] == 200

@@ -210,7 +210,7 @@ class LabelHandler(BaseHTTPRequestHandler):
         route = self.path.split("?", 1)[0]
         if route not in ("/api/decide", "/api/undo"):
             return self._send(404, b"not found\n")
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("Content-Length") or 0) if (self.headers.get("Content-Length") or "0").isdigit() else 0
         if not self.headers.get("Content-Type", "").startswith("application/json") or not 0 < length <= MAX_BODY:
             return self._send(400, b"a JSON body is expected\n")
         try:
