@@ -1,7 +1,7 @@
 """timm backbones: building, normalisation defaults, weights from files or the cache, layer decay.
 
-Every model here has random weights; nothing is downloaded (the cache test points timm at an
-empty cache with downloads blocked).
+Every model here has random weights; nothing reaches the network (the pretrained tests patch
+timm's hub download, or point the hub at a cache written here, offline).
 """
 
 from __future__ import annotations
@@ -91,10 +91,78 @@ def test_init_from_safetensors_adapts_rgb_weights_to_one_channel(tmp_path):
     assert torch.allclose(model.encoder(gray), source(gray.expand(-1, 3, -1, -1)), atol=1e-4)
 
 
-def test_pretrained_weights_missing_from_the_cache_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """An empty Hugging Face Hub cache and torch.hub folder under ``tmp_path``; the hub online."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(UserError, match=r"model.pretrained: the weights of timm model 'resnet10t' are not in the local cache"):
+    return tmp_path / "hub"
+
+
+def _weights(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return timm.create_model("test_resnet", pretrained=False, num_classes=0).state_dict()
+
+
+def _same(model, weights) -> bool:
+    return all(torch.equal(model.encoder.net.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_pretrained_downloads_through_timms_own_path(hub, monkeypatch):
+    """The network stands in as a patched hub download that writes the file timm asked for."""
+    from safetensors.torch import save_file
+    import timm.models._hub as timm_hub
+
+    weights, calls = _weights(1), []
+
+    def download(repo_id, filename, revision=None, cache_dir=None, **kwargs):
+        from huggingface_hub import constants
+        calls.append((repo_id, filename, constants.HF_HUB_OFFLINE))
+        path = hub / "fetched" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(weights, str(path))
+        return str(path)
+
+    monkeypatch.setattr(timm_hub, "hf_hub_download", download)
+    model = build_model(TINY_TIMM, num_classes=2, pretrained=True)
+    assert calls == [("timm/test_resnet.r160_in1k", "model.safetensors", False)]  # online: a real download
+    assert _same(model, weights)
+
+
+def test_pretrained_reads_the_local_cache_offline(hub, monkeypatch):
+    """A Hugging Face Hub cache written by hand (its documented layout) with HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    weights, commit = _weights(2), "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / "models--timm--test_resnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(weights, str(repo / "snapshots" / commit / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert _same(build_model(TINY_TIMM, num_classes=2, pretrained=True), weights)
+
+
+def test_pretrained_weights_neither_downloadable_nor_cached_is_one_line(hub, monkeypatch):
+    import timm.models._hub as timm_hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Cannot reach https://huggingface.co: connection refused")
+
+    monkeypatch.setattr(timm_hub, "hf_hub_download", unreachable)
+    with pytest.raises(UserError) as err:
+        build_model("timm:resnet10t", num_classes=2, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message and "timm model 'resnet10t' could not be downloaded" in message
+    assert str(hub) in message and "connection refused" in message and "model.init=FILE" in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE=1 allows no download"):
         build_model("timm:resnet10t", num_classes=2, pretrained=True)
     with pytest.raises(UserError, match="needs a timm model"):
         build_model("wrn10_1", num_classes=2, pretrained=True)

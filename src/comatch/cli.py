@@ -104,11 +104,14 @@ def _add_data_arguments(train: argparse.ArgumentParser) -> None:
     data.add_argument("--labels-per-class", type=int, metavar="N", help="labelled images per class")
     data.add_argument(*both("--labeled-list"), dest="labeled_list", type=Path, metavar="FILE",
                       help="reuse a labelled subset: a run's labelled.json, or one index/path per line")
+    data.add_argument("--extra-labels", type=Path, metavar="FILE",
+                      help="your own folders: the decisions of `comatch label` (RUN/labels.csv); images given a class "
+                      "join the labelled set, 'exclude' ones leave the unlabelled pool; data.extra_labels")
     data.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
 
 
 DATA_FLAGS = {"data_root": "root", "labeled": "labeled", "unlabeled": "unlabeled", "val": "val",
-              "test": "test", "labeled_list": "labeled_list"}
+              "test": "test", "labeled_list": "labeled_list", "extra_labels": "extra_labels"}
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:

@@ -61,6 +61,10 @@ class DataConfig(_Section):
         None, description="File naming the labelled subset (a run's labelled.json: indices, or paths for folders); "
         "overrides the label counts (--labeled-list).",
     )
+    extra_labels: str | None = Field(
+        None, description="Decisions file of `comatch label` (RUN/labels.csv: path,label,time), own folders only: "
+        "images labelled with a class join the labelled set, 'exclude' ones leave the unlabelled pool (--extra-labels).",
+    )
     labels_per_class: int | None = Field(
         4, ge=1, description="Labelled images drawn per class with the run's seed (None with folders: every labelled image)."
     )
@@ -157,8 +161,8 @@ class ModelConfig(_Section):
         None, description="Start the encoder from a weights file (MoCo v2, SimCLR, a torchvision or timm state_dict, .pth or .safetensors); None: random initialisation."
     )
     pretrained: bool = Field(
-        False, description="timm models: start from the weights in timm's local cache (never downloaded; a pretrained start "
-        "needs far fewer labels and steps). Fails with a message when they are not cached."
+        False, description="timm models: start from timm's pretrained weights, downloaded when the network is reachable, "
+        "else from the local cache (HF_HUB_OFFLINE=1: the cache only); a pretrained start needs far fewer labels and steps."
     )
     init_scheme: Literal["project", "released"] = Field(
         "project", description="Random initialisation: 'project' (Kaiming fan_out convolutions, Xavier-normal classifier and "

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Subset
 from comatch.data.benchmarks import ArrayData, load_benchmark
 from comatch.data.datasets import TensorImages
 from comatch.data.digits import load_digits_split
+from comatch.data.extra_labels import KEY_PREFIX, with_extra_labels
 from comatch.data.folders import FileList, FolderData, load_imagenet, load_user_folders
 from comatch.data.images import ImageFiles, read_failures
 from comatch.data.sampling import labels_per_class, read_labelled_list, resolve_labelled_list, select_labelled
@@ -70,6 +71,7 @@ class RunData:
     failure_log: Path | None = None
     ignored: list[str] = field(default_factory=list)
     overlaps: dict | None = None
+    extra_labels: dict | None = None
 
     def record_failures(self, log: Path) -> None:
         """Have every file dataset append the images it fails to read during training to ``log``.
@@ -104,6 +106,7 @@ class RunData:
             "failed_during_training": len(vanished), "notes": self.notes,
             "ignored_files": len(self.ignored), "ignored": self.ignored,
             **({"overlaps": self.overlaps} if self.overlaps else {}),
+            **({"extra_labels": self.extra_labels} if self.extra_labels is not None else {}),
         }
 
 
@@ -111,7 +114,8 @@ def _choose_labelled(labels: np.ndarray, class_names: list[str], keys: list[str]
                      per_class: int | None, num_labels: int | None, labeled_list: str | None) -> np.ndarray:
     """Indices of the labelled subset of a pool; None counts mean 'all' (folders only)."""
     if labeled_list:
-        entries = read_labelled_list(labeled_list)
+        # files labelled through a decisions file come back from it, not from the list
+        entries = [e for e in read_labelled_list(labeled_list) if not str(e).startswith(KEY_PREFIX)]
         return resolve_labelled_list(entries, keys, len(labels), Path(labeled_list).name)
     if num_labels is not None:
         per_class = labels_per_class(num_labels, len(class_names))
@@ -175,11 +179,16 @@ def _from_arrays(data: ArrayData, *, seed: int, image_size: int | None, channels
 
 def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels: int | None,
                 mean: list[float] | None, std: list[float] | None, strict: bool, include_labelled: bool = True,
-                **choose: Any) -> RunData:
+                extra_labels: str | None = None, **choose: Any) -> RunData:
     """RunData of image files, decoded per item at the run's size and channels.
 
     ``include_labelled``: whether the unlabelled pool keeps the labelled images.
+    ``extra_labels``: a decisions file (:mod:`comatch.data.extra_labels`): its labelled files
+    join the labelled set (always, outside any draw), its excluded ones leave the pool.
     """
+    decided = FileList()
+    if extra_labels:
+        data, decided, counts = with_extra_labels(data, extra_labels, include_labelled)
     train = data.pool + data.extra
     notes = list(data.notes)
     if image_size is None or channels is None:
@@ -188,6 +197,8 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
         notes.append(f"image size {image_size} px and {channels} channel(s), from the data "
                      f"(set data.image_size / data.channels to choose)")
     ids = _choose_labelled(np.asarray(data.pool.labels), data.class_names, data.pool.keys, seed=seed, **choose)
+    if extra_labels:
+        notes.append(counts.note())
     if not data.extra.paths and len(ids) == len(data.pool.paths):
         if data.overlaps is not None and data.overlaps.dropped:
             raise UserError("the unlabelled folder holds only copies of labelled or test images, so there is no "
@@ -204,11 +215,12 @@ def _from_files(data: FolderData, *, seed: int, image_size: int | None, channels
         data.pool.take(np.setdiff1d(np.arange(len(data.pool.paths)), ids).tolist()) + data.extra
     return RunData(
         num_classes=len(data.class_names), class_names=data.class_names,
-        labelled=files(data.pool.take(ids)), unlabelled=files(unlabelled),
+        labelled=files(data.pool.take(ids) + decided), unlabelled=files(unlabelled),
         val=files(data.val) if data.val else None, test=files(data.test or FileList()),
-        labelled_ids=[data.pool.keys[i] for i in ids], mean=stats[0], std=stats[1],
+        labelled_ids=[data.pool.keys[i] for i in ids] + decided.keys, mean=stats[0], std=stats[1],
         image_size=image_size, channels=channels, skipped=data.skipped, notes=notes, ignored=data.ignored,
         overlaps=data.overlaps.describe() if data.overlaps and data.overlaps.counts else None,
+        extra_labels=counts.describe() if extra_labels else None,
     )
 
 
@@ -229,6 +241,7 @@ def build_data(
     val: str | None = None,
     test: str | None = None,
     labeled_list: str | None = None,
+    extra_labels: str | None = None,
     holdout_fraction: float = 0.2,
     strict: bool = False,
     check_images: bool = True,
@@ -246,6 +259,7 @@ def build_data(
         root: folder of the benchmark files.
         labeled, unlabeled, val, test: the user's folders (dataset ``folder``).
         labeled_list: file naming the labelled subset (overrides the counts).
+        extra_labels: folders: a decisions file of ``comatch label`` (``labels.csv``).
         holdout_fraction: share of each labelled class held out as the test set when ``test``
             is None (folders).
         strict: stop at the first unreadable image instead of skipping it.
@@ -265,7 +279,10 @@ def build_data(
             raise UserError("dataset 'folder' needs a labelled folder: --labeled DIR (one sub-folder per class)")
         folders = load_user_folders(labeled, unlabeled, val, test, holdout_fraction=holdout_fraction,
                                     strict=strict, check=check_images)
-        return _from_files(folders, strict=strict, **common)
+        return _from_files(folders, strict=strict, extra_labels=extra_labels, **common)
+    if extra_labels:
+        raise UserError(f"data.extra_labels is for your own folders (dataset 'folder'), not {dataset!r}; for a "
+                        "benchmark give the labelled indices with --labeled-list")
     if dataset == "imagenet":
         return _from_files(load_imagenet(root, strict=strict, check=check_images), strict=strict, **common)
     if dataset == "digits":

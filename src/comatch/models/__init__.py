@@ -73,7 +73,7 @@ def build_encoder(
         in_channels: Image channels.
         bn_momentum: BatchNorm momentum (PyTorch convention); None keeps the
             architecture default (WRN 0.001, digits CNN 0.01, ResNet 0.1).
-        pretrained: timm models only: weights from timm's local cache (never downloaded).
+        pretrained: timm models only: timm's pretrained weights (downloaded, or from its cache).
 
     Returns:
         An encoder with a ``feature_dim`` attribute.

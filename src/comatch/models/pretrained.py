@@ -16,6 +16,7 @@ weights on each), which keeps the response to gray images unchanged.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,8 @@ from comatch.errors import UserError
 
 PREFIXES = ("module.", "encoder_q.", "encoder.", "backbone.", "model.", "net.", "base_encoder.")
 """Key prefixes stripped, in any order, until a key names an encoder tensor."""
-CONTAINERS = ("state_dict", "model", "network", "encoder", "backbone")
-"""Checkpoint entries that may hold the state dict itself."""
+CONTAINERS = ("state_dict", "ema", "model", "network", "encoder", "backbone")
+"""Checkpoint entries that may hold the state dict itself (a comatch checkpoint: its EMA weights)."""
 
 
 @dataclass
@@ -63,8 +64,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         UserError: the file is missing, unreadable, or holds no tensors.
     """
     try:
-        raw = _load_safetensors(path) if path.suffix == ".safetensors" else \
-            torch.load(path, map_location="cpu", weights_only=True)
+        raw = _load_safetensors(path) if path.suffix == ".safetensors" else _load_tensors(path)
     except FileNotFoundError:
         raise UserError(f"model.init: {path} does not exist; check the path") from None
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
@@ -81,6 +81,31 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"model.init: {path} holds no state_dict of tensors; save the encoder's "
                         "state_dict with torch.save")
     return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_tensors(path: Path) -> object:
+    """``torch.load(path, weights_only=True)``; a file that also holds NumPy arrays (a comatch
+    run's checkpoint keeps its random states so) loads with just those NumPy types allowed.
+
+    Raises:
+        pickle.UnpicklingError: the file needs other types; OSError and the like: unreadable.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        if not needed or not all(name.startswith("numpy.") for name in needed):
+            raise
+        allowed = []
+        for name in needed:
+            module, _, attribute = name.rpartition(".")
+            allowed.append(getattr(importlib.import_module(module), attribute))
+        import numpy as np
+
+        # the dtype classes of the arrays (numpy.dtypes.UInt32DType and the like) are not listed above
+        allowed += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -5,8 +5,9 @@ A timm model built with ``num_classes=0`` returns its pooled features ``[N, num_
 ``model.init`` loads through :func:`comatch.models.pretrained.load_encoder_weights`) and
 exposes ``feature_dim``, to which CoMatch's classifier and projection head attach.
 
-Weights come from ``model.init`` (a local file) or, with ``model.pretrained=true``, from
-timm's own cache with every download disabled: nothing here reaches the network.
+Weights come from ``model.init`` (a local file) or, with ``model.pretrained=true``, the way
+timm users expect: timm downloads them (Hugging Face Hub, or torch.hub for URL weights) when
+the network is reachable and reads its local cache when it is not, or with ``HF_HUB_OFFLINE=1``.
 
 A pretrained backbone expects its own input size and normalisation; :func:`backbone_data_defaults`
 turns timm's ``pretrained_cfg`` into ``data.image_size``, ``data.mean`` and ``data.std`` for the
@@ -89,7 +90,7 @@ def no_downloads() -> Iterator[None]:
     saved_download = torch.hub.download_url_to_file
 
     def refuse(url: str, *args: Any, **kwargs: Any) -> None:
-        raise OSError(f"download of {url} refused (comatch never downloads weights)")
+        raise OSError(f"download of {url} refused (local cache only)")
 
     torch.hub.download_url_to_file = refuse
     try:
@@ -111,14 +112,14 @@ class TimmEncoder(nn.Module):
         name: timm model name (``resnet18``, ``vit_small_patch16_224.dino``, ...).
         in_channels: image channels (timm adapts a pretrained first layer to 1 channel).
         bn_momentum: BatchNorm momentum for every BatchNorm layer; None keeps timm's.
-        pretrained: load the weights from timm's local cache (never downloaded).
+        pretrained: timm's pretrained weights (downloaded, or from the local cache).
 
     Attributes:
         net: the timm model (``num_classes=0``: ``forward`` gives ``[N, feature_dim]``).
         feature_dim: size of the pooled features.
 
     Raises:
-        UserError: timm missing, unknown model name, or pretrained weights not in the cache.
+        UserError: timm missing, unknown model name, or pretrained weights neither downloadable nor cached.
     """
 
     def __init__(self, name: str, in_channels: int = 3, bn_momentum: float | None = None,
@@ -128,7 +129,7 @@ class TimmEncoder(nn.Module):
         _check_known(timm, name)
         self.name = name
         if pretrained:
-            self.net = _create_cached(timm, name, in_channels)
+            self.net = _create_pretrained(timm, name, in_channels)
         else:
             self.net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
         self.feature_dim = int(self.net.num_features)
@@ -142,22 +143,59 @@ class TimmEncoder(nn.Module):
         return self.net(x)
 
 
-def _create_cached(timm: Any, name: str, in_channels: int) -> nn.Module:
-    """``timm.create_model(name, pretrained=True)`` from the local cache only.
+def weight_caches() -> str:
+    """Where timm keeps downloaded weights: the Hugging Face Hub cache, and torch.hub's for URL weights."""
+    import torch.hub
+
+    places = []
+    with contextlib.suppress(ImportError):
+        from huggingface_hub import constants as hub_constants
+
+        places.append(str(hub_constants.HF_HUB_CACHE))
+    places.append(os.path.join(torch.hub.get_dir(), "checkpoints"))
+    return " and ".join(places)
+
+
+def _offline() -> bool:
+    """Whether the Hugging Face Hub is set offline (``HF_HUB_OFFLINE=1``)."""
+    with contextlib.suppress(ImportError):
+        from huggingface_hub import constants as hub_constants
+
+        return bool(hub_constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+
+
+def _create_pretrained(timm: Any, name: str, in_channels: int) -> nn.Module:
+    """``timm.create_model(name, pretrained=True)`` the way timm does it.
+
+    First timm's own path (the Hugging Face Hub, or the model's URL through torch.hub): it
+    downloads the weights when the network is reachable and reads its cache otherwise (with
+    ``HF_HUB_OFFLINE=1``, the cache only). If that fails, the local caches alone are tried
+    with every download blocked.
 
     Raises:
-        UserError: the weights are not in the cache (or cannot be read).
+        UserError: one line naming the model and the caches, when neither works.
     """
+    create = lambda: timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_channels)  # noqa: E731
     try:
-        with no_downloads():
-            return timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_channels)
+        return create()
     except Exception as err:  # noqa: BLE001 -- hub, torch.hub and timm raise many kinds
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
-        raise UserError(
-            f"model.pretrained: the weights of timm model {name!r} are not in the local cache ({first}); "
-            f"download them once where the network is reachable (python -c \"import timm; "
-            f"timm.create_model('{name}', pretrained=True)\"), or give a weights file as model.init=FILE"
-        ) from None
+        reason = _first_line(err)
+    if not _offline():
+        try:
+            with no_downloads():
+                return create()
+        except Exception:  # noqa: BLE001 -- as above; the first reason is the one to show
+            pass
+    how = ("HF_HUB_OFFLINE=1 allows no download: unset it where the network is reachable"
+           if _offline() else "run once where the network is reachable")
+    raise UserError(
+        f"model.pretrained: the weights of timm model {name!r} could not be downloaded and are not in the local "
+        f"cache ({weight_caches()}): {reason}; {how}, or give a weights file as model.init=FILE") from None
 
 
 @dataclass(frozen=True)

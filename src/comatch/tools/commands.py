@@ -39,6 +39,10 @@ def add_tool_parsers(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=shared.positive, default=1, metavar="K", help="classes listed per image (default 1)")
     predict.add_argument("--unknown-threshold", type=float, metavar="P",
                          help="label an image 'unknown' when its top (calibrated) probability is below P, e.g. 0.5")
+    predict.add_argument("--screen", action="store_true",
+                         help="label an image 'unknown' when the run's unknown-class screen flags it (far from every "
+                         "class prototype; RUN_DIR/screen.json, fitted on first use; see docs/trust.md) and add its "
+                         "unknown_score column")
 
     export = subparsers.add_parser(
         "export", help="export a uint8-images-to-probabilities model (TorchScript or ONNX)",
@@ -129,7 +133,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, args.paths))}"
                         + (f" ({scan.summary()})" if scan.ignored else "") + "; give image files or folders")
     loaded = load_model(args.checkpoint, args.weights, args.device)
-    predictions = predict_files(loaded, files, args.batch_size, args.top_k)
+    screen = None
+    if args.screen:
+        from comatch.tools.screen import run_screen
+
+        run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"--screen needs the run directory of {args.checkpoint} (its config.yaml and data); "
+                            "give the run directory as CHECKPOINT")
+        screen = run_screen(run_dir, args.device)
+    predictions = predict_files(loaded, files, args.batch_size, args.top_k, screen=screen)
     k = min(args.top_k, len(loaded.class_names))
     if args.out is None:
         write_predictions_csv(predictions, sys.stdout, k, args.unknown_threshold)

@@ -237,11 +237,13 @@ class Prediction:
     path: Path
     top: list[tuple[str, float]]
     error: str = ""
+    unknown_score: float | None = None
+    unknown: bool = False
 
 
 @torch.no_grad()
 def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 64, top_k: int = 5,
-                  progress: bool = True) -> list[Prediction]:
+                  progress: bool = True, screen: Any = None) -> list[Prediction]:
     """Classify image files in batches; unreadable files become error rows.
 
     Args:
@@ -250,6 +252,8 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
         batch_size: images per forward pass.
         top_k: classes kept per image (at most the number of classes).
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
+        screen: a :class:`comatch.tools.screen.Screen`: also score each image and flag those of
+            none of the run's classes.
 
     Returns:
         One :class:`Prediction` per file, in order.
@@ -269,10 +273,14 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
                 except UnreadableImage as err:
                     row.error = str(err)
             if images:
-                logits, _ = loaded.model(preprocess(torch.stack(images)))  # [n, C]
+                logits, z = loaded.model(preprocess(torch.stack(images)))  # [n, C], [n, D]
                 probs, idx = torch.softmax(logits.float() / loaded.temperature, dim=1).topk(k, dim=1)  # [n, k]
                 for row, p, i in zip(readable, probs.cpu().tolist(), idx.cpu().tolist()):
                     row.top = [(loaded.class_names[c], q) for c, q in zip(i, p)]
+                if screen is not None:
+                    scores = screen.scores(z.float().cpu())
+                    for row, score in zip(readable, scores.tolist()):
+                        row.unknown_score, row.unknown = score, score > screen.threshold
             results.extend(rows)
             bar.update(len(rows))
     return results
@@ -284,15 +292,22 @@ def write_predictions_csv(predictions: Sequence[Prediction], handle: TextIO, top
 
     With ``unknown_threshold`` P, an image whose top probability is below P gets the class
     ``unknown`` (its probability stays the top class's, the next columns name the classes).
+    Screened predictions (:func:`predict_files` with a screen) add an ``unknown_score`` column,
+    and a flagged image gets the class ``unknown`` too.
     """
     extra = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "probability")]
+    screened = any(p.unknown_score is not None for p in predictions)
     writer = csv.writer(handle)
-    writer.writerow(["path", "class", "probability", *extra, "error"])
+    writer.writerow(["path", "class", "probability", *extra, *(["unknown_score"] if screened else []), "error"])
     for p in predictions:
         cells: list[Any] = []
         for i in range(top_k):
             name, prob = p.top[i] if i < len(p.top) else ("", "")
             if i == 0 and unknown_threshold is not None and prob != "" and prob < unknown_threshold:
                 name = UNKNOWN
+            if i == 0 and p.unknown:
+                name = UNKNOWN
             cells += [name, f"{prob:.6f}" if prob != "" else ""]
+        if screened:
+            cells.append("" if p.unknown_score is None else f"{p.unknown_score:.6f}")
         writer.writerow([str(p.path), *cells, p.error])

@@ -229,12 +229,23 @@ def _mistakes_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], 
                            f"The {len(rows)} most confident mistakes on the test set")
     listing = {image_name(test.dataset, r, "test"): {"true": names[int(test.labels[r])], "predicted": names[p],
                                                  "probability": float(probs[r, p])} for r, p in zip(rows, predicted)}
+    _write_mistakes_csv(listing, plots / "mistakes.csv")
     files = ("" if path_of(test.dataset, rows[0]) is None else  # bundled data has no files to name
              "<details><summary>their files</summary>" + table(listing, ["true", "predicted", "probability"], "image")
              + "</details>")
     return {"mistakes": path}, (
         "<p>Wrong test predictions with the highest (calibrated) probability: often a label error, an "
         "ambiguous image, or two classes the model confuses.</p>" + image(path, "mistakes") + files)
+
+
+def _write_mistakes_csv(listing: dict[str, dict[str, Any]], path: Path) -> None:
+    """``path,label,predicted,probability`` of the most confident mistakes, to check each label."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", "probability"])
+        writer.writerows([[name, v["true"], v["predicted"], f"{v['probability']:.6f}"] for name, v in listing.items()])
 
 
 def _views_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], str]:

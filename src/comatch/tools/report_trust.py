@@ -162,6 +162,8 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
                           "dividing the logits by T.</p>" + _img(figures["reliability"], base, "reliability")))
     scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), t, max_images=MAX_SCORED)
     if len(scored.rows):
+        from comatch.tools.label import write_suspicious
+
         top = scored.scores.argsort(descending=True)[:SUSPICIOUS]
         rows = torch.as_tensor(scored.rows[top.numpy()])
         images, _ = gather(data.unlabelled, rows)
@@ -172,10 +174,13 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
                                               f"Most suspicious unlabelled images (of {len(scored.rows)} scored)")
         listing = {name: {"score": float(scored.scores[i]), "predicted": data.class_names[int(scored.predicted[i])],
                           "probability": float(scored.confidence[i])} for name, i in zip(files, top)}
+        write_suspicious([(name, v["score"], v["predicted"], v["probability"]) for name, v in listing.items()],
+                         plots / "outliers.csv")
         parts.append(_section("Suspicious unlabelled images", (
             "<p>The unlabelled images with the highest out-of-distribution score (far from every labelled "
             "image in embedding space, and predicted with low confidence; see docs/trust.md): file, score s, "
-            "predicted class and its probability.</p>"
+            "predicted class and its probability; listed in plots/outliers.csv. <code>comatch label RUN_DIR</code> "
+            "shows the images its unknown-class screen flags, where one key excludes them (tab Most suspicious).</p>"
             + _img(figures["outliers"], base, "outliers")
             + ("" if all(name.endswith("(bundled data: no file)") for name in files) else
                table(listing, ["score", "predicted", "probability"], "file")))))

@@ -35,6 +35,7 @@ from comatch.data import RunData
 from comatch.errors import UserError
 from comatch.tools.pool import candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index
 from comatch.tools.scores import diverse_ranking, smoothed_pool_labels, uncertainty
+from comatch.tools.screen import fit_screen
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Suggestion:
     distance: float
     predicted: str
     probability: float
+    unknown_score: float | None = None
+    unknown: bool = False
 
 
 def run_config(run_dir: Path) -> cfg.Config:
@@ -134,8 +137,10 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
         alpha, t = (c.alpha, c.temperature) if c is not None else (0.9, 0.2)
         q = smoothed_pool_labels(probs, pool.z, labelled.z, labelled_targets(data), alpha, t)
         emb, ref, u = pool.z, labelled.z, uncertainty(q)
+        screen = fit_screen(labelled.z, labelled_targets(data), pool.z, probs, data.class_names)
         probs = q
     ranking = diverse_ranking(emb, u, k, ref)
+    unknown = screen.scores(pool.z) if not before_training else None
     confidence, predicted = probs.max(dim=1)
     result = []
     for rank, (i, score, ui, di) in enumerate(zip(ranking.order.tolist(), ranking.score.tolist(),
@@ -143,16 +148,23 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
         row = int(rows[i])
         result.append(Suggestion(rank, row, root_index(data.unlabelled, row), path_of(data.unlabelled, row), score,
                                  ui, di, data.class_names[int(predicted[i])], float(confidence[i])))
+        if unknown is not None:
+            result[-1].unknown_score = float(unknown[i])
+            result[-1].unknown = bool(unknown[i] > screen.threshold)
     return result, data
 
 
 def write_csv(suggestions: list[Suggestion], handle: Any) -> None:
-    """``rank,index,path,score,uncertainty,distance,predicted,probability`` rows."""
+    """``rank,index,path,score,uncertainty,distance,predicted,probability,unknown_score,unknown`` rows
+    (the last two empty with ``--before-training``)."""
     writer = csv.writer(handle)
-    writer.writerow(["rank", "index", "path", "score", "uncertainty", "distance", "predicted", "probability"])
+    writer.writerow(["rank", "index", "path", "score", "uncertainty", "distance", "predicted", "probability",
+                     "unknown_score", "unknown"])
     for s in suggestions:
+        screened = s.unknown_score is not None
         writer.writerow([s.rank, s.index, s.path or "", f"{s.score:.6f}", f"{s.uncertainty:.6f}",
-                         f"{s.distance:.6f}", s.predicted, f"{s.probability:.6f}"])
+                         f"{s.distance:.6f}", s.predicted, f"{s.probability:.6f}",
+                         f"{s.unknown_score:.6f}" if screened else "", ("yes" if s.unknown else "no") if screened else ""])
 
 
 LINKS_RECORD = ".comatch-links.json"

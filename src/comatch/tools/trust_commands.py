@@ -1,5 +1,5 @@
-"""The subcommands of the trust features: ``suggest`` (what to label next) and ``calibrate``
-(fit the temperature of a finished run again)."""
+"""The subcommands of the trust features: ``suggest`` (what to label next), ``label`` (label it
+in a local web page) and ``calibrate`` (fit the temperature of a finished run again)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ def add_suggest_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``suggest`` and ``calibrate`` (nothing heavy is imported until a command runs)."""
+    """Add ``suggest``, ``label`` and ``calibrate`` (nothing heavy is imported until a command runs)."""
+    from comatch.tools.label import add_label_parser
+
     add_suggest_parser(subparsers)
+    add_label_parser(subparsers)
     calibrate = subparsers.add_parser(
         "calibrate", help="fit the temperature of a run's probabilities (calibration.json)",
         parents=[shared.device_options("auto")],
@@ -56,4 +59,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"suggest": cmd_suggest, "calibrate": cmd_calibrate}
+def cmd_label(args: argparse.Namespace) -> int:
+    from comatch.tools.label import cmd_label as run
+
+    return run(args)
+
+
+COMMANDS = {"suggest": cmd_suggest, "label": cmd_label, "calibrate": cmd_calibrate}

@@ -1,0 +1,165 @@
+"""Rounds of labelling through ``comatch label``'s decisions file: suggested against random picks.
+
+Digit folders from the generator of ``benchmarks/own_folder.py`` (distorted 28x28 renderings of
+scikit-learn's digits): ``labeled/`` with ``--per-class`` images per class, ``unlabeled/`` with
+``--pool`` images whose classes only this harness knows, ``test/``. For each seed:
+
+1. round 0: ``comatch train --labeled --unlabeled --test`` (``--steps`` steps);
+2. each next round, per arm, ``--k`` more images are picked: **suggested** (``comatch
+   suggest``'s ranking of the previous round's run) or **random** (uniform over the images not
+   yet decided); the harness gives each its true class through
+   :meth:`comatch.tools.label.LabelSession.decide`, the call behind the page's keys, which
+   appends to the arm's ``labels.csv``;
+3. the round's run trains from scratch (same steps, same seed) with ``--extra-labels
+   labels.csv``.
+
+Test accuracy (EMA) after each round, per arm and seed, goes to ``OUT/results.json`` and a
+Markdown table; "labels saved" is how many fewer labels the suggested arm needed to reach the
+random arm's final accuracy (linear interpolation between rounds).
+
+    PYTHONPATH=src python benchmarks/label_rounds.py --seeds 0 1 2 --rounds 2 --k 20 --steps 200 \\
+        --out runs/label-rounds -- optim.batch_size=8 optim.mu=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from own_folder import CLASSES, _save, _source_digits, distort  # noqa: E402
+
+
+def build(root: Path, per_class: int, pool: int, test: int, seed: int) -> dict[str, str]:
+    """Write the folders; returns ``{unlabelled file: true class}``."""
+    rng = np.random.default_rng(seed)
+    train_src, test_src, train_y, test_y = _source_digits(seed)
+    truth = {}
+    for c in range(10):
+        for k, i in enumerate(rng.choice(np.flatnonzero(train_y == c), per_class, replace=False)):
+            _save(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
+    for k, i in enumerate(rng.integers(0, len(train_src), pool)):
+        path = root / "unlabeled" / f"u{k:05d}.png"
+        _save(distort(train_src[i], rng), path)
+        truth[str(path.absolute())] = CLASSES[train_y[i]]
+    for k, i in enumerate(rng.integers(0, len(test_src), test)):
+        _save(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:05d}.png")
+    return truth
+
+
+EXTRA: list[str] = []
+"""``comatch train`` arguments given after ``--`` (every run gets them)."""
+
+
+def train(root: Path, out: Path, seed: int, steps: int, labels: Path | None, log: Path) -> float:
+    """One ``comatch train`` run; its EMA test accuracy."""
+    command = [sys.executable, "-m", "comatch", "train", "--labeled", str(root / "labeled"), "--unlabeled",
+               str(root / "unlabeled"), "--test", str(root / "test"), "--out", str(out), "--seed", str(seed),
+               "--iterations", str(steps), "--device", "cpu", "run.report=false", "run.tensorboard=false", *EXTRA]
+    if labels is not None:
+        command += ["--extra-labels", str(labels)]
+    with log.open("a") as handle:
+        subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+    return float(json.loads((out / "summary.json").read_text())["test_accuracy_ema"])
+
+
+def pick(arm: str, run_dir: Path, truth: dict[str, str], decided: set[str], k: int, seed: int, round_: int) -> list[str]:
+    """The next ``k`` files of an arm."""
+    if arm == "suggested":
+        from comatch.tools.suggest import suggest
+
+        ranked, _ = suggest(run_dir, k, device="cpu")
+        return [s.path for s in ranked if s.path not in decided][:k]
+    rest = sorted(set(truth) - decided)
+    rng = np.random.default_rng(1000 * seed + round_)
+    return [rest[i] for i in rng.choice(len(rest), k, replace=False)]
+
+
+def decide(arm_dir: Path, files: list[str], truth: dict[str, str]) -> None:
+    """Give ``files`` their true classes through the page's decision call."""
+    from comatch.tools.label import Item, LabelSession
+
+    items = [Item(i, f, Path(f).name, "suggested", i + 1, "", 0.0, 0.0) for i, f in enumerate(files)]
+    session = LabelSession(arm_dir, CLASSES, items)
+    for item in items:
+        session.decide(item.index, truth[item.path])
+
+
+def one_seed(args: argparse.Namespace, seed: int) -> dict:
+    """Round 0 and ``args.rounds`` rounds of each arm."""
+    base = args.out / f"seed{seed}"
+    root, log = base / "data", base / "log.txt"
+    base.mkdir(parents=True, exist_ok=True)
+    truth = build(root, args.per_class, args.pool, args.test, seed)
+    first = train(root, base / "round0", seed, args.steps, None, log)
+    result = {"labels": [10 * args.per_class + r * args.k for r in range(args.rounds + 1)]}
+    for arm in ("suggested", "random"):
+        arm_dir, previous, decided, accuracy = base / arm, base / "round0", set(), [first]
+        arm_dir.mkdir(exist_ok=True)
+        for r in range(1, args.rounds + 1):
+            files = pick(arm, previous, truth, decided, args.k, seed, r)
+            decide(arm_dir, files, truth)
+            decided |= set(files)
+            previous = arm_dir / f"round{r}"
+            accuracy.append(train(root, previous, seed, args.steps, arm_dir / "labels.csv", log))
+            print(f"seed {seed} {arm} round {r}: {len(decided)} decided, accuracy {accuracy[-1]:.4f}", flush=True)
+        result[arm] = accuracy
+    return result
+
+
+def labels_to_reach(labels: list[int], accuracy: list[float], target: float) -> float | None:
+    """Labels at which a curve first reaches ``target`` (linear between rounds), or None."""
+    for i in range(len(labels)):
+        if accuracy[i] >= target:
+            if i == 0:
+                return float(labels[0])
+            a0, a1 = accuracy[i - 1], accuracy[i]
+            return labels[i - 1] + (labels[i] - labels[i - 1]) * (target - a0) / (a1 - a0)
+    return None
+
+
+def table(results: dict) -> str:
+    """Markdown: accuracy per round (mean ± std over seeds) and the labels saved per seed."""
+    seeds = sorted(results)
+    labels = results[seeds[0]]["labels"]
+    lines = ["| labels | suggested | random |", "| --- | --- | --- |"]
+    for r, n in enumerate(labels):
+        cell = lambda arm: f"{100 * np.mean([results[s][arm][r] for s in seeds]):.1f} ± {100 * np.std([results[s][arm][r] for s in seeds]):.1f}"  # noqa: E501,E731
+        lines.append(f"| {n} | {cell('suggested')} | {cell('random')} |")
+    saved = []
+    for s in seeds:
+        need = labels_to_reach(labels, results[s]["suggested"], results[s]["random"][-1])
+        saved.append("n/a" if need is None else f"{labels[-1] - need:.0f}")
+    lines.append("")
+    lines.append(f"Labels saved to reach the random arm's final accuracy, per seed {seeds}: {', '.join(saved)}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--k", type=int, default=20, help="labels per round")
+    parser.add_argument("--per-class", type=int, default=2, help="labelled images per class in round 0")
+    parser.add_argument("--pool", type=int, default=1000, help="unlabelled images")
+    parser.add_argument("--test", type=int, default=500, help="test images")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("runs/label-rounds"))
+    parser.add_argument("extra", nargs="*", help="after --: comatch train arguments for every run")
+    args = parser.parse_args()
+    EXTRA.extend(args.extra)
+    results = {}
+    for seed in args.seeds:
+        results[seed] = one_seed(args, seed)
+        (args.out / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2) + "\n")
+        print(table(results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
