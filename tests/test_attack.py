@@ -302,7 +302,7 @@ def test_suggest_checks_its_out_file_before_ranking(run, tmp_path, capsys, monke
 # ------------------------------------------------------------------ 11, 13: messages
 def test_baseline_with_a_negative_unlabelled_count_is_one_line(run, capsys):
     assert main(["baseline", str(run), "--max-unlabelled", "-5"]) == 2
-    one_line_error(capsys, "--max-unlabelled: must be at least 0, got -5")
+    one_line_error(capsys, "--max-unlabeled: must be at least 0, got -5")
 
 
 def test_baseline_and_report_keep_library_warnings_off_stderr(run, capsys):

@@ -96,7 +96,7 @@ def short_training_run(out: Path, rank: int) -> dict:
                                      "run.checkpoint_every=100"])
     trainer = Trainer(config, out)
     trainer.fit()
-    return {"bank": trainer.method.criterion.bank.state_dict(), "rows": trainer.rows_x}
+    return {"bank": trainer.method.criterion.bank.state_dict(), "rows": trainer.batches.rows_x}
 
 
 def worker(rank: int, world: int, port: int, folder: str) -> None:

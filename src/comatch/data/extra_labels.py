@@ -14,6 +14,7 @@ excluded ones (``comatch train --extra-labels FILE``).
 from __future__ import annotations
 
 import csv
+from datetime import datetime, timezone
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,3 +202,8 @@ def with_extra_labels(data: "FolderData", file: str | Path, include_labelled: bo
     drop = excluded | (set() if include_labelled else set(labelled))
     kept = extra.take([i for i in range(len(extra.paths)) if i not in drop])
     return replace(data, extra=kept), decided, counts
+
+
+def now() -> str:
+    """The time of a decision: ISO 8601, UTC, seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -30,19 +30,18 @@ import secrets
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from comatch.data.extra_labels import EXCLUDE, UNDO, append_decision, read_rows, standing
+from comatch.data.extra_labels import EXCLUDE, UNDO, append_decision, now, read_rows, standing
 from comatch.errors import UserError
 
 LABELS_FILE = "labels.csv"
 SUGGESTIONS_FILE = "suggestions.csv"
 SUSPICIOUS_FILE = "suspicious.csv"
-DEFAULT_SUGGESTIONS = 50
+DEFAULT_SUGGESTIONS = 50  # also in the `label` parser's help (tools.trust_commands)
 DEFAULT_SUSPICIOUS = 24
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BODY = 4096
@@ -72,11 +71,6 @@ class Item:
     probability: float
     score: float
     unknown: bool = False
-
-
-def now() -> str:
-    """The time of a decision: ISO 8601, UTC, seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class LabelSession:
@@ -419,34 +413,6 @@ def apply_decisions(run_dir: Path, dry_run: bool, say: Any = print) -> int:
 
 
 # ------------------------------------------------------------------ the command
-def add_label_parser(subparsers: argparse._SubParsersAction) -> None:
-    """The ``label`` subcommand."""
-    from comatch.tools import arguments as shared
-
-    positive = shared.positive
-    p = subparsers.add_parser(
-        "label", help="label the suggested images in a local web page (decisions in RUN/labels.csv)",
-        parents=[shared.device_options("auto")],
-        description="Serve a page on 127.0.0.1 with the run's suggested images grouped by predicted class, and a "
-        "tab of the most suspicious ones. Keys: 1-9 a class, Enter accept the prediction, x not one of my classes, "
-        "s skip, u undo. Every decision is appended to RUN/labels.csv at once; train again with "
-        "`comatch train ... --extra-labels RUN/labels.csv`, or move the files with --apply. See docs/trust.md.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run of your own folders (--labeled/--unlabeled)")
-    p.add_argument("--n", type=positive, metavar="K",
-                   help=f"rank K images on the spot (default: RUN/suggestions.csv, else {DEFAULT_SUGGESTIONS})")
-    p.add_argument("--suggestions", type=Path, metavar="CSV", help="a ranking written by `comatch suggest --out CSV`")
-    p.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0: a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
-    p.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach")
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    p.add_argument("--apply", action="store_true", help="move the labelled files into LABELED/CLASS/ and exit")
-    p.add_argument("--dry-run", action="store_true", help="with --apply: list the moves, move nothing")
-    p.add_argument("--to-label-studio", type=Path, metavar="JSON",
-                   help="write the suggestions as Label Studio tasks with predictions, and exit")
-    p.add_argument("--from-label-studio", type=Path, metavar="JSON",
-                   help="append the choices of a Label Studio JSON export to RUN/labels.csv, and exit")
-
-
 def cmd_label(args: argparse.Namespace) -> int:
     """``comatch label RUN_DIR``."""
     if args.dry_run and not args.apply:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 from xml.sax.saxutils import quoteattr
 
-from comatch.data.extra_labels import EXCLUDE, append_decision
+from comatch.data.extra_labels import EXCLUDE, append_decision, now
 from comatch.errors import UserError
 
 if TYPE_CHECKING:
@@ -118,7 +118,6 @@ def read_export(export: Path, folder: Path, class_names: list[str]) -> list[tupl
 
 def import_export(export: Path, labels_file: Path, folder: Path, class_names: list[str]) -> int:
     """Append the decisions of a Label Studio export to ``labels_file``; returns how many."""
-    from comatch.tools.label import now
 
     decisions = read_export(export, folder, class_names)
     for path, label in decisions:

@@ -8,6 +8,8 @@ deterministic one; for the weak view without its random crop).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,3 +95,14 @@ def path_of(dataset: Dataset, index: int) -> str | None:
 def labelled_targets(data: RunData) -> torch.Tensor:
     """The labelled images' classes ``[L]``."""
     return labels_of(data.labelled)
+
+
+def saved_run_data(config: Any, run_dir: Path) -> RunData:
+    """The run's data, with its saved labelled subset when it has one (``labelled.json``)."""
+    from comatch.data.preprocessing import run_data
+
+    saved = Path(run_dir) / "labelled.json"
+    if saved.is_file() and not config.data.labeled_list:
+        config = config.model_copy(deep=True)
+        config.data.labeled_list = str(saved)
+    return run_data(config)

@@ -102,11 +102,10 @@ def screen_pool(run_dir: Path, device: str = "cpu") -> PoolScreen:
     from torch.utils.data import Subset
 
     from comatch.tools.inference import load_model
-    from comatch.tools.pool import candidate_rows, labelled_targets, outputs_on
-    from comatch.tools.suggest import _run_data
+    from comatch.tools.pool import candidate_rows, labelled_targets, outputs_on, saved_run_data
 
     loaded = load_model(run_dir, "ema", device)
-    data = _run_data(loaded.config, run_dir)
+    data = saved_run_data(loaded.config, run_dir)
     view, preprocess = loaded.eval_view(), loaded.preprocess()
     rows = candidate_rows(data)
     pool = outputs_on(loaded.model, Subset(data.unlabelled, rows.tolist()), view, preprocess)

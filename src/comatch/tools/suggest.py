@@ -33,7 +33,8 @@ from torch.utils.data import Subset
 from comatch import config as cfg
 from comatch.data import RunData
 from comatch.errors import UserError
-from comatch.tools.pool import candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index
+from comatch.tools.pool import (candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index,
+                                saved_run_data)
 from comatch.tools.scores import diverse_ranking, smoothed_pool_labels, uncertainty
 from comatch.tools.screen import fit_screen
 
@@ -68,17 +69,6 @@ def run_config(run_dir: Path) -> cfg.Config:
     return cfg.build_config(config_file=path)
 
 
-def _run_data(config: cfg.Config, run_dir: Path) -> RunData:
-    """The run's data, with its saved labelled subset when it has one (``labelled.json``)."""
-    from comatch.data.preprocessing import run_data
-
-    saved = Path(run_dir) / "labelled.json"
-    if saved.is_file() and not config.data.labeled_list:
-        config = config.model_copy(deep=True)
-        config.data.labeled_list = str(saved)
-    return run_data(config)
-
-
 def _initial_network(config: cfg.Config, data: RunData, device: torch.device) -> torch.nn.Module:
     """The run's network as its trainer starts it: same seed, ``model.init`` when given."""
     from comatch.models import build_model
@@ -110,7 +100,7 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
     if before_training:
         config = run_config(run_dir)
         target = resolve_device(device)
-        data = _run_data(config, run_dir)
+        data = saved_run_data(config, run_dir)
         model, temperature = _initial_network(config, data, target), 1.0
         channels = config.model.in_channels or data.channels
         preprocess = Normalizer(data.mean, data.std, channels, target)
@@ -121,7 +111,7 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
                             "network: --before-training")
         loaded = load_model(run_dir, "ema", device)
         config, model, temperature = loaded.config, loaded.model, loaded.temperature
-        data = _run_data(config, run_dir)
+        data = saved_run_data(config, run_dir)
         preprocess, view = loaded.preprocess(), loaded.eval_view()
     rows = candidate_rows(data)
     if len(rows) == 0:

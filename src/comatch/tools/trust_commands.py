@@ -31,8 +31,6 @@ def add_suggest_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``suggest``, ``label`` and ``calibrate`` (nothing heavy is imported until a command runs)."""
-    from comatch.tools.label import add_label_parser
-
     add_suggest_parser(subparsers)
     add_label_parser(subparsers)
     calibrate = subparsers.add_parser(
@@ -63,6 +61,32 @@ def cmd_label(args: argparse.Namespace) -> int:
     from comatch.tools.label import cmd_label as run
 
     return run(args)
+
+
+def add_label_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``label`` subcommand."""
+    positive = shared.positive
+    p = subparsers.add_parser(
+        "label", help="label the suggested images in a local web page (decisions in RUN/labels.csv)",
+        parents=[shared.device_options("auto")],
+        description="Serve a page on 127.0.0.1 with the run's suggested images grouped by predicted class, and a "
+        "tab of the most suspicious ones. Keys: 1-9 a class, Enter accept the prediction, x not one of my classes, "
+        "s skip, u undo. Every decision is appended to RUN/labels.csv at once; train again with "
+        "`comatch train ... --extra-labels RUN/labels.csv`, or move the files with --apply. See docs/trust.md.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run of your own folders (--labeled/--unlabeled)")
+    p.add_argument("--n", type=positive, metavar="K",
+                   help="rank K images on the spot (default: RUN/suggestions.csv, else 50)")
+    p.add_argument("--suggestions", type=Path, metavar="CSV", help="a ranking written by `comatch suggest --out CSV`")
+    p.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--apply", action="store_true", help="move the labelled files into LABELED/CLASS/ and exit")
+    p.add_argument("--dry-run", action="store_true", help="with --apply: list the moves, move nothing")
+    p.add_argument("--to-label-studio", type=Path, metavar="JSON",
+                   help="write the suggestions as Label Studio tasks with predictions, and exit")
+    p.add_argument("--from-label-studio", type=Path, metavar="JSON",
+                   help="append the choices of a Label Studio JSON export to RUN/labels.csv, and exit")
 
 
 COMMANDS = {"suggest": cmd_suggest, "label": cmd_label, "calibrate": cmd_calibrate}
