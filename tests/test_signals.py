@@ -19,7 +19,7 @@ def start(out, iterations, *extra):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_for(proc, prefix, timeout=180):
+def wait_for(proc, prefix, timeout=900):  # a hang guard: loaded machines are slow
     """Read stdout up to the first line starting with ``prefix``; returns the lines read."""
     lines, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -32,7 +32,7 @@ def wait_for(proc, prefix, timeout=180):
     raise AssertionError(f"no line starting with {prefix!r} in {''.join(lines)}")
 
 
-def wait_for_stop_handler(proc, timeout=180):
+def wait_for_stop_handler(proc, timeout=900):
     """Wait until the process catches SIGTERM (its stop handler is installed: the command line does
     it before any heavy import), read from /proc/PID/status; not a number of seconds."""
     deadline = time.monotonic() + timeout
@@ -47,7 +47,7 @@ def wait_for_stop_handler(proc, timeout=180):
 
 
 def finish(proc, lines):
-    out, err = proc.communicate(timeout=240)
+    out, err = proc.communicate(timeout=900)
     return "".join(lines) + out, err
 
 
@@ -67,7 +67,7 @@ def test_a_signal_to_the_group_leaves_a_resumable_run(tmp_path, sig, moment):
     assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
     assert f"checkpoint saved. Continue with: comatch train --resume {out}" in stdout
     done = subprocess.run([sys.executable, "-m", "comatch", "train", "--resume", str(out), "run.report=false"],
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["iterations"] == 8
 
