@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from comatch.cli import main
+from test_hostile import one_line_error  # the one-line error check of the earlier probes
 from comatch.data import build_data
 from comatch.data.folders import scan_class_folder
 from comatch.data.scan import IMAGE_EXTENSIONS, find_images
@@ -23,15 +24,6 @@ from datafiles import save_image, write_class_folder
 
 FOLDER_TINY = ["optim.batch_size=2", "optim.mu=1", "data.num_workers=0", "run.eval_every=2", "run.log_every=1",
                "model.arch=wrn10_1", "data.image_size=16", "run.tensorboard=false", "run.report=false"]
-
-
-def one_line_error(capsys, *needles: str) -> str:
-    """The stderr of a failed command: exactly one line, with every needle in it."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("comatch: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def folder_data(labeled: Path, unlabeled: Path | None = None, test: Path | None = None, **kw):
