@@ -169,3 +169,12 @@ def param_groups_layer_decay(
          "layer_depth": depth}
         for (depth, decayed), group in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))
     ]
+
+
+def param_groups(model: nn.Module, weight_decay: float, exempt: str, lr: float,
+                 layer_decay: float | None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: layer-wise learning-rate decay when ``layer_decay`` is
+    set (a pretrained backbone), else one learning rate with the weight-decay exemptions."""
+    if layer_decay is not None:
+        return param_groups_layer_decay(model, lr, weight_decay, layer_decay)
+    return param_groups_for_weight_decay(model, weight_decay, exempt)

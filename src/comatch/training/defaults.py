@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +227,22 @@ def run_length_settings(iterations: int) -> dict[str, tuple[Any, str]]:
         "run.eval_every": (evaluate, f"about {math.ceil(k / evaluate)} evaluations in {k} steps"),
         "run.log_every": (log, "a log line every step" if log == 1 else f"a log line every {log} steps"),
     }
+
+
+def fit_to_length(model: Any, ema: Any, total: int, fitted: Iterable[str]) -> dict[str, tuple[Any, str]]:
+    """Set the :func:`run_length_settings` named in ``fitted`` (``run.fit_to_length``) that the
+    network (BatchNorm momentum) and its EMA (decay) hold, for a run of ``total`` steps; returns
+    every chosen setting of ``fitted`` (the intervals are the caller's) with its reason."""
+    from torch.nn.modules.batchnorm import _BatchNorm  # this module stays importable without torch
+
+    chosen = {key: setting for key, setting in run_length_settings(total).items() if key in fitted}
+    if "model.bn_momentum" in chosen:
+        for layer in model.modules():
+            if isinstance(layer, _BatchNorm):
+                layer.momentum = chosen["model.bn_momentum"][0]
+    if "optim.ema_decay" in chosen:
+        ema.decay = chosen["optim.ema_decay"][0]
+    return chosen
 
 
 def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> Defaults:

@@ -50,3 +50,17 @@ def accuracy(model: nn.Module, loader: DataLoader, preprocess: Preprocess) -> fl
     """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
     logits, _, labels = predict(model, loader, preprocess)
     return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+def evaluate_parts(model: nn.Module, ema_model: nn.Module, parts: dict, loader: Callable[[object], DataLoader],
+                   preprocess: Preprocess) -> dict[str, float]:
+    """Accuracy of a network and its EMA twin on each named dataset of ``parts`` (``None`` ones
+    skipped): ``{"<part>_acc": ..., "<part>_acc_ema": ...}``; ``loader`` makes a dataset's loader."""
+    result = {}
+    for part, dataset in parts.items():
+        if dataset is None:
+            continue
+        batches = loader(dataset)
+        result[f"{part}_acc"] = accuracy(model, batches, preprocess)
+        result[f"{part}_acc_ema"] = accuracy(ema_model, batches, preprocess)
+    return result

@@ -4,7 +4,6 @@ calibration, guardrails, the report) is :mod:`comatch.lifecycle`'s."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,31 +13,31 @@ import torch
 
 from comatch import config as cfg
 from comatch import distributed, numerics
-from comatch.training import parallel
-from comatch.training.checkpoint import rng_state, save_rotating, set_rng_state
 from comatch.data import RunData
 from comatch.data.batch_views import BatchViews
 from comatch.data.datasets import ViewBatch
+from comatch.data.labels import class_counts
 from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import Normalizer, eval_view, run_data, use_deterministic_kernels, view_settings
 from comatch.errors import DataChanged, TrainingDiverged
 from comatch.methods import METHODS, Batch, MethodContext, MethodOutput
-from comatch.models import ModelEMA, build_model, param_groups_for_weight_decay
-from comatch.models.optim import param_groups_layer_decay
+from comatch.models import ModelEMA, build_model
+from comatch.models.optim import param_groups
 from comatch.models.pretrained import load_encoder_weights
-from comatch.training.evaluation import accuracy
-from comatch.training.encoder import Encoder, Timer, no_timer
-from comatch.training.monitor import RunMonitor
-from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
-from comatch.training.runtime import atomic_write_text, keep_freed_memory, seed_everything
 from comatch.signals import StopSignals
-from comatch.training import pace
+from comatch.training import pace, parallel, run_files
 from comatch.training.batches import StepBatches
+from comatch.training.defaults import fit_to_length
+from comatch.training.checkpoint import rng_state, save_rotating, set_rng_state
+from comatch.training.encoder import Encoder, Timer, no_timer
+from comatch.training.evaluation import evaluate_parts
+from comatch.training.monitor import RunMonitor
 from comatch.training.pace import Pacer
+from comatch.training.precision import Precision, resolve_amp, resolve_channels_last
+from comatch.training.runtime import keep_freed_memory, seed_everything
 from comatch.training.schedule import lr_factor, steps_per_epoch
-from comatch.training.stats import StepStats
 from comatch.training.state import NormBuffers
-from comatch.data.labels import class_counts
+from comatch.training.stats import StepStats
 
 
 class Trainer:
@@ -93,7 +92,7 @@ class Trainer:
         self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
-            self._param_groups(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+            param_groups(self.model, o.weight_decay, o.weight_decay_exempt, o.lr, o.layer_decay), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
         )
         epoch = steps_per_epoch(o.batch_size * o.mu, unlabelled)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -123,14 +122,6 @@ class Trainer:
         self.pacer.agree = self._agree
         self.pacer.any_behind = lambda behind: distributed.any_process(behind, self.device)
         self.pacer.follow(self._length_changed)
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups: layer-wise learning-rate decay for a pretrained
-        backbone (``optim.layer_decay``), else one learning rate with the weight-decay exemptions."""
-        o = self.config.optim
-        if o.layer_decay is not None:
-            return param_groups_layer_decay(self.model, o.lr, o.weight_decay, o.layer_decay)
-        return param_groups_for_weight_decay(self.model, o.weight_decay, o.weight_decay_exempt)
 
     def _build_network(self, load_init: bool) -> torch.nn.Module:
         """The network on its device, from ``model.init`` when given."""
@@ -333,9 +324,7 @@ class Trainer:
                         hook(self.monitor.records)
                     tick, tick_step = now, self.step
                 if main and (self.step % self.eval_every == 0 or self.step == total):
-                    t0 = pace.now()  # the pacer's clock
-                    self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-                    self.pacer.exclude(pace.now() - t0)
+                    self.pacer.exclude(self._log_evaluation())
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
             self.stopped_by = stop.name if stop.requested else ""
@@ -352,7 +341,7 @@ class Trainer:
             return
         self.data.record_failures(self.out_dir / "skipped_images.log")  # images failing mid-run (loader workers log them)
         if distributed.is_main_process():
-            self._write_run_files()
+            run_files.write_run_files(self.out_dir, self.config, self.data)
         self.monitor = parallel.run_monitor(self.out_dir, self.pacer.total, self.step,
                                             self.metrics_offset, self.config.run.tensorboard, self.data.class_names)
 
@@ -365,7 +354,7 @@ class Trainer:
             what = err.what
             self.save_checkpoint()
             if distributed.is_main_process():  # data.json counts what skipped_images.log lists
-                atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+                run_files.write_data_json(self.out_dir, self.data)
             raise DataChanged(f"{what}; the run stopped at step {self.step} with a checkpoint: put the images back "
                               f"and continue with `comatch train --resume {self.out_dir}` (resumed as they are now, it "
                               f"trains on the images left)") from None
@@ -381,88 +370,45 @@ class Trainer:
             return total
         return int(distributed.broadcast(torch.tensor([total], device=self.device), src=0)[0])
 
-    def _write_run_files(self) -> None:
-        """config.yaml, labelled.json and data.json of the run directory."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "config.yaml", cfg.to_yaml(self.config))
-        atomic_write_text(self.out_dir / "labelled.json", json.dumps(self.data.labelled_ids))
-        atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
-
     def _length_changed(self, total: int) -> None:
         """The pacer set the run's length: the progress display, the method's ramps and the
         settings of ``run.fit_to_length`` follow (from this step on; the config is left as written)."""
-        from comatch.training.defaults import run_length_settings
-
         self.method.set_length(total)
         if self.monitor is not None:
             self.monitor.set_total(total)
-        fitted = self.config.run.fit_to_length
-        for key, (value, reason) in run_length_settings(total).items():
-            if key not in fitted:
-                continue
-            if key == "model.bn_momentum":
-                for layer in self.model.modules():
-                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                        layer.momentum = value
-            elif key == "optim.ema_decay":
-                self.ema.decay = value
-            elif key == "run.eval_every":
+        for key, (value, reason) in fit_to_length(self.model, self.ema, total, self.config.run.fit_to_length).items():
+            if key == "run.eval_every":
                 self.eval_every = self.pacer.eval_every = value
             elif key == "run.log_every":
                 self.log_every = value
             if self.monitor is not None:
                 self.monitor.message(f"defaults: {key}={value}: {reason}")
 
+    def _log_evaluation(self) -> float:
+        """Evaluate and log it on the main process (others do nothing); its seconds on the pacer's clock."""
+        if not distributed.is_main_process():
+            return 0.0
+        t0 = pace.now()
+        self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
+        return pace.now() - t0
+
     def _time_evaluation(self) -> float:
         """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
-        seconds = 0.0
-        if distributed.is_main_process():
-            t0 = pace.now()  # the pacer's clock
-            self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-            seconds = pace.now() - t0
-        return float(distributed.broadcast(torch.tensor([seconds], device=self.device), src=0)[0]) \
-            if distributed.world_size() > 1 else seconds
+        seconds = self._log_evaluation()
+        if distributed.world_size() == 1:
+            return seconds
+        return float(distributed.broadcast(torch.tensor([seconds], device=self.device), src=0)[0])
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         """The summary of a run that ended or was stopped, written with data.json."""
-        summary = self._summary(seconds + self.wall_before, not self.finished)
+        summary = run_files.summary(self.config, self.data, self.monitor.records, steps=self.step,
+                                    stopped=not self.finished, skipped_steps=self.skipped_steps,
+                                    wall_seconds=seconds + self.wall_before, device=self.device)
         if distributed.is_main_process():
-            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-            atomic_write_text(self.out_dir / "data.json", json.dumps(self.data.describe(), indent=2) + "\n")
+            run_files.write_summary(self.out_dir, summary, self.data)
         return summary
 
     def evaluate(self) -> dict[str, float]:
         """Test (and validation) accuracy of the raw and the EMA model."""
-        result = {}
-        for part, dataset in {"test": self.data.test, "val": self.data.val}.items():
-            if dataset is None:
-                continue
-            loader = eval_loader(dataset, self.eval_view)
-            result[f"{part}_acc"] = accuracy(self.model, loader, self.normalize)
-            result[f"{part}_acc_ema"] = accuracy(self.ema.module, loader, self.normalize)
-        return result
-
-    def _summary(self, wall_seconds: float, stopped: bool) -> dict[str, Any]:
-        evals = [r for r in self.monitor.records if r["kind"] == "eval"]
-        trains = [r for r in self.monitor.records if r["kind"] == "train"]
-        last = evals[-1] if evals else {}
-        return {
-            "method": self.config.method,
-            "preset": self.config.preset,
-            "seed": self.config.seed,
-            "iterations": self.step,
-            "stopped": stopped,
-            "num_labelled": len(self.data.labelled_ids),
-            "test_accuracy": last.get("test_acc"),
-            "test_accuracy_ema": last.get("test_acc_ema"),
-            "best_test_accuracy": max((r["test_acc_ema"] for r in evals), default=None),
-            "val_accuracy": last.get("val_acc"),
-            "val_accuracy_ema": last.get("val_acc_ema"),
-            "pseudo_label_accuracy": trains[-1].get("pseudo_label_acc") if trains else None,
-            "skipped_steps": self.skipped_steps,
-            "skipped_images": len(self.data.all_skipped()),  # up front and mid-run
-            "wall_seconds": wall_seconds,
-            **numerics.describe(self.config.run.numerics),
-            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
-        }
-
+        return evaluate_parts(self.model, self.ema.module, {"test": self.data.test, "val": self.data.val},
+                              lambda dataset: eval_loader(dataset, self.eval_view), self.normalize)
