@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from provenance import provenance  # noqa: E402
 
 KNOWN = 6
 
@@ -143,6 +144,8 @@ def main() -> None:
             data, unknown = digits_run(out, seed, args.steps, args.per_class) if kind == "digits" else \
                 folder_run(out, seed, args.steps, args.per_class, args.pool, args.extra)
             results[key] = measure(out, data, unknown)
+            results["provenance"] = provenance(steps=args.steps, per_class=args.per_class, pool=args.pool,
+                                               train_arguments=args.extra)
             path.write_text(json.dumps(results, indent=2) + "\n")
             print(key, json.dumps(results[key]), flush=True)
     names = ["confidence", "energy", "ood", "prototype", "flagged_unknown", "flagged_known"]
