@@ -44,8 +44,8 @@ def long_tail_data(seed: int, ratio: float, head_labels: int):
 
 def one_run(out: Path, seed: int, steps: int, ratio: float, head_labels: int, prior: str) -> dict:
     """Train one arm; test accuracy, macro-F1, accuracy on the five tail classes."""
-    from comatch.tools.calibration import macro_f1
-    from comatch.tools.inference import evaluate, load_model
+    from comatch.tools.inference.calibration import macro_f1
+    from comatch.tools.inference.checkpoint import evaluate, load_model
 
     data = long_tail_data(seed, ratio, head_labels)
     train(out, seed, steps, [f"comatch.da_prior={prior}"], data)

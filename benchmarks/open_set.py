@@ -45,7 +45,7 @@ def open_set_data(seed: int, per_class: int):
 
 def one_run(out: Path, seed: int, steps: int, per_class: int, fraction: float) -> dict:
     """Train one arm; AUROC of the trained model's score and of the initial network's."""
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.checkpoint import load_model
     from comatch.tools.ood import score_pool
     from comatch.tools.scores import auroc
 

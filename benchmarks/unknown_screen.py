@@ -85,7 +85,7 @@ def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extr
 
 def measure(out: Path, data, unknown: torch.Tensor) -> dict:
     """AUROC of each score, and the screen's flagged rates at its operating point."""
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.checkpoint import load_model
     from comatch.tools.pool import candidate_rows, outputs_on
     from comatch.tools.scores import auroc, ood_scores
     from comatch.tools.screen import fit_screen

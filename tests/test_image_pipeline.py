@@ -13,7 +13,7 @@ from comatch.config import build_config
 from comatch.data.images import UnreadableImage, decode_image, pipeline_description
 from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import Normalizer, eval_view, run_data
-from comatch.tools.inference import LoadedModel, evaluate, evaluation_data, predict_files
+from comatch.tools.inference.checkpoint import LoadedModel, evaluate, evaluation_data, predict_files
 
 SIZE = 12
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from comatch.tools.inference import classification_metrics
-from comatch.tools.metrics import balanced_accuracy, confusion_matrix, labels_of, macro_f1, per_class_scores
+from comatch.tools.inference.checkpoint import classification_metrics
+from comatch.tools.inference.metrics import balanced_accuracy, confusion_matrix, labels_of, macro_f1, per_class_scores
 
 # 3 classes; class 2 has no test images but 1 prediction: rows are true classes
 WORKED = [[8, 1, 1],

@@ -13,7 +13,7 @@ from PIL import Image
 
 from comatch.cli import main
 from comatch.data.digits import load_digits_split
-from comatch.tools.inference import load_model
+from comatch.tools.inference.checkpoint import load_model
 from comatch.tools.plots import embedding_2d
 from comatch.tools.report import write_comparison, write_report
 

@@ -17,7 +17,7 @@ from comatch.methods.comatch import CoMatchSettings, alignment_prior
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.losses import distribution_alignment
 from comatch.methods.memory import DistributionAligner
-from comatch.tools.calibration import (
+from comatch.tools.inference.calibration import (
     balanced_accuracy,
     expected_calibration_error,
     fit_temperature,
@@ -239,7 +239,7 @@ def test_a_run_calibrates_leaves_out_outliers_and_checks_itself(run):
 
 
 def test_temperature_reaches_predict_and_export(run, tmp_path, capsys):
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.checkpoint import load_model
 
     calibration = json.loads((run / "calibration.json").read_text())
     calibration["temperature"] = 2.5

@@ -164,7 +164,7 @@ def _initial_network(config: Any, num_classes: int, in_channels: int) -> tuple[A
 def _features(model: Any, dataset: Any, view: Any, normalize: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Encoder features ``[N, F]`` and labels ``[N]`` of a dataset, in eval mode."""
     from comatch.data.loaders import eval_loader
-    from comatch.tools.evaluation import network_outputs
+    from comatch.training.evaluation import network_outputs
 
     feats, _, _, labels = network_outputs(model, eval_loader(dataset, view, batch_size), normalize)
     return feats.numpy(), labels.numpy()
@@ -300,7 +300,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     import sys
 
     from comatch.data.preprocessing import run_data
-    from comatch.tools.images import data_skipped_line
+    from comatch.tools.inference.images import data_skipped_line
     from comatch.tools.outputs import writable_file
     from comatch.training.runtime import atomic_write_text
 

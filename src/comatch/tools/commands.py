@@ -94,8 +94,8 @@ def add_baseline_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the evaluation of a checkpoint as JSON."""
-    from comatch.tools.images import LabelledFolder, skipped_line
-    from comatch.tools.inference import evaluate, evaluation_data, load_model
+    from comatch.tools.inference.images import LabelledFolder, skipped_line
+    from comatch.tools.inference.checkpoint import evaluate, evaluation_data, load_model
 
     if args.out is not None:
         writable_file(args.out, "--out", "evaluation.json")
@@ -117,8 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the predictions of image files as CSV."""
-    from comatch.tools.images import IMAGE_EXTENSIONS, find_images, skipped_line
-    from comatch.tools.inference import load_model, predict_files, write_predictions_csv
+    from comatch.tools.inference.images import IMAGE_EXTENSIONS, find_images, skipped_line
+    from comatch.tools.inference.checkpoint import load_model, predict_files, write_predictions_csv
 
     missing = [p for p in args.paths if not p.exists()]
     if len(missing) == len(args.paths):
@@ -161,10 +161,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint and check it against PyTorch."""
-    from comatch.tools.export import export_model
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.export import export_model
+    from comatch.tools.inference.checkpoint import load_model
 
-    from comatch.tools.export import FORMATS, default_output
+    from comatch.tools.inference.export import FORMATS, default_output
 
     if args.out is not None:
         writable_file(args.out, "--out", f"model{FORMATS[args.format]}")

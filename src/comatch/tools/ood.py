@@ -21,7 +21,7 @@ from torch.utils.data import Subset
 from comatch.data import RunData
 from comatch.data.images import View
 from comatch.errors import UserError
-from comatch.tools.evaluation import Preprocess
+from comatch.training.evaluation import Preprocess
 from comatch.tools.pool import candidate_rows, centred, outputs_on, path_of
 from comatch.tools.scores import ood_scores
 from comatch.training.runtime import atomic_write_text

@@ -22,7 +22,7 @@ from comatch.data.images import ImageFiles
 from comatch.data.labels import labels_of
 from comatch.data.loaders import eval_loader
 from comatch.data.images import View
-from comatch.tools.evaluation import Preprocess, network_outputs
+from comatch.training.evaluation import Preprocess, network_outputs
 
 
 @dataclass

@@ -34,8 +34,8 @@ import torch
 from comatch import distributed
 from comatch.data.loaders import eval_loader
 from comatch.errors import UserError
-from comatch.tools.evaluation import predict
-from comatch.tools.inference import classification_metrics, load_model, run_test_set
+from comatch.training.evaluation import predict
+from comatch.tools.inference.checkpoint import classification_metrics, load_model, run_test_set
 from comatch.tools.quiet import quiet_libraries
 from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_image_rows, draw_panels, embedding_2d
 from comatch.tools.report_html import RunPage, baseline_section, comparison_page, image, per_class_table, run_page, table
@@ -202,7 +202,7 @@ def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, count: int) ->
 
 def _class_section(test: TestOutputs) -> str:
     """The per-class table and the class-balanced summary numbers."""
-    from comatch.tools.metrics import balanced_accuracy, macro_f1, per_class_scores
+    from comatch.tools.inference.metrics import balanced_accuracy, macro_f1, per_class_scores
 
     cm = test.metrics["confusion_matrix"]
     return (f"<p>Top-1 {test.metrics['top1']:.2%}, balanced accuracy (mean per-class recall) "
@@ -378,7 +378,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, device: str
         UserError: ``run_dir`` is not a run directory.
     """
     from comatch.tools.baseline import read_run_config
-    from comatch.tools.calibration import read_calibration
+    from comatch.tools.inference.calibration import read_calibration
 
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir

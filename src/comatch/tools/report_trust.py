@@ -133,9 +133,9 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
     from comatch.data.datasets import gather
     from comatch.data.loaders import eval_loader
     from comatch.data.preprocessing import run_data
-    from comatch.tools.calibration import expected_calibration_error, read_calibration, reliability_bins
-    from comatch.tools.evaluation import predict
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.calibration import expected_calibration_error, read_calibration, reliability_bins
+    from comatch.training.evaluation import predict
+    from comatch.tools.inference.checkpoint import load_model
     from comatch.tools.ood import MAX_SCORED, score_pool
 
     loaded = load_model(run_dir, "ema", device)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from comatch.tools.evaluation import network_outputs
+from comatch.training.evaluation import network_outputs
 
 
 def encode(

@@ -1,7 +1,7 @@
 """Fitting a finished run's temperature: its EMA model on its validation part.
 
-The measures and ``calibration.json`` are :mod:`comatch.tools.calibration`; this module loads the
-run's model (:mod:`comatch.tools.inference`) and data to apply them.
+The measures and ``calibration.json`` are :mod:`comatch.tools.inference.calibration`; this module loads the
+run's model (:mod:`comatch.tools.inference.checkpoint`) and data to apply them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 
 from comatch.data.loaders import eval_loader
 from comatch.data.preprocessing import run_data
-from comatch.tools.calibration import CALIBRATION_FILE, calibrate, expected_calibration_error
-from comatch.tools.evaluation import predict
-from comatch.tools.inference import load_model
+from comatch.tools.inference.calibration import CALIBRATION_FILE, calibrate, expected_calibration_error
+from comatch.training.evaluation import predict
+from comatch.tools.inference.checkpoint import load_model
 from comatch.training.runtime import atomic_write_text
 
 

@@ -101,7 +101,7 @@ def screen_pool(run_dir: Path, device: str = "cpu") -> PoolScreen:
     """Fit the run's screen on its pool with the EMA model and score the pool."""
     from torch.utils.data import Subset
 
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.checkpoint import load_model
     from comatch.tools.pool import candidate_rows, labelled_targets, outputs_on, saved_run_data
 
     loaded = load_model(run_dir, "ema", device)

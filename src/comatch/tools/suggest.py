@@ -93,7 +93,7 @@ def suggest(run_dir: Path, k: int, before_training: bool = False, device: str = 
             unlabelled image left.
     """
     from comatch.data.preprocessing import Normalizer, eval_view
-    from comatch.tools.inference import load_model
+    from comatch.tools.inference.checkpoint import load_model
     from comatch.training.runtime import resolve_device
 
     run_dir = Path(run_dir)
@@ -242,7 +242,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.next_list is not None:
         args.next_list.parent.mkdir(parents=True, exist_ok=True)
         args.next_list.write_text(json.dumps(next_labelled_list(data, suggestions)) + "\n")
-    from comatch.tools.images import data_skipped_line
+    from comatch.tools.inference.images import data_skipped_line
 
     if data_skipped_line(data):
         print(data_skipped_line(data), file=sys.stderr)

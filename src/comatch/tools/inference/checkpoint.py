@@ -26,9 +26,9 @@ from comatch.data.loaders import eval_loader
 from comatch.data.images import UnreadableImage, decode_image
 from comatch.data.images import View
 from comatch.errors import UserError
-from comatch.tools.evaluation import predict
-from comatch.tools.metrics import confusion_matrix
-from comatch.tools.images import LabelledFolder
+from comatch.training.evaluation import predict
+from comatch.tools.inference.metrics import confusion_matrix
+from comatch.tools.inference.images import LabelledFolder
 from comatch.models import build_model
 from comatch.training.runtime import resolve_device
 from comatch.data.preprocessing import Normalizer, eval_view, run_data
@@ -154,7 +154,7 @@ def load_model(source: str | Path, weights: str = "ema", device: str = "cpu", ca
 
 def run_temperature(checkpoint: Path) -> float:
     """The fitted temperature of a checkpoint's run (``calibration.json``), else 1.0."""
-    from comatch.tools.calibration import read_calibration, run_dir_of
+    from comatch.tools.inference.calibration import read_calibration, run_dir_of
 
     calibration = read_calibration(run_dir_of(checkpoint))
     return float(calibration["temperature"]) if calibration else 1.0
@@ -209,8 +209,8 @@ def evaluate(loaded: LoadedModel, dataset: Dataset, batch_size: int = 256) -> di
 
 def trust_metrics(logits: torch.Tensor, labels: torch.Tensor, metrics: dict[str, Any], temperature: float) -> dict[str, Any]:
     """Balanced accuracy, macro-F1 and the calibration error (15 bins) before and after ``T``."""
-    from comatch.tools.calibration import expected_calibration_error
-    from comatch.tools.metrics import balanced_accuracy, macro_f1
+    from comatch.tools.inference.calibration import expected_calibration_error
+    from comatch.tools.inference.metrics import balanced_accuracy, macro_f1
 
     return {
         "balanced_accuracy": balanced_accuracy(metrics["confusion_matrix"]),
@@ -248,7 +248,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
 
     Args:
         loaded: the model.
-        files: image files (see :func:`comatch.tools.images.find_images`).
+        files: image files (see :func:`comatch.tools.inference.images.find_images`).
         batch_size: images per forward pass.
         top_k: classes kept per image (at most the number of classes).
         progress: show a tqdm bar on stderr (only when stderr is a terminal).

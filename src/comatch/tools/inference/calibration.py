@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from comatch.errors import UserError
-from comatch.tools.metrics import balanced_accuracy, macro_f1  # noqa: F401 - the class-balanced metrics, here too
+from comatch.tools.inference.metrics import balanced_accuracy, macro_f1  # noqa: F401 - the class-balanced metrics, here too
 
 CALIBRATION_FILE = "calibration.json"
 BINS = 15

@@ -22,7 +22,7 @@ from torch import nn
 
 from comatch.data.images import pipeline_description
 from comatch.errors import UserError
-from comatch.tools.inference import LoadedModel
+from comatch.tools.inference.checkpoint import LoadedModel
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest |probability difference| accepted between export and PyTorch
