@@ -36,7 +36,7 @@ def round_run(out: Path, seed: int, steps: int, labelled: list[int]) -> dict:
 
 def suggested(run_dir: Path, k: int) -> list[int]:
     """The pool indices ``comatch suggest`` ranks first for a finished run."""
-    from comatch.tools.suggest import suggest
+    from comatch.tools.trust.suggest import suggest
 
     picks, _ = suggest(run_dir, k, device="cpu")
     return [s.index for s in picks]

@@ -8,7 +8,7 @@ scikit-learn's digits): ``labeled/`` with ``--per-class`` images per class, ``un
 2. each next round, per arm, ``--k`` more images are picked: **suggested** (``comatch
    suggest``'s ranking of the previous round's run) or **random** (uniform over the images not
    yet decided); the harness gives each its true class through
-   :meth:`comatch.tools.label.LabelSession.decide`, the call behind the page's keys, which
+   :meth:`comatch.tools.trust.label.LabelSession.decide`, the call behind the page's keys, which
    appends to the arm's ``labels.csv``;
 3. the round's run trains from scratch (same steps, same seed) with ``--extra-labels
    labels.csv``.
@@ -86,7 +86,7 @@ def train(root: Path, out: Path, seed: int, steps: int, labels: Path | None, log
 def pick(arm: str, run_dir: Path, truth: dict[str, str], decided: set[str], k: int, seed: int, round_: int) -> list[str]:
     """The next ``k`` files of an arm."""
     if arm == "suggested":
-        from comatch.tools.suggest import suggest
+        from comatch.tools.trust.suggest import suggest
 
         ranked, _ = suggest(run_dir, k, device="cpu")
         return [s.path for s in ranked if s.path not in decided][:k]
@@ -97,7 +97,7 @@ def pick(arm: str, run_dir: Path, truth: dict[str, str], decided: set[str], k: i
 
 def decide(arm_dir: Path, files: list[str], truth: dict[str, str]) -> None:
     """Give ``files`` their true classes through the page's decision call."""
-    from comatch.tools.label import Item, LabelSession
+    from comatch.tools.trust.label import Item, LabelSession
 
     items = [Item(i, f, Path(f).name, "suggested", i + 1, "", 0.0, 0.0) for i, f in enumerate(files)]
     session = LabelSession(arm_dir, CLASSES, items)

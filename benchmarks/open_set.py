@@ -5,7 +5,7 @@ pool holds every training image of classes 0-5 and of 6-9 (about 40 % of the poo
 their truth hidden), the validation and test parts only classes 0-5. For each seed:
 
 * **without exclusion**: the digits preset on this data; afterwards the OOD score of
-  :mod:`comatch.tools.ood` is computed with the trained EMA model, and its AUROC for
+  :mod:`comatch.tools.trust.ood` is computed with the trained EMA model, and its AUROC for
   separating the 6-9 images from the 0-5 images is measured;
 * **with exclusion**: the same with ``data.exclude_outliers=FRACTION``, scored with the
   initial network's features before training (its AUROC, and the share of 6-9 images among
@@ -46,8 +46,8 @@ def open_set_data(seed: int, per_class: int):
 def one_run(out: Path, seed: int, steps: int, per_class: int, fraction: float) -> dict:
     """Train one arm; AUROC of the trained model's score and of the initial network's."""
     from comatch.tools.inference.checkpoint import load_model
-    from comatch.tools.ood import score_pool
-    from comatch.tools.scores import auroc
+    from comatch.tools.trust.ood import score_pool
+    from comatch.tools.trust.scores import auroc
 
     data, unknown = open_set_data(seed, per_class)
     overrides = [f"data.exclude_outliers={fraction}"] if fraction else []
@@ -71,8 +71,8 @@ def initial_auroc(seed: int, per_class: int, data, unknown: torch.Tensor) -> flo
     from comatch import config as cfg
     from comatch.data.preprocessing import Normalizer, eval_view
     from comatch.models import build_model
-    from comatch.tools.ood import score_pool
-    from comatch.tools.scores import auroc
+    from comatch.tools.trust.ood import score_pool
+    from comatch.tools.trust.scores import auroc
     from comatch.training.runtime import seed_everything
 
     config = cfg.build_config(preset="digits", seed=seed)

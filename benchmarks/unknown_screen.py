@@ -13,8 +13,8 @@ for telling unknown-class images from known ones:
 
 * ``confidence``: 1 - the top calibrated probability (what ``predict --unknown-threshold`` uses);
 * ``energy``: ``-T logsumexp(logits / T)``;
-* ``ood``: the report's score (:func:`comatch.tools.scores.ood_scores`);
-* ``prototype``: :mod:`comatch.tools.screen`'s score, 1 - cosine similarity of the
+* ``ood``: the report's score (:func:`comatch.tools.trust.scores.ood_scores`);
+* ``prototype``: :mod:`comatch.tools.trust.screen`'s score, 1 - cosine similarity of the
   embedding to the nearest class prototype (labelled and confidently pseudo-labelled images).
 
 and, for the screen, the share of unknown and known images flagged at its operating point (the
@@ -56,7 +56,7 @@ def digits_run(out: Path, seed: int, steps: int, per_class: int):
 def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extra: list[str]):
     """Generated digit folders, classes 0-5 labelled; (run data, unknown mask)."""
     from own_folder import CLASSES, _save, _source_digits, distort
-    from comatch.tools.suggest import _run_data, run_config
+    from comatch.tools.trust.suggest import _run_data, run_config
 
     root = out.parent / f"{out.name}-data"
     truth: dict[str, int] = {}
@@ -86,9 +86,9 @@ def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extr
 def measure(out: Path, data, unknown: torch.Tensor) -> dict:
     """AUROC of each score, and the screen's flagged rates at its operating point."""
     from comatch.tools.inference.checkpoint import load_model
-    from comatch.tools.pool import candidate_rows, outputs_on
-    from comatch.tools.scores import auroc, ood_scores
-    from comatch.tools.screen import fit_screen
+    from comatch.tools.trust.pool import candidate_rows, outputs_on
+    from comatch.tools.trust.scores import auroc, ood_scores
+    from comatch.tools.trust.screen import fit_screen
     from torch.utils.data import Subset
 
     loaded = load_model(out, "ema", "cpu")

@@ -284,7 +284,7 @@ def test_suggest_links_hold_only_the_latest_round(run, tmp_path, capsys):
 
 
 def test_suggest_checks_its_out_file_before_ranking(run, tmp_path, capsys, monkeypatch):
-    import comatch.tools.suggest as suggest_module
+    import comatch.tools.trust.suggest as suggest_module
 
     monkeypatch.setattr(suggest_module, "suggest", lambda *a, **k: pytest.fail("ranked before checking --out"))
     assert main(["suggest", str(run), "--n", "2", "--out", str(tmp_path), "--device", "cpu"]) == 2
@@ -340,7 +340,7 @@ def test_a_full_disk_before_the_first_checkpoint_leaves_a_directory_the_same_com
                                              ("{\"rows\": [3, 99]}", "rows outside the 10 unlabelled images"),
                                              ("{\"rows\": [3, 3]}", "names one twice")])
 def test_a_damaged_outliers_file_is_one_clear_error(tmp_path, content, needle):
-    from comatch.tools.ood import read_outliers
+    from comatch.tools.trust.ood import read_outliers
 
     (tmp_path / "outliers.json").write_text(content)
     with pytest.raises(UserError, match="delete it to score the unlabelled images again") as caught:

@@ -16,8 +16,8 @@ import pytest
 from comatch.cli import main
 from comatch.data.extra_labels import read_decisions, read_rows
 from comatch.errors import UserError
-from comatch.tools.label import LabelSession, build_session, start_server
-from comatch.tools.label_studio import labelling_config, read_export, task
+from comatch.tools.trust.label import LabelSession, build_session, start_server
+from comatch.tools.trust.label_studio import labelling_config, read_export, task
 from datafiles import write_class_folder
 
 TINY = ["--iterations", "2", "optim.batch_size=2", "optim.mu=1", "data.num_workers=0", "run.eval_every=2",
@@ -69,7 +69,7 @@ def test_the_page_lists_the_suggested_and_the_suspicious_files(run, served):
     assert {Path(i.path).parent for i in session.items} == {run.parent / "pool" / "mixed"}
     with (run / "suggestions.csv").open() as handle:
         assert [r["path"] for r in csv.DictReader(handle)] == [i.path for i in suggested]
-    from comatch.tools.screen import Screen
+    from comatch.tools.trust.screen import Screen
     screen = Screen.from_json(json.loads((run / "screen.json").read_text()))
     with (run / "suspicious.csv").open() as handle:  # the screen's highest scores, flagged by its threshold
         ranked = list(csv.DictReader(handle))
@@ -228,7 +228,7 @@ def test_the_report_names_suspicious_images_by_file(run):
 def test_the_screen_by_hand():
     import torch
 
-    from comatch.tools.screen import Screen, fit_screen
+    from comatch.tools.trust.screen import Screen, fit_screen
 
     labelled = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     pool = torch.tensor([[0.6, 0.8], [0.8, 0.6], [-1.0, 0.0]])
@@ -247,7 +247,7 @@ def test_the_screen_by_hand():
 
 
 def test_predict_and_suggest_use_the_runs_screen(run, tmp_path, capsys):
-    from comatch.tools.screen import Screen
+    from comatch.tools.trust.screen import Screen
 
     out = tmp_path / "p.csv"
     pool = run.parent / "pool"

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from comatch.data.extra_labels import read_decisions, read_rows
-from comatch.tools.label import build_session, start_server
+from comatch.tools.trust.label import build_session, start_server
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 from selenium import webdriver  # noqa: E402

@@ -24,7 +24,7 @@ from comatch.tools.inference.calibration import (
     macro_f1,
     reliability_bins,
 )
-from comatch.tools.scores import auroc, diverse_ranking, knn_similarity, ood_scores, smoothed_pool_labels, uncertainty
+from comatch.tools.trust.scores import auroc, diverse_ranking, knn_similarity, ood_scores, smoothed_pool_labels, uncertainty
 from comatch.training import guardrails
 from comatch.training.stats import StepStats
 
@@ -303,7 +303,7 @@ def test_a_resume_leaves_out_the_same_images(run):
 
     from comatch import config as cfg
     from comatch.data.preprocessing import run_data
-    from comatch.tools.ood import exclude_outliers
+    from comatch.tools.trust.ood import exclude_outliers
 
     config = cfg.build_config(config_file=run / "config.yaml")
     data = run_data(config)

@@ -49,7 +49,7 @@ def end_of_run_seconds(config: cfg.Config, data: RunData, evaluation: float) -> 
     One evaluation runs the raw and the EMA model over the test and validation images; the
     seconds per image it took price the images the end of the run passes through the EMA
     model: validation and test (calibration), test, labelled and a sample of at most
-    :data:`~comatch.tools.ood.MAX_SCORED` unlabelled images (report), labelled and test
+    :data:`~comatch.tools.trust.ood.MAX_SCORED` unlabelled images (report), labelled and test
     (baselines). The report's figures are priced by drawing one now (which also loads
     matplotlib and scikit-learn here, not at the end).
 
@@ -58,7 +58,7 @@ def end_of_run_seconds(config: cfg.Config, data: RunData, evaluation: float) -> 
         data: the run's data.
         evaluation: seconds of one evaluation.
     """
-    from comatch.tools.ood import MAX_SCORED
+    from comatch.tools.trust.ood import MAX_SCORED
 
     size = lambda part: 0 if part is None else len(part)  # noqa: E731
     labelled, test, val = size(data.labelled), size(data.test), size(data.val)
@@ -248,7 +248,7 @@ def _without_outliers(config: cfg.Config, out_dir: Path) -> Callable[[RunData, t
         if data.unlabelled is None:
             return data
         from comatch.data.preprocessing import Normalizer, eval_view
-        from comatch.tools.ood import exclude_outliers
+        from comatch.tools.trust.ood import exclude_outliers
 
         view = eval_view(config, data.image_size)
         normalize = Normalizer(data.mean, data.std, config.model.in_channels or data.channels, device)
@@ -298,7 +298,7 @@ def _calibrate(trainer: Trainer) -> None:
     """Fit the temperature (``calibration.json``); a failure only warns: the run is saved."""
     say = trainer.monitor.message
     try:
-        from comatch.tools.run_calibration import calibrate_run
+        from comatch.tools.trust.run_calibration import calibrate_run
 
         result = calibrate_run(trainer.out_dir, str(trainer.device), data=trainer.data)
     except Exception as err:  # noqa: BLE001 - reported; the run itself is finished

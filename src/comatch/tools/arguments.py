@@ -1,6 +1,6 @@
 """The argument groups several subcommands share, declared once as argparse parent parsers.
 
-``cli`` (``train``), ``tools.commands``, ``tools.trust_commands`` and ``tools.baseline`` build
+``cli`` (``train``), ``tools.commands``, ``tools.trust.commands`` and ``tools.baseline`` build
 their subcommands from these, so ``--device`` or ``-o/--out`` reads and behaves the same in every
 command. Nothing heavy is imported here.
 """

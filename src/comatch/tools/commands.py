@@ -12,7 +12,7 @@ from pathlib import Path
 
 from comatch.errors import UserError
 from comatch.tools import arguments as shared
-from comatch.tools import trust_commands
+from comatch.tools.trust import commands as trust_commands
 from comatch.tools.outputs import writable_file
 
 
@@ -135,7 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, args.weights, args.device)
     screen = None
     if args.screen:
-        from comatch.tools.screen import run_screen
+        from comatch.tools.trust.screen import run_screen
 
         run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent
         if not (run_dir / "config.yaml").is_file():

@@ -213,7 +213,7 @@ def _class_section(test: TestOutputs) -> str:
 def _mistakes_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], str]:
     """The most confident wrong test predictions as thumbnails, and their files."""
     from comatch.data.datasets import gather
-    from comatch.tools.pool import path_of
+    from comatch.tools.trust.pool import path_of
     from comatch.tools.report_trust import draw_thumbnails, image_name
 
     probs = torch.softmax(test.logits.double() / test.loaded.temperature, dim=1)

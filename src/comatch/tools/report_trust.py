@@ -136,7 +136,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
     from comatch.tools.inference.calibration import expected_calibration_error, read_calibration, reliability_bins
     from comatch.training.evaluation import predict
     from comatch.tools.inference.checkpoint import load_model
-    from comatch.tools.ood import MAX_SCORED, score_pool
+    from comatch.tools.trust.ood import MAX_SCORED, score_pool
 
     loaded = load_model(run_dir, "ema", device)
     data = data if data is not None else run_data(loaded.config)
@@ -162,7 +162,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
                           "dividing the logits by T.</p>" + _img(figures["reliability"], base, "reliability")))
     scored = score_pool(loaded.model, data, loaded.eval_view(), loaded.preprocess(), t, max_images=MAX_SCORED)
     if len(scored.rows):
-        from comatch.tools.label import write_suspicious
+        from comatch.tools.trust.label import write_suspicious
 
         top = scored.scores.argsort(descending=True)[:SUSPICIOUS]
         rows = torch.as_tensor(scored.rows[top.numpy()])
@@ -189,7 +189,7 @@ def _model_sections(run_dir: Path, plots: Path, base: Path, device: str, figures
 
 def image_name(dataset: Any, row: int, part: str = "unlabelled") -> str:
     """An image of ``dataset`` by its file path, or by its row where it has no file (bundled data)."""
-    from comatch.tools.pool import path_of
+    from comatch.tools.trust.pool import path_of
 
     path = path_of(dataset, row)
     return str(path) if path is not None else f"{part} image {row} (bundled data: no file)"

@@ -4,7 +4,7 @@ After training, one temperature ``T`` is fitted on the validation part (held-out
 images; without one ``T`` stays 1: see :func:`calibration_split`) by minimising the negative log-likelihood of ``softmax(logits / T)``
 over ``log T`` with L-BFGS. ``RUN_DIR/calibration.json`` stores it; ``predict``, ``export``,
 ``evaluate`` and the report read it from there. Fitting a finished run's temperature (loading
-its model and data) is :mod:`comatch.tools.run_calibration`; this module holds the measures and
+its model and data) is :mod:`comatch.tools.trust.run_calibration`; this module holds the measures and
 the file.
 """
 

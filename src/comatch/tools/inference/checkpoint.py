@@ -252,7 +252,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], batch_size: int = 
         batch_size: images per forward pass.
         top_k: classes kept per image (at most the number of classes).
         progress: show a tqdm bar on stderr (only when stderr is a terminal).
-        screen: a :class:`comatch.tools.screen.Screen`: also score each image and flag those of
+        screen: a :class:`comatch.tools.trust.screen.Screen`: also score each image and flag those of
             none of the run's classes.
 
     Returns:

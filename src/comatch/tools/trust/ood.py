@@ -1,7 +1,7 @@
 """What does not belong: out-of-distribution scores of the unlabelled pool, and leaving the
 most suspicious images out of training (``data.exclude_outliers``).
 
-The score is :func:`comatch.tools.scores.ood_scores`: the distance of an image's embedding to
+The score is :func:`comatch.tools.trust.scores.ood_scores`: the distance of an image's embedding to
 its nearest labelled embeddings, mixed with the model's doubt about it.
 """
 
@@ -22,8 +22,8 @@ from comatch.data import RunData
 from comatch.data.images import View
 from comatch.errors import UserError
 from comatch.training.evaluation import Preprocess
-from comatch.tools.pool import candidate_rows, centred, outputs_on, path_of
-from comatch.tools.scores import ood_scores
+from comatch.tools.trust.pool import candidate_rows, centred, outputs_on, path_of
+from comatch.tools.trust.scores import ood_scores
 from comatch.training.runtime import atomic_write_text
 
 OUTLIERS_FILE = "outliers.json"  # the rows a run left out, so that a resume leaves out the same

@@ -45,20 +45,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit and print the temperature of a run."""
-    from comatch.tools.run_calibration import calibrate_run
+    from comatch.tools.trust.run_calibration import calibrate_run
 
     print(json.dumps(calibrate_run(args.run_dir, args.device), indent=2))
     return 0
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from comatch.tools.suggest import cmd_suggest as run
+    from comatch.tools.trust.suggest import cmd_suggest as run
 
     return run(args)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from comatch.tools.label import cmd_label as run
+    from comatch.tools.trust.label import cmd_label as run
 
     return run(args)
 

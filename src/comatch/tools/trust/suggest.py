@@ -6,10 +6,10 @@ The ranking (docs/trust.md) mixes uncertainty and diversity:
    with the run's fitted temperature.
 2. CoMatch's memory smoothing over the pool: ``q = alpha p + (1 - alpha) sum_j a_j p_j``, the
    neighbours being the labelled images (one-hot) and the other pool images
-   (:func:`comatch.tools.scores.smoothed_pool_labels`).
+   (:func:`comatch.tools.trust.scores.smoothed_pool_labels`).
 3. Uncertainty ``u = (1 - max q) C / (C - 1)``.
 4. Uncertainty-weighted k-centre greedy on the embeddings ``z``
-   (:func:`comatch.tools.scores.diverse_ranking`): each pick maximises ``(0.05 + u) d``,
+   (:func:`comatch.tools.trust.scores.diverse_ranking`): each pick maximises ``(0.05 + u) d``,
    ``d`` being the cosine distance to the labelled images and the earlier picks.
 
 With ``--before-training`` the network is the run's initial one (random, or ``model.init``),
@@ -33,10 +33,10 @@ from torch.utils.data import Subset
 from comatch import config as cfg
 from comatch.data import RunData
 from comatch.errors import UserError
-from comatch.tools.pool import (candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index,
+from comatch.tools.trust.pool import (candidate_rows, centred, labelled_targets, outputs_on, path_of, root_index,
                                 saved_run_data)
-from comatch.tools.scores import diverse_ranking, smoothed_pool_labels, uncertainty
-from comatch.tools.screen import fit_screen
+from comatch.tools.trust.scores import diverse_ranking, smoothed_pool_labels, uncertainty
+from comatch.tools.trust.screen import fit_screen
 
 
 @dataclass

@@ -102,7 +102,7 @@ def screen_pool(run_dir: Path, device: str = "cpu") -> PoolScreen:
     from torch.utils.data import Subset
 
     from comatch.tools.inference.checkpoint import load_model
-    from comatch.tools.pool import candidate_rows, labelled_targets, outputs_on, saved_run_data
+    from comatch.tools.trust.pool import candidate_rows, labelled_targets, outputs_on, saved_run_data
 
     loaded = load_model(run_dir, "ema", device)
     data = saved_run_data(loaded.config, run_dir)

@@ -29,7 +29,7 @@ from comatch.data.extra_labels import EXCLUDE, append_decision, now
 from comatch.errors import UserError
 
 if TYPE_CHECKING:
-    from comatch.tools.label import LabelSession
+    from comatch.tools.trust.label import LabelSession
 
 FROM_NAME, TO_NAME = "choice", "image"
 LOCAL_FILES = "/data/local-files/?d="

@@ -3,7 +3,7 @@
 The page (``label_page.html``, package data) shows the run's suggested images (``comatch
 suggest``'s ranking, read from ``RUN/suggestions.csv`` or computed on the spot and saved there)
 grouped by predicted class with their probabilities, and a second tab of the most suspicious
-unlabelled images (the unknown-class screen of :mod:`comatch.tools.screen`, which also marks
+unlabelled images (the unknown-class screen of :mod:`comatch.tools.trust.screen`, which also marks
 the suggestions it flags). Every decision
 is appended at once to ``RUN/labels.csv`` (:mod:`comatch.data.extra_labels`: header
 ``path,label,time``, a class name, ``exclude`` or ``undo``; each row forced to disk), so a
@@ -41,7 +41,7 @@ from comatch.errors import UserError
 LABELS_FILE = "labels.csv"
 SUGGESTIONS_FILE = "suggestions.csv"
 SUSPICIOUS_FILE = "suspicious.csv"
-DEFAULT_SUGGESTIONS = 50  # also in the `label` parser's help (tools.trust_commands)
+DEFAULT_SUGGESTIONS = 50  # also in the `label` parser's help (tools.trust.commands)
 DEFAULT_SUSPICIOUS = 24
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BODY = 4096
@@ -59,7 +59,7 @@ class Item:
         rank: its place in that tab's ranking.
         predicted, probability: the model's class and its (calibrated, smoothed) probability.
         score: the suggestion's score, or the out-of-distribution score.
-        unknown: the unknown-class screen flags it (:mod:`comatch.tools.screen`).
+        unknown: the unknown-class screen flags it (:mod:`comatch.tools.trust.screen`).
     """
 
     index: int
@@ -143,7 +143,7 @@ class LabelSession:
 
 def page_html(session: LabelSession) -> bytes:
     """The page, with the session's token and run name written in."""
-    text = resources.files("comatch.tools").joinpath("label_page.html").read_text(encoding="utf-8")
+    text = resources.files("comatch.tools.trust").joinpath("label_page.html").read_text(encoding="utf-8")
     title = json.dumps(session.run_dir.name).replace("<", "\\u003c")
     return text.replace("__TOKEN__", session.token).replace("__TITLE__", title).encode("utf-8")
 
@@ -273,7 +273,7 @@ def unlabelled_folder(run_dir: Path) -> Path:
     Raises:
         UserError: not a run of the user's own folders with an unlabelled folder.
     """
-    from comatch.tools.suggest import run_config
+    from comatch.tools.trust.suggest import run_config
 
     config = run_config(run_dir)
     if config.data.dataset != "folder" or not config.data.unlabeled:
@@ -309,11 +309,11 @@ def write_suspicious(rows: list[tuple[str, float, str, float]], path: Path, thre
 
 
 def most_suspicious(run_dir: Path, k: int, device: str) -> tuple[list[tuple[str, float, str, float]], float]:
-    """The ``k`` unlabelled files the unknown-class screen scores highest (:mod:`comatch.tools.screen`):
+    """The ``k`` unlabelled files the unknown-class screen scores highest (:mod:`comatch.tools.trust.screen`):
     ``(path, score, predicted class, probability)``, and the screen's threshold; saves the
     screen as ``RUN/screen.json``."""
-    from comatch.tools.pool import path_of
-    from comatch.tools.screen import SCREEN_FILE, save_screen, screen_pool
+    from comatch.tools.trust.pool import path_of
+    from comatch.tools.trust.screen import SCREEN_FILE, save_screen, screen_pool
 
     fitted = screen_pool(run_dir, device)
     if not (Path(run_dir) / SCREEN_FILE).is_file():
@@ -336,7 +336,7 @@ def build_session(run_dir: Path, n: int | None, suggestions: Path | None, device
     Raises:
         UserError: not a folder run, no checkpoint to rank with, nothing to show.
     """
-    from comatch.tools.suggest import suggest, write_csv
+    from comatch.tools.trust.suggest import suggest, write_csv
 
     run_dir = Path(run_dir)
     folder = unlabelled_folder(run_dir)
@@ -371,7 +371,7 @@ def run_classes(run_dir: Path) -> list[str]:
     if data.is_file():
         return list(json.loads(data.read_text()).get("classes", []))
     from comatch.data.folders import scan_class_folder
-    from comatch.tools.suggest import run_config
+    from comatch.tools.trust.suggest import run_config
 
     return scan_class_folder(run_config(run_dir).data.labeled, "labelled")[0]
 
@@ -380,7 +380,7 @@ def run_classes(run_dir: Path) -> list[str]:
 def planned_moves(run_dir: Path) -> list[tuple[Path, Path]]:
     """``(file, destination)`` for each standing class decision: into ``LABELED/CLASS/``,
     with ``_1``, ``_2``... added where a file of that name exists."""
-    from comatch.tools.suggest import run_config
+    from comatch.tools.trust.suggest import run_config
 
     labeled = Path(run_config(run_dir).data.labeled)
     moves, taken = [], set()
@@ -421,7 +421,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         unlabelled_folder(args.run_dir)
         return apply_decisions(args.run_dir, args.dry_run)
     if args.from_label_studio is not None:
-        from comatch.tools.label_studio import import_export
+        from comatch.tools.trust.label_studio import import_export
 
         folder = unlabelled_folder(args.run_dir)
         count = import_export(args.from_label_studio, args.run_dir / LABELS_FILE, folder, run_classes(args.run_dir))
@@ -431,7 +431,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         start_server(LabelSession(args.run_dir, [], []), args.host, 0, False)  # raises the one-line error
     session = build_session(args.run_dir, args.n, args.suggestions, args.device)
     if args.to_label_studio is not None:
-        from comatch.tools.label_studio import write_tasks
+        from comatch.tools.trust.label_studio import write_tasks
 
         write_tasks(session, args.to_label_studio)
         print(f"label: {sum(i.tab == 'suggested' for i in session.items)} task(s) written to {args.to_label_studio}")
