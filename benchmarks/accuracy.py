@@ -87,7 +87,7 @@ def knn_scores(run: Path) -> dict[str, float]:
 
     from comatch import config as cfg
     from comatch.data.loaders import eval_loader
-    from comatch.tools.representation import encode, knn_accuracy
+    from comatch.tools.report.representation import encode, knn_accuracy
     from comatch.training.trainer import Trainer
 
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)

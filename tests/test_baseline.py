@@ -76,7 +76,7 @@ def test_baseline_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
 
 
 def test_the_report_shows_the_run_beside_its_baselines():
-    from comatch.tools.report_html import baseline_section
+    from comatch.tools.report.html import baseline_section
 
     found = {"run": {"test_accuracy_ema": 0.9593}, "features": {"source": "random", "dim": 64, "knn_1": 0.2072},
              "pixels": {"label_spreading": 0.8676, "unlabelled_used": 10000},

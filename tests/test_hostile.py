@@ -294,7 +294,7 @@ def test_sigterm_just_before_the_training_loop_leaves_a_resumable_run(tmp_path, 
 
 def test_sigterm_during_the_end_of_run_report_says_how_to_rebuild_it(tmp_path, capsys, monkeypatch, sigterm_guard):
     out = tmp_path / "run"
-    monkeypatch.setattr("comatch.tools.report.end_of_run_report", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr("comatch.tools.report.build.end_of_run_report", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     assert main(["train", "--out", str(out), "--iterations", "2", *TINY, "run.report=true"]) == 0
     assert (f"the end-of-run report was not written (stopped by SIGTERM); the run is complete and saved in {out}: "
             f"`comatch report {out}` writes the report") in capsys.readouterr().out

@@ -209,7 +209,7 @@ def test_cycles_finds_a_longer_circle_and_nothing_in_a_tree():
 @pytest.mark.parametrize("module, layer", [
     ("comatch.errors", 0), ("comatch.models.ema", 1), ("comatch.methods.losses", 2), ("comatch", 2),
     ("comatch.config", 3), ("comatch.data.batch_views", 4), ("comatch.training.trainer", 5),
-    ("comatch.tools.report", 6), ("comatch.cli", 7),
+    ("comatch.tools.report.build", 6), ("comatch.cli", 7),
 ])
 def test_layer_of_takes_the_longest_prefix(module, layer):
     assert layer_of(module) == layer

@@ -1,6 +1,6 @@
 import torch
 
-from comatch.tools.representation import knn_accuracy
+from comatch.tools.report.representation import knn_accuracy
 
 
 def test_knn_hand_case_and_vote_weighting():

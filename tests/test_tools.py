@@ -14,8 +14,8 @@ from PIL import Image
 from comatch.cli import main
 from comatch.data.digits import load_digits_split
 from comatch.tools.inference.checkpoint import load_model
-from comatch.tools.plots import embedding_2d
-from comatch.tools.report import write_comparison, write_report
+from comatch.tools.report.plots import embedding_2d
+from comatch.tools.report.build import write_comparison, write_report
 
 TINY = ["--iterations", "4", "run.eval_every=2", "run.log_every=2", "data.num_workers=0",
         "optim.batch_size=4", "optim.mu=2"]
@@ -100,7 +100,7 @@ def test_the_report_names_every_class_with_precision_recall_and_f1(run):
 
 
 def test_confident_mistakes_come_most_confident_first():
-    from comatch.tools.report import confident_mistakes
+    from comatch.tools.report.build import confident_mistakes
 
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.99, 0.01]])
     labels = torch.tensor([1, 1, 1, 0, 0])  # rows 0, 2 and 3 are wrong

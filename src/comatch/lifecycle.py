@@ -67,7 +67,7 @@ def end_of_run_seconds(config: cfg.Config, data: RunData, evaluation: float) -> 
     if config.run.report:
         import sklearn.decomposition  # noqa: F401 - the report's embedding map; loaded now, priced in the budget
 
-        from comatch.tools.plots import figure_seconds
+        from comatch.tools.report.plots import figure_seconds
 
         images = test + labelled + min(size(data.unlabelled), MAX_SCORED)
         parts["report"] = REPORT_FIGURES * figure_seconds() + per_image * images
@@ -329,7 +329,7 @@ def _report(trainer: Trainer, needed: float) -> None:
             return
     with StopSignals() as stop:
         if not stop.requested:
-            from comatch.tools.report import end_of_run_report  # matplotlib is imported only here
+            from comatch.tools.report.build import end_of_run_report  # matplotlib is imported only here
 
             stop.immediate = True  # the run is complete and saved: stop drawing at once
             try:

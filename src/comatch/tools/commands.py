@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a run's report, or compare runs."""
-    from comatch.tools.report import write_comparison, write_report
+    from comatch.tools.report.build import write_comparison, write_report
 
     if len(args.runs) == 1:
         report = write_report(args.runs[0], args.out, args.device, args.embedding)

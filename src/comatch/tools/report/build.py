@@ -12,7 +12,7 @@ accuracy on what, labelled and unlabelled images, wall time, date, version), the
 * ``embedding.png``: a 2-D map (PCA or t-SNE) of the test set's projection embeddings;
 * ``mistakes.png``: the most confident wrong test predictions;
 * ``views.png``: a few test images beside samples of each view kind the method trains on;
-* the trust figures of :mod:`comatch.tools.report_trust`.
+* the trust figures of :mod:`comatch.tools.report.trust`.
 
 ``plots/series.json`` holds the curves exactly as plotted. A comparison overlays the curves of
 several runs (``--out``, default ``FIRST_RUN/compare``).
@@ -37,10 +37,10 @@ from comatch.errors import UserError
 from comatch.training.evaluation import predict
 from comatch.tools.inference.checkpoint import classification_metrics, load_model, run_test_set
 from comatch.tools.quiet import quiet_libraries
-from comatch.tools.plots import Panel, Series, draw_confusion, draw_embedding, draw_image_rows, draw_panels, embedding_2d
-from comatch.tools.report_html import RunPage, baseline_section, comparison_page, image, per_class_table, run_page, table
+from comatch.tools.report.plots import Panel, Series, draw_confusion, draw_embedding, draw_image_rows, draw_panels, embedding_2d
+from comatch.tools.report.html import RunPage, baseline_section, comparison_page, image, per_class_table, run_page, table
 from comatch.training.monitor import parse_records
-from comatch.tools.report_trust import trust_sections
+from comatch.tools.report.trust import trust_sections
 
 MAP_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 MISTAKES = 16  # thumbnails of the most confident wrong test predictions
@@ -214,7 +214,7 @@ def _mistakes_section(test: TestOutputs, plots: Path) -> tuple[dict[str, Path], 
     """The most confident wrong test predictions as thumbnails, and their files."""
     from comatch.data.datasets import gather
     from comatch.tools.trust.pool import path_of
-    from comatch.tools.report_trust import draw_thumbnails, image_name
+    from comatch.tools.report.trust import draw_thumbnails, image_name
 
     probs = torch.softmax(test.logits.double() / test.loaded.temperature, dim=1)
     rows = confident_mistakes(probs, test.labels, MISTAKES)

@@ -2,7 +2,7 @@
 diagram before and after temperature scaling, the per-class pseudo-label shares over time and
 the most suspicious unlabelled images (out-of-distribution score) as thumbnails.
 
-Written by :func:`trust_sections`; :mod:`comatch.tools.report` puts the HTML before the
+Written by :func:`trust_sections`; :mod:`comatch.tools.report.build` puts the HTML before the
 configuration.
 """
 
@@ -20,8 +20,8 @@ import torch
 from matplotlib.figure import Figure
 
 from comatch.errors import UserError
-from comatch.tools.plots import Panel, _save, draw_panels
-from comatch.tools.report_html import image, table
+from comatch.tools.report.plots import Panel, _save, draw_panels
+from comatch.tools.report.html import image, table
 from comatch.training.monitor import parse_records
 
 SUSPICIOUS = 16  # thumbnails of the highest OOD scores
