@@ -25,7 +25,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("comatch.config",),  # the typed configuration: collects the methods' sections, checks model names
     ("comatch.data",),  # files to batches of views; reads the configuration
     ("comatch.training",),  # the loop and what keeps a run safe
-    ("comatch.tools",),  # what uses a finished run
+    # what uses a finished run, by concern (each subpackage imports only those listed before it):
+    # what every command shares (``comatch.tools`` itself names a new module here until it is placed)
+    ("comatch.tools", "comatch.tools.arguments", "comatch.tools.outputs", "comatch.tools.quiet"),
+    ("comatch.tools.inference",),  # a trained checkpoint: load, evaluate, predict, export, calibration
+    # on the checkpoint: what to label next, what does not belong (trust), and the baselines beside
+    # the run; neither imports the other
+    ("comatch.tools.trust", "comatch.tools.baseline"),
+    ("comatch.tools.report",),  # the report shows the trust figures and the baselines
+    ("comatch.tools.commands",),  # the subcommands of all of them
     # the command line and the run's lifecycle (issue 24 part 1: whichever of the names it takes)
     ("comatch.cli", "comatch.__main__", "comatch.run", "comatch.lifecycle"),
 )
@@ -209,7 +217,9 @@ def test_cycles_finds_a_longer_circle_and_nothing_in_a_tree():
 @pytest.mark.parametrize("module, layer", [
     ("comatch.errors", 0), ("comatch.models.ema", 1), ("comatch.methods.losses", 2), ("comatch", 2),
     ("comatch.config", 3), ("comatch.data.batch_views", 4), ("comatch.training.trainer", 5),
-    ("comatch.tools.report.build", 6), ("comatch.cli", 7),
+    ("comatch.tools", 6), ("comatch.tools.quiet", 6), ("comatch.tools.inference.checkpoint", 7),
+    ("comatch.tools.trust.commands", 8), ("comatch.tools.baseline", 8), ("comatch.tools.report.build", 9),
+    ("comatch.tools.commands", 10), ("comatch.cli", 11),
 ])
 def test_layer_of_takes_the_longest_prefix(module, layer):
     assert layer_of(module) == layer

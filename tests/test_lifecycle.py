@@ -129,7 +129,7 @@ def runtime_imports(path: Path) -> set[str]:
     ("tools", ("comatch.lifecycle", "comatch.cli")),
 ])
 def test_no_import_runs_back_up_to_the_lifecycle_or_tools(package, above):
-    upward = {f"{path.relative_to(SRC)} -> {name}" for path in (SRC / package).glob("*.py")
+    upward = {f"{path.relative_to(SRC)} -> {name}" for path in (SRC / package).rglob("*.py")
               for name in runtime_imports(path) if name.startswith(above)}
     assert not upward, sorted(upward)
 
