@@ -56,7 +56,8 @@ def digits_run(out: Path, seed: int, steps: int, per_class: int):
 def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extra: list[str]):
     """Generated digit folders, classes 0-5 labelled; (run data, unknown mask)."""
     from own_folder import CLASSES, _save, _source_digits, distort
-    from comatch.tools.trust.suggest import _run_data, run_config
+    from comatch.tools.trust.pool import saved_run_data
+    from comatch.tools.trust.suggest import run_config
 
     root = out.parent / f"{out.name}-data"
     truth: dict[str, int] = {}
@@ -78,7 +79,7 @@ def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extr
                    "--iterations", str(steps), "--device", "cpu", "run.report=false", "run.tensorboard=false", *extra]
         with (out.parent / f"{out.name}.log").open("w") as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    data = _run_data(run_config(out), out)
+    data = saved_run_data(run_config(out), out)
     unknown = torch.tensor([truth.get(p, 0) >= KNOWN for p in data.unlabelled.paths])
     return data, unknown
 
