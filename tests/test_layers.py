@@ -16,8 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # bottom: used everywhere, import nothing of the package above them (signals moves here:
-    # issue 24 part 7; numerics: a bottom module where one is wanted)
+    # bottom: used everywhere, import nothing of the package above them
     ("comatch.errors", "comatch.signals", "comatch.distributed", "comatch.numerics", "comatch.openmp",
      "comatch.config_files"),
     ("comatch.models",),  # networks
@@ -34,8 +33,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("comatch.tools.trust", "comatch.tools.baseline"),
     ("comatch.tools.report",),  # the report shows the trust figures and the baselines
     ("comatch.tools.commands",),  # the subcommands of all of them
-    # the command line and the run's lifecycle (issue 24 part 1: whichever of the names it takes)
-    ("comatch.cli", "comatch.__main__", "comatch.run", "comatch.lifecycle"),
+    # the command line and the run's lifecycle
+    ("comatch.cli", "comatch.__main__", "comatch.lifecycle"),
 )
 """Bottom to top. A module may import modules of its own layer or of a lower one."""
 
