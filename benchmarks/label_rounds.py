@@ -163,7 +163,7 @@ def table(results: dict, warm_steps: int | None = None, steps: int | None = None
     arms = ["suggested", "random"] + (["warm"] if warm else [])
     names = {"suggested": f"suggested ({steps} steps, from scratch)" if steps else "suggested",
              "random": "random", "warm": f"suggested, warm start ({warm_steps} steps)"}
-    cell = lambda arm, r: f"{100 * np.mean([results[s][arm][r] for s in seeds]):.1f} ± {100 * np.std([results[s][arm][r] for s in seeds]):.1f}"  # noqa: E501,E731
+    cell = lambda arm, r: f"{100 * np.mean([results[s][arm][r] for s in seeds]):.1f} ± {100 * np.std([results[s][arm][r] for s in seeds], ddof=1 if len(seeds) > 1 else 0):.1f}"  # noqa: E501,E731
     lines = ["| labels | " + " | ".join(names[a] for a in arms) + " |", "| --- |" + " --- |" * len(arms)]
     for r, n in enumerate(labels):
         lines.append(f"| {n} | " + " | ".join(cell(arm, r) for arm in arms) + " |")
@@ -198,7 +198,8 @@ def main() -> None:
     for seed in args.seeds:
         results[seed] = one_seed(args, seed)
         record = {"seeds": {str(k): v for k, v in results.items()}, "provenance": provenance(steps=args.steps,
-                  warm_steps=args.warm_steps, rounds=args.rounds, k=args.k, train_arguments=args.extra)}
+                  warm_steps=args.warm_steps, rounds=args.rounds, k=args.k, train_arguments=args.extra,
+                  numerics="fast (the CPU's own kernels)")}
         (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
         print(table(results, args.warm_steps, args.steps), flush=True)
 

@@ -20,7 +20,12 @@ for telling unknown-class images from known ones:
 and, for the screen, the share of unknown and known images flagged at its operating point (the
 threshold that passes 95 % of its reference images).
 
-    PYTHONPATH=src python benchmarks/unknown_screen.py --seeds 0 1 2 --steps 300 --out runs/unknown-screen
+    PYTHONPATH=src python benchmarks/unknown_screen.py --kinds digits folders --seeds 0 1 2 --steps 300 \
+        --out runs/unknown-screen -- optim.batch_size=8 optim.mu=3
+
+The digits runs train in this process in portable numerics (``trust_runs``: the same bits on
+any x86-64 CPU); the folder runs are ``comatch train`` commands in the default fast numerics,
+so their bits follow the CPU and their spread over seeds is what carries to another machine.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
+import trust_runs  # noqa: E402,F401 - first: pins portable numerics before torch loads (the digits runs)
 from provenance import provenance  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 KNOWN = 6
 
@@ -145,8 +151,9 @@ def main() -> None:
             data, unknown = digits_run(out, seed, args.steps, args.per_class) if kind == "digits" else \
                 folder_run(out, seed, args.steps, args.per_class, args.pool, args.extra)
             results[key] = measure(out, data, unknown)
-            results["provenance"] = provenance(steps=args.steps, per_class=args.per_class, pool=args.pool,
-                                               train_arguments=args.extra)
+            results["provenance"] = provenance(
+                steps=args.steps, per_class=args.per_class, pool=args.pool, train_arguments=args.extra,
+                numerics="digits: portable, one thread per run; folders: fast (the CPU's own kernels)")
             path.write_text(json.dumps(results, indent=2) + "\n")
             print(key, json.dumps(results[key]), flush=True)
     names = ["confidence", "energy", "ood", "prototype", "flagged_unknown", "flagged_known"]
