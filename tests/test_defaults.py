@@ -112,6 +112,32 @@ def test_own_folder_defaults_from_the_command_line(tmp_path, capsys):
     assert shown["run"]["budget"] is None and shown["optim"]["iterations"] == 50
 
 
+def test_a_budget_the_user_gives_fits_the_length_settings_too(tmp_path, capsys):
+    """`--budget 2m` on own folders gets what the default budget gets: a provisional length to
+    choose the settings with, and the settings that depend on the length (evaluations, EMA and
+    BatchNorm horizons) fitted again once the budget fixes the steps; the user's own kept."""
+    import yaml
+
+    from datafiles import write_class_folder
+
+    from comatch.cli import main
+
+    write_class_folder(tmp_path / "lab", ["a", "b"], 3, size=(20, 24))
+    write_class_folder(tmp_path / "unl", ["x"], 6, size=(20, 24))
+    common = ["train", "--labeled", str(tmp_path / "lab"), "--unlabeled", str(tmp_path / "unl"), "--show-config",
+              "run.device=cpu", "--budget", "2m"]
+    assert main(common) == 0
+    out = capsys.readouterr().out
+    shown = yaml.safe_load(out[out.index("preset:"):])
+    assert shown["run"]["budget"] == "2m"
+    assert set(shown["run"]["fit_to_length"]) == {"model.bn_momentum", "optim.ema_decay", "run.eval_every",
+                                                  "run.log_every"}
+    assert shown["run"]["eval_every"] < 2000, "evaluations spread over a provisional length, not the preset's 20,000 steps"
+    assert main([*common, "optim.ema_decay=0.99"]) == 0
+    shown = yaml.safe_load((out := capsys.readouterr().out)[out.index("preset:"):])
+    assert "optim.ema_decay" not in shown["run"]["fit_to_length"] and shown["optim"]["ema_decay"] == 0.99
+
+
 def test_preset_runs_augment_in_the_training_process_on_small_cpus():
     """A preset run (no folder defaults) picks its workers with the same rule: none on a CPU
     with up to 4 cores, where loader workers would take the cores the network needs."""

@@ -206,8 +206,8 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     The image size and channels come from the files, the network, batch and loader workers
     from the device and cores (:func:`comatch.training.defaults.choose_defaults`). On a CPU,
     unless the command gives ``--iterations`` or ``--budget``, the run gets a 15-minute
-    budget; the settings that depend on its length are chosen again once the budget has fixed
-    the number of steps (``run.fit_to_length``). The choices are printed and land in config.yaml.
+    budget; with a budget (that one or the user's) the settings that depend on the run's length
+    are chosen again once the budget has fixed the number of steps (``run.fit_to_length``). The choices are printed and land in config.yaml.
     """
     import torch
 
@@ -218,7 +218,8 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
 
     probe = probe_folders(config.data.labeled, config.data.unlabeled)
     device = "cuda" if config.run.device != "cpu" and torch.cuda.is_available() else "cpu"
-    budgeted = device == "cpu" and not {"optim.iterations", "run.budget"} & explicit
+    default_budget = device == "cpu" and not {"optim.iterations", "run.budget"} & explicit
+    budgeted = default_budget or ("run.budget" in explicit and "optim.iterations" not in explicit)
     iterations = CPU_PROVISIONAL_STEPS if budgeted else config.optim.iterations
     # the method as configured (a stand-in network: only its views are asked for)
     method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim,
@@ -230,9 +231,11 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     values = config.model_dump()
     chosen = choose_defaults(situation, {k: _dotted(values, k) for k in explicit})
     extra = chosen.as_override_strings()
-    if budgeted:
+    if budgeted:  # the budget fixes the steps: the settings that depend on them follow (run.fit_to_length)
         refit = [k for k in run_length_settings(iterations) if k not in explicit]
-        extra += [f"run.budget={CPU_DEFAULT_BUDGET}", f"optim.iterations={iterations}", f"run.fit_to_length={refit}"]
+        extra += [f"optim.iterations={iterations}", f"run.fit_to_length={refit}"]
+    if default_budget:
+        extra.append(f"run.budget={CPU_DEFAULT_BUDGET}")
         chosen.reasons.append(f"run.budget={CPU_DEFAULT_BUDGET}: a CPU run of your own folders fits in "
                               f"{CPU_DEFAULT_BUDGET} unless you give --iterations or --budget")
     for reason in chosen.reasons:
