@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,9 +154,9 @@ def metrics(out):
 
 @pytest.mark.parametrize("method", ["mixmatch", "comatch"])
 def test_a_budgeted_run_stopped_and_resumed_keeps_its_length_and_schedules(tmp_path, monkeypatch, method):
-    """A 20 s budget at 0.5 s per step (nothing else takes time) fits 38 steps (1 s is left for
-    the end of the run); stopped by SIGTERM after step 12 and resumed, the run keeps the 38
-    steps, the learning-rate schedule and the method's ramp (MixMatch's unlabelled weight
+    """A 20 s budget at 0.5 s per step (nothing else takes time) fits 35 steps (2.5 s are left
+    for the end of the run: the last checkpoint and the process's exit); stopped by SIGTERM
+    after step 12 and resumed, the run keeps the 35 steps, the learning-rate schedule and the method's ramp (MixMatch's unlabelled weight
     spans a share of the run): the same metrics and weights as the run never stopped."""
     import torch
 
@@ -164,12 +165,12 @@ def test_a_budgeted_run_stopped_and_resumed_keeps_its_length_and_schedules(tmp_p
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert clocked_run(monkeypatch, [*args, "--out", str(whole)], StepClock(0.5)) == 0
     assert clocked_run(monkeypatch, [*args, "--out", str(parts)], StepClock(0.5), stop_after=12) == 143
-    assert chosen_length(parts) == 38 and json.loads((parts / "summary.json").read_text())["iterations"] == 12
+    assert chosen_length(parts) == 35 and json.loads((parts / "summary.json").read_text())["iterations"] == 12
     assert clocked_run(monkeypatch, ["train", "--resume", str(parts)], StepClock(0.5)) == 0
     for out in (whole, parts):
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["iterations"] == chosen_length(out) == 38 and not summary["stopped"]
-        assert "iterations: 38" not in (out / "config.yaml").read_text(), "the config is not rewritten"
+        assert summary["iterations"] == chosen_length(out) == 35 and not summary["stopped"]
+        assert "iterations: 35" not in (out / "config.yaml").read_text(), "the config is not rewritten"
     assert metrics(parts) == metrics(whole)  # losses (the ramp's weight in them) and learning rates
     a, b = (torch.load(out / "checkpoints" / "last.pt", weights_only=False) for out in (whole, parts))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -186,7 +187,7 @@ def test_a_resume_of_a_finished_budgeted_run_records_nothing(tmp_path, monkeypat
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
     assert main(["train", "--resume", str(out), "--budget", "15s"]) == 0
     printed = capsys.readouterr().out
-    assert f"{out} is finished (18 of 18 steps); nothing to resume" in printed, printed
+    assert f"{out} is finished (15 of 15 steps); nothing to resume" in printed, printed
     assert not (out / "resumes.jsonl").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
 
@@ -239,3 +240,13 @@ def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monk
             assert pacer.total == 100 and pacer.refit_at == 28
     assert said[6] == [] and pacer.total == 62
     assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 100"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the process's start time is read from Linux's /proc")
+def test_a_budget_counts_from_the_process_start():
+    """process_age covers what ran before the command's code (the interpreter's start-up, the
+    imports): a process that waited half a second before asking is at least that old."""
+    code = "import time; time.sleep(0.5); from comatch.training import pace; print(pace.process_age())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}).stdout
+    assert 0.5 <= float(out) < 600

@@ -319,7 +319,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     (SIGTERM), so that ``comatch train && comatch export`` exports no half-trained model (see
     :mod:`comatch.signals`). A second signal stops at once.
     """
-    started = pace.now()  # a time budget counts from here
+    started = getattr(args, "started", None)  # a time budget counts from the command's start (main)
+    started = pace.now() if started is None else started
     chosen: dict[str, Path] = {}  # the run directory, once claimed
     with StopSignals() as stop:  # first: importing torch alone can take seconds
         numerics.pin(requested_numerics(args))  # before torch loads (the typed config imports it)
@@ -446,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     importing and parsing is a request to stop. ``train`` goes on under it (the run stops
     cleanly at its first chance); any other command then ends at once with status 130 or 143.
     """
+    # a time budget counts from the command's start: the process's, when this process is the
+    # command (no argv given), else this call's
+    started = pace.now() - (pace.process_age() if argv is None else 0.0)
     argv = list(sys.argv[1:] if argv is None else argv)
     with StopSignals() as startup:
         parser = build_parser()
@@ -453,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             args = _parse(parser, argv)
         except SystemExit as exit_:  # --help, or a usage error already printed on one line
             return int(exit_.code or 0)
+        args.started = started
         if args.command is None:  # a bare `comatch`: what it can do, and no training
             parser.print_help()
             return 0

@@ -8,6 +8,7 @@ Only the standard library is imported here.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,19 @@ def too_long_advice(seconds: float, total: int, step: float, device: str) -> str
 def now() -> float:
     """The pacer's clock: seconds from an arbitrary origin (a test replaces it with its own)."""
     return time.perf_counter()
+
+
+def process_age() -> float:
+    """Seconds since this process started (its interpreter's start-up included), where the
+    system tells (Linux's /proc); else 0. A command's budget counts from its process's start."""
+    try:
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time in ticks
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 LengthListener = Callable[[int], None]
