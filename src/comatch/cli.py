@@ -207,7 +207,8 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     from the device and cores (:func:`comatch.training.defaults.choose_defaults`). On a CPU,
     unless the command gives ``--iterations`` or ``--budget``, the run gets a 15-minute
     budget; with a budget (that one or the user's) the settings that depend on the run's length
-    are chosen again once the budget has fixed the number of steps (``run.fit_to_length``). The choices are printed and land in config.yaml.
+    are chosen again once the budget has fixed the number of steps (``run.fit_to_length``).
+    The choices are printed and land in config.yaml.
     """
     import torch
 
