@@ -195,9 +195,9 @@ def augmentation_cpu_seconds(trainer: Trainer, group: int, repeats: int = 5) -> 
     names = trainer.method.unlabelled_views
     from comatch.data.datasets import BatchViewDataset
 
-    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batch_views, trainer.method.labelled_views,
+    labelled = BatchViewDataset(trainer.data.labelled, o.batch_size, trainer.batches.views, trainer.method.labelled_views,
                                 1, group=group)
-    unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batch_views, names, 2, group=group)
+    unlabelled = BatchViewDataset(trainer.data.unlabelled, o.batch_size * o.mu, trainer.batches.views, names, 2, group=group)
     cpu = []
     for k in range(repeats):
         t0 = time.process_time()

@@ -32,6 +32,7 @@ from comatch.training.defaults import default_workers
 from comatch.training.pace import PROBE_STEPS, Pacer
 from comatch.training.runtime import atomic_write_text
 from comatch.signals import StopSignals, Terminated
+from comatch.training import run_files
 from comatch.training.trainer import Trainer
 
 # What the end of a run costs besides passes of the network over images and the report's
@@ -267,7 +268,7 @@ def finish_run(trainer: Trainer, summary: dict[str, Any], watch: guardrails.Watc
     out_dir, config, priced = trainer.out_dir, trainer.config, priced or {}
     if config.run.baseline:
         summary["baseline"] = _baselines(trainer)
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        run_files.write_summary(out_dir, summary)
     _calibrate(trainer)
     try:
         (out_dir / "labelled_counts.json").write_text(json.dumps([float(n) for n in trainer.labelled_counts]) + "\n")

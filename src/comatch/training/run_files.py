@@ -55,7 +55,9 @@ def summary(config: cfg.Config, data: RunData, records: list[dict[str, Any]], *,
     }
 
 
-def write_summary(out_dir: Path, summary: dict[str, Any], data: RunData) -> None:
-    """``summary.json``, with ``data.json`` brought up to date (images skipped mid-run)."""
+def write_summary(out_dir: Path, summary: dict[str, Any], data: RunData | None = None) -> None:
+    """``summary.json``, with ``data.json`` brought up to date (images skipped mid-run) when
+    ``data`` is given."""
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_data_json(out_dir, data)
+    if data is not None:
+        write_data_json(out_dir, data)

@@ -107,7 +107,6 @@ class Trainer:
         settings = view_settings(config, self.data.image_size)
         self.eval_view = eval_view(config, self.data.image_size)
         self.batches = StepBatches(config, self.data, self.method, BatchViews(settings), self.device)
-        self.batch_views = self.batches.views
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)
         self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
