@@ -332,6 +332,7 @@ class FolderProbe:
         channels: 1 if every sampled file is grayscale, else 3.
         num_labelled, num_unlabelled: files in the labelled and unlabelled folders.
         num_classes: class sub-folders of the labelled folder.
+        labelled: the labelled folder's files and their classes (not checked).
     """
 
     image_size: int
@@ -339,6 +340,7 @@ class FolderProbe:
     num_labelled: int
     num_unlabelled: int
     num_classes: int
+    labelled: FileList = field(default_factory=FileList)
 
 
 def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> FolderProbe:
@@ -362,4 +364,5 @@ def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> Fold
         except OSError:
             continue  # unreadable files are met (and counted) when the data is loaded
     size = int(np.median(sides)) if sides else 32
-    return FolderProbe(size, 1 if gray and all(gray) else 3, len(labelled.paths), len(unlabelled.paths), len(classes))
+    return FolderProbe(size, 1 if gray and all(gray) else 3, len(labelled.paths), len(unlabelled.paths), len(classes),
+                       labelled)

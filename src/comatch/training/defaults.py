@@ -9,7 +9,9 @@ files are (size, channels), the dataset sizes and the number of steps, it choose
   a CPU the largest of a few candidates whose activations (estimated per image, see
   :data:`ACTIVATION_MIB`) fit :data:`CPU_ACTIVATION_BUDGET_MIB`, so a run stays within a laptop;
 * BatchNorm momentum, EMA decay and the evaluation/log intervals scaled to the run length;
-* loader workers and training threads that never exceed the cores, main process included.
+* loader workers and training threads that never exceed the cores, main process included;
+* horizontal flips, unless the labelled images say that mirroring changes the class
+  (:mod:`comatch.data.invariance`: digits and letters).
 
 The user's explicit settings always win: a key in ``explicit`` is never overridden, and its
 value is what the other choices build on (an explicit ``model.arch`` sizes the batch).
@@ -60,6 +62,8 @@ class Situation:
         iterations: training steps of the run.
         num_classes: classes of the labelled data.
         unlabelled_views: views per unlabelled image in a step (CoMatch 3, FixMatch 2, supervised 0).
+        mirror: what :func:`comatch.data.invariance.mirror_test` found on the labelled images
+            (a ``MirrorEvidence``), or None when it was not run or had too few images.
     """
 
     device: str
@@ -71,6 +75,7 @@ class Situation:
     iterations: int
     num_classes: int = 10
     unlabelled_views: int = 3
+    mirror: Any = None
 
 
 @dataclass
@@ -268,6 +273,11 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
     chooser.set("optim.mu", mu, why)
     for key, (value, reason) in run_length_settings(chooser.value("optim.iterations", s.iterations)).items():
         chooser.set(key, value, reason)
+    if s.mirror is None:
+        chooser.set("views.flip", True, "mirroring not tested (fewer than 2 labelled images in some class): "
+                    "flips, as for natural images")
+    else:
+        chooser.set("views.flip", not s.mirror.changes_class, s.mirror.describe())
     workers, threads, why = choose_workers(s.device, s.cpu_cores)
     chooser.set("data.num_workers", workers, why)
     if threads is not None:

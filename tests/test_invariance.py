@@ -1,0 +1,129 @@
+"""Whether mirroring keeps the class: the labelled images decide the flips of a folder run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from comatch.data.invariance import MirrorEvidence, mirror_evidence, mirror_test, sample_per_class
+from comatch.training.defaults import Situation, choose_defaults
+
+
+def _pointing(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class 0: a bright wedge opening to the right; class 1: the same opening to the left (a
+    mirror image of class 0), at random heights and with noise: mirroring swaps the classes."""
+    images, labels = np.zeros((n, 1, 24, 24), dtype=np.uint8), np.arange(n) % 2
+    for i, label in enumerate(labels):
+        top = rng.integers(2, 10)
+        for r in range(12):
+            width = 2 + r if r < 6 else 14 - r
+            start = rng.integers(0, 3)
+            images[i, 0, top + r, start:start + width] = 200
+        if label == 1:
+            images[i] = images[i][..., ::-1]
+        images[i, 0] = np.clip(images[i, 0] + rng.normal(0, 20, (24, 24)), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def _bars(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class 0: vertical bars, class 1: horizontal bars, anywhere in the image: mirroring keeps the class."""
+    images, labels = np.zeros((n, 1, 24, 24), dtype=np.uint8), np.arange(n) % 2
+    for i, label in enumerate(labels):
+        at = rng.integers(0, 22, size=3)  # starts 0..21 of a 3 px bar in 24 px: mirrored, the same range
+        for a in at:
+            if label == 0:
+                images[i, 0, :, a:a + 3] = 220
+            else:
+                images[i, 0, a:a + 3, :] = 220
+        images[i, 0] = np.clip(images[i, 0] + rng.normal(0, 20, (24, 24)), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def test_mirror_images_of_a_chiral_class_score_as_the_other_class():
+    images, labels = _pointing(np.random.default_rng(0), 60)
+    found = mirror_test(images, labels)
+    assert found.images == 60 and found.accuracy >= 0.9 and found.mirrored <= 0.2
+    assert found.z >= 3 and found.changes_class
+    assert "mirroring changes the class, so no flips" in found.describe()
+
+
+def test_mirror_images_of_symmetric_classes_score_as_the_originals():
+    images, labels = _bars(np.random.default_rng(0), 60)
+    found = mirror_test(images, labels)
+    assert found.accuracy >= 0.65 and abs(found.accuracy - found.mirrored) <= 0.05
+    assert not found.changes_class and "mirroring keeps the class, so flips" in found.describe()
+
+
+def test_a_classifier_at_chance_is_no_evidence_against_flips():
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, (60, 1, 24, 24), dtype=np.uint8), np.arange(60) % 3
+    found = mirror_test(images, labels)
+    assert found.chance == pytest.approx(1 / 3) and not found.changes_class
+
+
+def test_too_few_images_per_class_leave_the_question_open():
+    images, labels = _pointing(np.random.default_rng(0), 5)
+    assert mirror_test(images, np.array([0, 0, 0, 0, 1])) is None  # one image of class 1: nothing to hold out
+    assert mirror_test(images, np.zeros(5, dtype=int)) is None      # one class
+
+
+@pytest.mark.parametrize("evidence, flip", [
+    (MirrorEvidence(100, 0.72, 0.36, 5.9, 0.1), False),  # generated digits (benchmarks/own_folder.py)
+    (MirrorEvidence(100, 0.40, 0.38, 0.6, 0.1), True),   # natural-image-like: both score alike
+    (MirrorEvidence(100, 0.12, 0.05, 3.1, 0.1), True),   # a classifier at chance: no evidence
+    (MirrorEvidence(100, 0.80, 0.70, 3.5, 0.1), True),   # worse, but mirror images keep 6/7 of the accuracy
+])
+def test_the_evidence_sets_the_flip_default(evidence, flip):
+    situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
+                          num_unlabelled=1000, iterations=100, mirror=evidence)
+    chosen = choose_defaults(situation)
+    assert chosen.overrides["views.flip"] is flip
+    assert any(r.startswith(f"views.flip={flip}: a quick classifier of 100 labelled images") for r in chosen.reasons)
+    kept = choose_defaults(situation, {"views.flip": not flip})
+    assert "views.flip" not in kept.overrides and f"views.flip={not flip}: your setting" in kept.reasons
+
+
+def test_sampling_keeps_every_class_and_the_proportions():
+    labels = [0] * 900 + [1] * 100 + [2] * 3
+    picked = sample_per_class(labels, limit=100)
+    counts = np.bincount(np.asarray(labels)[picked])
+    assert counts.tolist() == [90, 10, 2] and picked == sorted(set(picked))
+    assert sample_per_class([0, 1, 1], limit=100) == [0, 1, 2]
+
+
+def test_a_folder_of_mirror_image_classes_trains_without_flips(tmp_path, capsys):
+    """`comatch train --labeled` decides the flips from the files, prints why, and keeps the user's choice
+    (without running the test)."""
+    import yaml
+
+    from datafiles import save_image
+
+    from comatch.cli import main
+
+    images, labels = _pointing(np.random.default_rng(0), 40)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        save_image(tmp_path / "lab" / ("right", "left")[label] / f"{i}.png", image[0], mode="L")
+        save_image(tmp_path / "unl" / f"{i}.png", image[0], mode="L")
+    common = ["train", "--labeled", str(tmp_path / "lab"), "--unlabeled", str(tmp_path / "unl"), "--show-config",
+              "run.device=cpu"]
+    assert main(common) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preset:"):])["views"]["flip"] is False
+    assert "defaults: views.flip=False: a quick classifier of 40 labelled images" in out
+    assert main([*common, "views.flip=true"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preset:"):])["views"]["flip"] is True
+    assert "defaults: views.flip=True: your setting" in out and "quick classifier" not in out
+
+
+def test_unreadable_labelled_files_are_left_out_of_the_test(tmp_path):
+    from datafiles import save_image
+
+    images, labels = _pointing(np.random.default_rng(0), 20)
+    paths = []
+    for i, image in enumerate(images):
+        save_image(tmp_path / f"{i}.png", image[0], mode="L")
+        paths.append(str(tmp_path / f"{i}.png"))
+    (tmp_path / "0.png").write_bytes(b"not an image")
+    found = mirror_evidence(paths, labels.tolist(), channels=1)
+    assert found.images == 19 and found.changes_class
