@@ -14,7 +14,8 @@ consecutive steps (each block's mean; medians, minimum and maximum over the bloc
     python benchmarks/step_time.py --setting wrn28-2-cifar --steps 10
     python benchmarks/step_time.py --setting digits --steps 200 --json out.json
 
-Settings: digits (the default preset), wrn10-1-digits, wrn28-2-cifar, resnet50-imagenet.
+Settings: digits (the default preset), folder-digits (what a folder run of 28 px grayscale images
+chooses on 2 cores), wrn10-1-digits, wrn28-2-cifar, resnet50-imagenet.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ SETTINGS: dict[str, list[str]] = {
     "wrn10-1-digits": ["model.arch=wrn10_1", "data.image_size=32", "model.in_channels=3",
                        "optim.batch_size=16", "optim.mu=7", "comatch.bank_size=2560",
                        "data.num_workers=2", "views.crop_padding=4", "views.cutout=0.5"],
+    "folder-digits": ["model.arch=wrn10_1", "data.image_size=28", "data.channels=1",
+                      "optim.batch_size=16", "optim.mu=7", "data.num_workers=0", "run.threads=2",
+                      "views.crop_padding=4", "views.flip=false", "views.fill=127"],
     "wrn28-2-cifar": ["model.arch=wrn28_2", "data.image_size=32", "data.channels=3",
                       "optim.batch_size=64", "optim.mu=7", "comatch.bank_size=2560",
                       "data.num_workers=1", "views.crop_padding=4", "views.cutout=0.5",
@@ -60,7 +64,9 @@ SETTINGS: dict[str, list[str]] = {
                           "comatch.bank_size=64", "comatch.temperature=0.1",
                           "data.num_workers=1", "views.crop_padding=28", "views.cutout=0.5"],
 }
-RANDOM_DATA = {"wrn28-2-cifar": (3, 32, 10), "resnet50-imagenet": (3, 224, 10)}
+PRESETS = {"folder-digits": "folder"}
+"""Settings measured on another preset than the default (digits)."""
+RANDOM_DATA = {"folder-digits": (1, 28, 10), "wrn28-2-cifar": (3, 32, 10), "resnet50-imagenet": (3, 224, 10)}
 
 
 def random_data(channels: int, size: int, classes: int, n: int = 2048) -> RunData:
@@ -81,7 +87,7 @@ def sync(device: torch.device) -> None:
 
 
 def build_trainer(setting: str, extra: list[str], out: Path) -> Trainer:
-    config = cfg.build_config(overrides=[*SETTINGS[setting], "run.tensorboard=false", *extra])
+    config = cfg.build_config(PRESETS.get(setting), overrides=[*SETTINGS[setting], "run.tensorboard=false", *extra])
     data = random_data(*RANDOM_DATA[setting]) if setting in RANDOM_DATA else None
     return Trainer(config, out, data=data)
 

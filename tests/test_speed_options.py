@@ -13,10 +13,24 @@ from comatch.cli import main
 from comatch.training.precision import resolve_amp, resolve_channels_last
 
 
-def test_auto_precision_and_layout_stay_off_on_the_cpu():
+def test_auto_precision_is_bf16_only_on_cpus_that_compute_it_natively_and_never_portable(monkeypatch):
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) == "none"
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_amp("auto", cpu) == ("bf16" if native else "none")
+        assert resolve_amp("auto", cpu, "portable") == "none", "portable numerics keep float32 everywhere"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_amp("auto", cpu) == "bf16"
     assert resolve_amp("bf16", cpu) == "bf16" and resolve_amp("none", cpu) == "none"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probes
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert resolve_amp("auto", cpu) == "none"
+
+
+def test_auto_layout_stays_off_on_the_cpu():
+    cpu = torch.device("cpu")
     assert resolve_channels_last(None, cpu) is False
     assert resolve_channels_last(True, cpu) is True
 

@@ -257,7 +257,7 @@ class RunConfig(_Section):
     nonfinite: Literal["skip", "stop"] = Field("skip", description="A step with a non-finite loss or gradient: skip it (and count it), or stop the run.", json_schema_extra=RESUMABLE)
     max_bad_steps: int = Field(3, ge=1, description="Stop after this many consecutive non-finite steps, even when skipping.", json_schema_extra=RESUMABLE)
     amp: Literal["auto", "none", "bf16", "fp16"] = Field(
-        "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it, none on the CPU.", json_schema_extra=RESUMABLE)
+        "auto", description="Mixed precision of the network's forward pass (the CoMatch arithmetic stays float32): bf16, or fp16 with loss scaling; auto: bf16 on CUDA GPUs that support it and on CPUs that compute bf16 natively (AVX-512 BF16, AMX) unless run.numerics=portable, else none.", json_schema_extra=RESUMABLE)
     channels_last: bool | None = Field(None, description="Channels-last memory format for network and images (faster convolutions on GPUs with tensor cores); None: on for CUDA, off on the CPU.", json_schema_extra=RESUMABLE)
     numerics: Literal["fast", "portable"] = Field(
         "fast", description="CPU kernels: fast (the fastest for this CPU; bit-reproducible on one machine) or portable (the same "

@@ -210,8 +210,9 @@ def start_block(trainer: Trainer, changed: list[str]) -> list[str]:
     parameters = sum(p.numel() for p in trainer.model.parameters())
     views_u = len(trainer.method.unlabelled_views)
     unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
+    bf16 = "; the network in bf16, native on this CPU" if trainer.precision.mode == "bf16" else ""
     threads = (f" ({torch.get_num_threads()} threads; {openmp.wait}; {c.run.numerics} numerics on "
-               f"{numerics.cpu_model()})" if trainer.device.type == "cpu" else "")
+               f"{numerics.cpu_model()}{bf16})" if trainer.device.type == "cpu" else "")
     workers = default_workers(c.data.num_workers, trainer.device.type)
     budget = ""
     if pacer.budget:

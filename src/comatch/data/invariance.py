@@ -5,8 +5,9 @@ or a mirrored letter is another symbol (or none), and training on it teaches the
 that the two look alike. Which kind of data a folder holds is not known in advance, so
 :func:`mirror_test` asks the labelled images:
 
-1. a quick classifier (logistic regression on each image's standardised ``16 x 16`` pixels)
-   is fitted on folds of the labelled images (stratified, up to 5 folds);
+1. a quick classifier (ridge regression onto the one-hot classes, on each image's
+   standardised ``16 x 16`` pixels: closed form, no iterations, no scikit-learn in the
+   training process) is fitted on folds of the labelled images (stratified, up to 5 folds);
 2. it scores each held-out image and, paired, the held-out image's mirror image;
 3. mirroring **changes the class** when the mirror images score clearly worse, by at least
    :data:`Z_MIN` paired standard errors, *and* keep at most :data:`KEPT_MAX` of the
@@ -36,6 +37,9 @@ MAX_IMAGES = 1000
 """Labelled images decoded for the test at most (a stratified sample of larger folders)."""
 SIDE = 16
 """Side the quick classifier sees, pixels."""
+RIDGE = 0.5
+"""Ridge penalty of the quick classifier per feature (features have unit variance per image; on
+generated digits penalties from 0.4 to 4 per feature scored alike, 1/256 per feature 10-15 points worse)."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,15 @@ class MirrorEvidence:
 
 
 def _features(images: np.ndarray) -> np.ndarray:
-    """``[N, C, H, W]`` uint8 -> ``[N, C * SIDE * SIDE]``, each row standardised (brightness and contrast removed)."""
+    """``[N, C, H, W]`` uint8 -> ``[N, C * SIDE * SIDE + 1]``: each image standardised (brightness and
+    contrast removed), and a constant 1 for the classifier's bias."""
     import torch
     import torch.nn.functional as F
 
     pooled = F.adaptive_avg_pool2d(torch.from_numpy(images).float(), SIDE).flatten(1).numpy()  # [N, C*16*16]
     pooled -= pooled.mean(axis=1, keepdims=True)
-    return pooled / (pooled.std(axis=1, keepdims=True) + 1e-6)
+    pooled /= pooled.std(axis=1, keepdims=True) + 1e-6
+    return np.hstack([pooled, np.ones((len(pooled), 1), dtype=pooled.dtype)])
 
 
 def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> MirrorEvidence | None:
@@ -94,9 +100,6 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
         The evidence, or None when some class has fewer than 2 images (nothing to hold out)
         or there is a single class.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
     labels = np.asarray(labels)
     counts = np.bincount(labels)
     counts = counts[counts > 0]
@@ -104,11 +107,12 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
         return None
     plain, mirror = _features(images), _features(np.ascontiguousarray(images[..., ::-1]))
     right, right_mirrored = np.zeros(len(labels)), np.zeros(len(labels))
-    folds = StratifiedKFold(n_splits=int(min(5, counts.min())), shuffle=True, random_state=seed)
-    for train, held in folds.split(plain, labels):
-        classifier = LogisticRegression(max_iter=500).fit(plain[train], labels[train])
-        right[held] = classifier.predict(plain[held]) == labels[held]
-        right_mirrored[held] = classifier.predict(mirror[held]) == labels[held]
+    fold = stratified_folds(labels, int(min(5, counts.min())), seed)
+    for k in range(fold.max() + 1):
+        train, held = fold != k, fold == k
+        weights = _ridge(plain[train], labels[train])
+        right[held] = np.argmax(plain[held] @ weights, axis=1) == labels[held]
+        right_mirrored[held] = np.argmax(mirror[held] @ weights, axis=1) == labels[held]
     difference = right - right_mirrored
     spread = difference.std(ddof=1) / np.sqrt(len(difference))
     if spread > 0:
@@ -117,6 +121,27 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
         z = float(np.sign(difference.mean())) * float("inf") if difference.mean() else 0.0
     return MirrorEvidence(len(labels), float(right.mean()), float(right_mirrored.mean()), z,
                           float(counts.max() / counts.sum()))
+
+
+def _ridge(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``[F, K]`` weights of a ridge regression of ``features`` onto one-hot ``labels``; solved
+    in the dual when there are fewer images than features (the usual case: 100 images, 257 features)."""
+    x = features
+    targets = np.eye(int(labels.max()) + 1)[labels]
+    penalty = RIDGE * x.shape[1]
+    if len(x) < x.shape[1]:
+        return x.T @ np.linalg.solve(x @ x.T + penalty * np.eye(len(x)), targets)
+    return np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ targets)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """``[N]`` fold of each item: each class's items shuffled and dealt round the folds in turn."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=int)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = np.arange(len(members)) % folds
+    return fold
 
 
 def sample_per_class(labels: Sequence[int], limit: int = MAX_IMAGES, seed: int = 0) -> list[int]:

@@ -14,11 +14,25 @@ import torch
 DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_amp(mode: str, device: torch.device) -> str:
-    """``auto``: bf16 on a CUDA device that supports it, else none; other modes as given."""
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX-512 BF16 or AMX), where PyTorch's
+    oneDNN kernels run a bf16 convolution faster than a float32 one. Elsewhere (older x86,
+    ARM, macOS) bf16 on the CPU is emulated or unmeasured, and float32 stays."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def resolve_amp(mode: str, device: torch.device, numerics: str = "fast") -> str:
+    """``auto``: bf16 on a CUDA device that supports it, and on a CPU that computes bf16
+    natively (:func:`native_cpu_bf16`) unless ``numerics`` is ``portable`` (whose float32
+    kernels compute the same bits on every x86-64 CPU); else none. Other modes as given."""
     if mode != "auto":
         return mode
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cpu" and numerics != "portable" and native_cpu_bf16():
+        return "bf16"
+    return "none"
 
 
 def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:

@@ -89,7 +89,7 @@ class Trainer:
         self.ddp_model = distributed.wrap_ddp(self.model, self.device, not self.method.uses_every_parameter)
         if config.run.compile:
             self.ddp_model = torch.compile(self.ddp_model)
-        self.precision = Precision(resolve_amp(config.run.amp, self.device), self.device)
+        self.precision = Precision(resolve_amp(config.run.amp, self.device, config.run.numerics), self.device)
         o = config.optim
         self.optimizer = torch.optim.SGD(
             param_groups(self.model, o.weight_decay, o.weight_decay_exempt, o.lr, o.layer_decay), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
