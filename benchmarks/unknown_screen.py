@@ -5,7 +5,7 @@ Two kinds of data, classes 0-5 labelled and the unlabelled pool holding all ten 
 
 * ``digits``: scikit-learn's 8x8 digits in memory (``benchmarks/open_set.py``'s split,
   ``--per-class`` labels per known class);
-* ``folders``: generated 28x28 digit folders (``benchmarks/own_folder.py``'s generator),
+* ``folders``: generated 28x28 digit folders (``benchmarks/kinds.py``'s digits),
   ``labeled/`` with classes 0-5 only, ``unlabeled/`` with all ten, a ``comatch train`` run.
 
 After training, each candidate score is computed on the pool with the EMA model, and its AUROC
@@ -61,24 +61,24 @@ def digits_run(out: Path, seed: int, steps: int, per_class: int):
 
 def folder_run(out: Path, seed: int, steps: int, per_class: int, pool: int, extra: list[str]):
     """Generated digit folders, classes 0-5 labelled; (run data, unknown mask)."""
-    from own_folder import CLASSES, _save, _source_digits, distort
+    from kinds import DIGIT_CLASSES as CLASSES, distort, save_image, source_digits
     from comatch.tools.trust.pool import saved_run_data
     from comatch.tools.trust.suggest import run_config
 
     root = out.parent / f"{out.name}-data"
     truth: dict[str, int] = {}
     rng = np.random.default_rng(seed)
-    train_src, test_src, train_y, test_y = _source_digits(seed)
+    train_src, test_src, train_y, test_y = source_digits(seed)
     for c in range(KNOWN):
         for k, i in enumerate(rng.choice(np.flatnonzero(train_y == c), per_class, replace=False)):
-            _save(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
+            save_image(distort(train_src[i], rng), root / "labeled" / CLASSES[c] / f"{c}_{k}.png")
     for k, i in enumerate(rng.integers(0, len(train_src), pool)):
         path = root / "unlabeled" / f"u{k:05d}.png"
-        _save(distort(train_src[i], rng), path)
+        save_image(distort(train_src[i], rng), path)
         truth[str(path.absolute())] = int(train_y[i])
     known_test = np.flatnonzero(test_y < KNOWN)
     for k, i in enumerate(rng.choice(known_test, 300)):
-        _save(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:05d}.png")
+        save_image(distort(test_src[i], rng), root / "test" / CLASSES[test_y[i]] / f"t{k:05d}.png")
     if not (out / "summary.json").is_file():
         command = [sys.executable, "-m", "comatch", "train", "--labeled", str(root / "labeled"), "--unlabeled",
                    str(root / "unlabeled"), "--test", str(root / "test"), "--out", str(out), "--seed", str(seed),
