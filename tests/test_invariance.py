@@ -56,6 +56,7 @@ def test_a_classifier_at_chance_is_no_evidence_against_flips():
     images, labels = rng.integers(0, 256, (60, 1, 24, 24), dtype=np.uint8), np.arange(60) % 3
     found = mirror_test(images, labels)
     assert found.chance == pytest.approx(1 / 3) and not found.changes_class
+    assert "too near chance to judge mirroring, so flips" in found.describe()
 
 
 def test_too_few_images_per_class_leave_the_question_open():

@@ -73,6 +73,9 @@ class MirrorEvidence:
                    f"images and {self.mirrored:.0%} on their mirror images (chance {self.chance:.0%})")
         if self.changes_class:
             return f"{figures}: mirroring changes the class, so no flips (views.flip=true flips anyway)"
+        if self.accuracy - self.chance < ABOVE_CHANCE_MIN:
+            return (f"{figures}: too near chance to judge mirroring, so flips, as for natural images "
+                    f"(views.flip=false turns them off)")
         return f"{figures}: mirroring keeps the class, so flips (views.flip=false turns them off)"
 
 
