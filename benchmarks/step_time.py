@@ -130,10 +130,11 @@ class PhaseTimer:
 
 
 def time_steps(trainer: Trainer, steps: int, warmup: int,
-               reference: bool = False) -> tuple[dict[str, list[float]], int]:
+               reference: bool = False) -> tuple[dict[str, list[float]], int, float]:
     """Run ``warmup + steps`` of the trainer's own training steps with its phase timer on;
     phase times (s) per step, or per block of steps (their mean) where the loaders augment
-    several batches at once, and the block length. With ``reference`` the
+    several batches at once, the block length, and the seconds the warm-up steps took (with
+    ``run.compile=true``, the compilation). With ``reference`` the
     network-alone time is the released network's (reference copy) forward+backward+SGD step
     on the same batch."""
     labelled, unlabelled = trainer.loaders()
@@ -142,7 +143,11 @@ def time_steps(trainer: Trainer, steps: int, warmup: int,
     timer = trainer.timer = PhaseTimer(trainer.device)
     ref = reference_network(trainer) if reference else None
     trainer.model.train()
+    started = time.perf_counter()
+    warmup_s = 0.0
     for i in range(warmup + steps):
+        if i == warmup:
+            warmup_s = time.perf_counter() - started
         timer.take()  # drop what the network-only timing recorded
         t0 = time.perf_counter()
         with timer("data"):
@@ -165,7 +170,8 @@ def time_steps(trainer: Trainer, steps: int, warmup: int,
     # them): the phases are then taken as means over blocks of `group` consecutive steps
     group = (unlabelled if unlabelled is not None else labelled)._dataset.group  # the loader's BatchViewDataset
     blocks = len(phases["step"]) // group
-    return {k: [statistics.fmean(v[b * group:(b + 1) * group]) for b in range(blocks)] for k, v in phases.items()}, group
+    means = {k: [statistics.fmean(v[b * group:(b + 1) * group]) for b in range(blocks)] for k, v in phases.items()}
+    return means, group, warmup_s
 
 
 def time_network_only(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor,
@@ -267,10 +273,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args.setting, args.overrides, Path(tmp))
-        phases, group = time_steps(trainer, args.steps, args.warmup, args.reference)
+        phases, group, warmup_s = time_steps(trainer, args.steps, args.warmup, args.reference)
         aug = augmentation_cpu_seconds(trainer, group)
         per_image = per_image_cpu_seconds(trainer)
     result = summarize(args.setting, phases, group, aug, per_image)
+    result["warmup_s"] = warmup_s
+    result["precision"] = trainer.precision.mode
     s = result["share"]
     blocks = f" (in blocks of {result['block_steps']}: the loaders augment that many batches at once)" if result["block_steps"] > 1 else ""
     print(f"setting {args.setting} on {trainer.device} ({result['threads']} threads), {result['steps']} steps{blocks}")
