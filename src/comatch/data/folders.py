@@ -131,7 +131,7 @@ def scan_class_folder(path: str | Path, what: str,
     for name, files in found.items():
         result.paths += files
         result.labels += [index[name]] * len(files)
-        result.keys += [Path(file).relative_to(root).as_posix() for file in files]
+        result.keys += relative_keys(files, root)
     return names, result, walker.scan
 
 
@@ -141,8 +141,21 @@ def scan_images(path: str | Path, what: str) -> tuple[FileList, Scan]:
     scan = find_images(root)
     if not scan.files:
         raise UserError(f"{what} folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
-    keys = [Path(p).relative_to(root).as_posix() for p in scan.files]
-    return FileList(list(scan.files), [-1] * len(scan.files), keys), scan
+    return FileList(list(scan.files), [-1] * len(scan.files), relative_keys(scan.files, root)), scan
+
+
+def relative_keys(paths: list[str], root: Path) -> list[str]:
+    """Each of ``paths`` (found under ``root``) as ``Path(path).relative_to(root).as_posix()``,
+    working out each folder once rather than each file."""
+    folders: dict[str, str] = {}
+    keys = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            relative = Path(folder).relative_to(root).as_posix()
+            folders[folder] = "" if relative == "." else relative + "/"
+        keys.append(folders[folder] + name)
+    return keys
 
 
 def _ignored_note(scan: Scan, what: str) -> list[str]:
