@@ -4,7 +4,8 @@ Labelled, validation and test folders use torchvision's ImageFolder layout (one 
 class). Unlabelled folders may hold images at any depth; class sub-folders there are ignored.
 Every file is checked once up front (:func:`~comatch.data.images.check_files`), so the
 datasets hold only readable files; unreadable ones are listed as skipped, or stop the run
-when ``strict``.
+when ``strict``. An unlabelled folder of more than ``check_sample`` files is checked on a
+sample, the rest as training reads them (:mod:`comatch.data.checking`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from comatch.data.checking import CHECK_SAMPLE, check_sampled, sample_note
 from comatch.data.images import FileCheck, check_files, unreadable_error
 from comatch.data.sampling import holdout_per_class
 from comatch.data.scan import IMAGE_EXTENSIONS, Scan, Walker, class_folders, find_images, walk_images
@@ -131,7 +133,7 @@ def scan_class_folder(path: str | Path, what: str,
     for name, files in found.items():
         result.paths += files
         result.labels += [index[name]] * len(files)
-        result.keys += [Path(file).relative_to(root).as_posix() for file in files]
+        result.keys += relative_keys(files, root)
     return names, result, walker.scan
 
 
@@ -141,8 +143,21 @@ def scan_images(path: str | Path, what: str) -> tuple[FileList, Scan]:
     scan = find_images(root)
     if not scan.files:
         raise UserError(f"{what} folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
-    keys = [Path(p).relative_to(root).as_posix() for p in scan.files]
-    return FileList(list(scan.files), [-1] * len(scan.files), keys), scan
+    return FileList(list(scan.files), [-1] * len(scan.files), relative_keys(scan.files, root)), scan
+
+
+def relative_keys(paths: list[str], root: Path) -> list[str]:
+    """Each of ``paths`` (found under ``root``) as ``Path(path).relative_to(root).as_posix()``,
+    working out each folder once rather than each file."""
+    folders: dict[str, str] = {}
+    keys = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            relative = Path(folder).relative_to(root).as_posix()
+            folders[folder] = "" if relative == "." else relative + "/"
+        keys.append(folders[folder] + name)
+    return keys
 
 
 def _ignored_note(scan: Scan, what: str) -> list[str]:
@@ -161,11 +176,40 @@ def keep_readable(files: FileList, skipped: list[str], *, strict: bool, check: b
     files.checks = check_files(files.paths) if check else []
     if not check:
         return files
+    return _drop_unreadable(files, skipped, strict)
+
+
+def _drop_unreadable(files: FileList, skipped: list[str], strict: bool) -> FileList:
+    """``files`` less those their checks found unreadable (added to ``skipped``).
+
+    Raises:
+        UserError: with ``strict``, at the first unreadable file.
+    """
     bad = [i for i, c in enumerate(files.checks) if not c.ok]
     if bad and strict:
         raise unreadable_error(files.paths[bad[0]], files.checks[bad[0]].error)
     skipped.extend(files.paths[i] for i in bad)
-    return files.take([i for i, c in enumerate(files.checks) if c.ok])
+    return files.take([i for i, c in enumerate(files.checks) if c.ok]) if bad else files
+
+
+def keep_readable_unlabelled(files: FileList, skipped: list[str], others: list[FileList], *, strict: bool,
+                             check: bool, sample: int | None, folder: str) -> tuple[FileList, str | None]:
+    """The unlabelled ``files`` less those found unreadable (added to ``skipped``), and a note
+    for the run's log when they were checked on a sample.
+
+    A folder of at most ``sample`` files is checked whole (:func:`keep_readable`), and so is
+    any folder when ``sample`` is None or with ``strict`` (which promises that no unreadable
+    file is met after training starts). A larger one is checked on a sample, the rest as
+    training reads them (:func:`~comatch.data.checking.check_sampled`); ``others``, the
+    labelled, validation and test files (checked already), say which sizes a copy could have.
+
+    Raises:
+        UserError: with ``strict``, at the first unreadable file; or most of the sample unreadable.
+    """
+    if not check or strict or sample is None or len(files.paths) <= sample:
+        return keep_readable(files, skipped, strict=strict, check=check), None
+    files.checks = check_sampled(files.paths, {c.size for other in others for c in other.checks}, sample, folder)
+    return _drop_unreadable(files, skipped, strict), sample_note(files.checks, sample)
 
 
 def _check_classes(files: FileList, class_names: list[str], what: str, root: str) -> None:
@@ -177,11 +221,12 @@ def _check_classes(files: FileList, class_names: list[str], what: str, root: str
                         f"left; add readable images to {Path(root) / empty[0]}")
 
 
-def identities(files: FileList) -> list[str]:
-    """What makes two files the same image: the hash of their bytes where the check read them,
-    else their resolved path."""
+def identities(files: FileList) -> list[str | None]:
+    """What makes two files the same image: the hash of their bytes where the check read them;
+    None for a file it did not read (outside the sample of a large folder, of a size no file of
+    another role has: none has its bytes); their resolved paths when nothing was checked."""
     if files.checks:
-        return [c.digest or os.path.realpath(p) for p, c in zip(files.paths, files.checks)]
+        return [c.digest or (os.path.realpath(p) if c.decoded else None) for p, c in zip(files.paths, files.checks)]
     return [os.path.realpath(p) for p in files.paths]
 
 
@@ -221,7 +266,8 @@ def find_overlaps(roles: dict[str, FileList]) -> Overlaps:
     first = {role: {} for role in roles}
     for role, files in roles.items():
         for key, path in zip(ids[role], files.paths):
-            first[role].setdefault(key, path)
+            if key is not None:
+                first[role].setdefault(key, path)
     result = Overlaps()
     names = list(roles)
     for i, a in enumerate(names):
@@ -235,7 +281,7 @@ def find_overlaps(roles: dict[str, FileList]) -> Overlaps:
 
 def _without_copies(extra: FileList, of: list[FileList], overlaps: Overlaps) -> FileList:
     """``extra`` less the files that are also in ``of`` (recorded in ``overlaps.dropped``)."""
-    taken = {key for files in of for key in identities(files)}
+    taken = {key for files in of for key in identities(files)} - {None}
     keep = [i for i, key in enumerate(identities(extra)) if key not in taken]
     if len(keep) == len(extra.paths):
         return extra
@@ -245,7 +291,8 @@ def _without_copies(extra: FileList, of: list[FileList], overlaps: Overlaps) -> 
 
 
 def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test: str | None, *,
-                      holdout_fraction: float, strict: bool, check: bool) -> FolderData:
+                      holdout_fraction: float, strict: bool, check: bool,
+                      check_sample: int | None = CHECK_SAMPLE) -> FolderData:
     """The user's own folders (see the module docstring).
 
     Without ``test``, a stratified ``holdout_fraction`` of each labelled class (a fixed draw,
@@ -254,20 +301,20 @@ def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test
     An image found in more than one role (the same bytes when the files are checked, else the
     same file) is named in one warning; the unlabelled folder's copies of labelled and test
     images are left out of the unlabelled pool (test images are never trained on; labelled
-    ones are in the pool once).
+    ones are in the pool once). The unlabelled folder is checked last, knowing the other
+    folders' files (:func:`keep_readable_unlabelled`, ``check_sample``).
     """
-    skipped: list[str] = []
+    skipped: dict[str, list[str]] = {"labelled": [], "unlabelled": [], "validation": [], "test": []}
     names, pool, scan = scan_class_folder(labeled, "labelled")
     notes = _warnings(labeled, test, names) + _ignored_note(scan, "labelled")
     ignored = list(scan.ignored)
-    pool = keep_readable(pool, skipped, strict=strict, check=check)
+    pool = keep_readable(pool, skipped["labelled"], strict=strict, check=check)
     _check_classes(pool, names, "labelled", labeled)
     extra = FileList()
     if unlabeled:
         extra, scan = scan_images(unlabeled, "unlabelled")
         notes += _ignored_note(scan, "unlabelled")
         ignored += scan.ignored
-        extra = keep_readable(extra, skipped, strict=strict, check=check)
     evaluation = {}
     for what, path in (("validation", val), ("test", test)):
         evaluation[what] = None
@@ -275,9 +322,14 @@ def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test
             _, files, scan = scan_class_folder(path, what, names)
             notes += _ignored_note(scan, what)
             ignored += scan.ignored
-            evaluation[what] = keep_readable(files, skipped, strict=strict, check=check)
+            evaluation[what] = keep_readable(files, skipped[what], strict=strict, check=check)
             if not evaluation[what].paths:
                 raise UserError(f"{what} folder {path} has no readable image")
+    if unlabeled:
+        others = [pool] + [files for files in evaluation.values() if files is not None]
+        extra, note = keep_readable_unlabelled(extra, skipped["unlabelled"], others, strict=strict, check=check,
+                                               sample=check_sample, folder=unlabeled)
+        notes += [note] if note else []
     roles = {"labelled": pool, "unlabelled": extra, "validation": evaluation["validation"],
              "test": evaluation["test"]}
     overlaps = find_overlaps({k: v for k, v in roles.items() if v is not None and v.paths})
@@ -292,8 +344,8 @@ def load_user_folders(labeled: str, unlabeled: str | None, val: str | None, test
         evaluation["test"], pool = pool.take(held), pool.take(keep)
         notes.append(f"no test folder given: {len(held)} labelled images ({holdout_fraction:.0%} of each "
                      f"class, the same for every seed) are held out as the test set and never trained on")
-    return FolderData(names, pool, extra, evaluation["validation"], evaluation["test"], skipped, notes,
-                      ignored, overlaps)
+    return FolderData(names, pool, extra, evaluation["validation"], evaluation["test"],
+                      [path for role in skipped.values() for path in role], notes, ignored, overlaps)
 
 
 def load_imagenet(root: str | Path, *, strict: bool, check: bool) -> FolderData:

@@ -190,17 +190,20 @@ def pipeline_description(size: int, channels: int) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileCheck:
     """What checking one file found.
 
     Attributes:
-        ok: the file decoded.
-        short_side: the shorter side of the stored image, pixels (0 when not ok).
+        ok: the file decoded, or (``decoded`` False) is not known to be unreadable.
+        short_side: the shorter side of the stored image, pixels (0 when its header was not read).
         gray: the file stores a grayscale image.
         error: why it could not be read ('' when ok).
         digest: a hash of the file's bytes ('' when they were not read), to find the same
             image under two names.
+        size: the file's length in bytes (-1 when unknown).
+        decoded: whether it was decoded; a file that was not (outside the check sample of a
+            large folder) is decoded when training first reads it.
     """
 
     ok: bool
@@ -208,37 +211,88 @@ class FileCheck:
     gray: bool = False
     error: str = ""
     digest: str = ""
+    size: int = -1
+    decoded: bool = True
+
+
+NOT_DECODED = FileCheck(True, decoded=False)
+"""The check of a file that was neither decoded nor read (one object shared by all of them)."""
+
+
+def _read(path: str) -> bytes:
+    """The bytes of ``path`` (unbuffered: one small file costs a third less than ``Path.read_bytes``)."""
+    with open(path, "rb", buffering=0) as handle:
+        return handle.read()
+
+
+def _digest(data: bytes) -> str:
+    """The hash of a file's bytes that finds the same image under two names."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _failure(err: Exception, **found: Any) -> FileCheck:
+    """The check of a file that could not be read, saying why."""
+    if isinstance(err, UnidentifiedImageError):
+        return FileCheck(False, error="not an image file, or damaged", **found)
+    return FileCheck(False, error=f"{type(err).__name__}: {err}", **found)
 
 
 def check_file(path: str, decode: bool = True) -> FileCheck:
     """Open ``path`` and, when ``decode``, read it once: hash its bytes and decode them cheaply
-    (JPEG at 1/8 scale; an animated image's first frame)."""
-    digest = ""
+    (JPEG at 1/8 scale; an animated image's first frame). Without ``decode`` only the header
+    is read."""
+    found: dict[str, Any] = {}
     try:
         source: Any = path
         if decode:
-            data = Path(path).read_bytes()
-            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            data = _read(path)
+            found = {"digest": _digest(data), "size": len(data)}
             source = io.BytesIO(data)
         with Image.open(source) as image:
             short, gray = min(image.size), image.mode in GRAY_MODES
             if decode:
                 image.draft(None, (8, 8))
                 image.load()
-        return FileCheck(True, short, gray, digest=digest)
-    except UnidentifiedImageError:
-        return FileCheck(False, error="not an image file, or damaged", digest=digest)
+        return FileCheck(True, short, gray, decoded=decode, **found)
     except Exception as err:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ...
-        return FileCheck(False, error=f"{type(err).__name__}: {err}", digest=digest)
+        return _failure(err, decoded=decode, **found)
+
+
+def hash_file(path: str) -> FileCheck:
+    """Read ``path`` and hash its bytes, without decoding them (``decoded`` False)."""
+    try:
+        data = _read(path)
+    except Exception as err:  # noqa: BLE001 -- missing, a folder, no permission, ...
+        return _failure(err, decoded=False)
+    return FileCheck(True, digest=_digest(data), size=len(data), decoded=False)
+
+
+def file_size(path: str) -> int:
+    """The length of ``path`` in bytes (links followed), from the file system alone; -1 when
+    it cannot be had (missing, a broken link, no permission)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 def check_files(paths: Sequence[str], decode: bool = True, threads: int | None = None) -> list[FileCheck]:
     """:func:`check_file` on every path, in a few threads (decoding releases the GIL)."""
+    return in_threads(lambda p: check_file(p, decode), paths, threads)
+
+
+def in_threads(function: Callable[[str], Any], paths: Sequence[str], threads: int | None = None,
+               chunk: int = 256) -> list[Any]:
+    """``[function(p) for p in paths]``, in a few threads, the paths handed out ``chunk`` at a
+    time (one task per path would cost more than a ``stat``); for work that releases the GIL
+    (reading, hashing, decoding, system calls)."""
     threads = threads or min(8, os.cpu_count() or 1)
     if len(paths) < 64 or threads == 1:
-        return [check_file(p, decode) for p in paths]
+        return [function(p) for p in paths]
+    chunk = max(1, min(chunk, len(paths) // (4 * threads)))  # a few parts per thread, to share the work
+    parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda p: check_file(p, decode), paths, chunksize=32))
+        return [found for part in pool.map(lambda part: [function(p) for p in part], parts) for found in part]
 
 
 def unreadable_error(path: str, reason: str) -> UserError:
@@ -273,9 +327,11 @@ class ImageFiles(Dataset):
     """Image files decoded on demand: item ``i`` is ``(uint8 image [C, S, S], label)``.
 
     Decoding happens in the DataLoader workers. A file that fails to decode here (it was
-    readable when checked, or checking was off, or it vanished since) stops the run when
-    ``strict``; otherwise the next readable file takes its place, so a run never dies mid-way,
-    and the file is appended to :attr:`failure_log` (the trainer sets it to a file in the run
+    readable when checked, or was not checked: checking was off, or the file was outside the
+    check sample of a large folder; or it vanished since) stops the run when ``strict``;
+    otherwise another file takes its place, so a run never dies mid-way: the one
+    ``max(1, len // 16)`` places on, then as many again, up to 16 tries (a run of unreadable
+    files, say a damaged sub-folder, is stepped over). The file is appended to :attr:`failure_log` (the trainer sets it to a file in the run
     directory, and counts and lists what it holds in ``summary.json`` and ``data.json``).
     Without a log, one line goes to stderr instead.
 
@@ -300,16 +356,17 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        stride = max(1, len(self.paths) // 16)
         for attempt in range(min(len(self.paths), 16)):
-            i = (index + attempt) % len(self.paths)
+            i = (index + attempt * stride) % len(self.paths)
             try:
                 return decode_image(self.paths[i], self.size, self.channels), int(self.labels[i])
             except UnreadableImage as err:
                 if self.strict:
                     raise unreadable_error(self.paths[i], str(err)) from err
                 self._failed(self.paths[i], str(err))
-        raise DataChanged(f"none of {min(len(self.paths), 16)} images from {self.paths[index]} on could be read "
-                          f"(moved, deleted or damaged since the run started)")
+        raise DataChanged(f"none of {min(len(self.paths), 16)} images spread over the data from {self.paths[index]} "
+                          f"on could be read (moved, deleted or damaged since the run started)")
 
     def _failed(self, path: str, reason: str) -> None:
         """Record an image that could not be read (and was replaced by the next one), once per process."""

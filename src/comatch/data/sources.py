@@ -18,6 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from comatch.data.benchmarks import ArrayData, load_benchmark
+from comatch.data.checking import CHECK_SAMPLE
 from comatch.data.datasets import TensorImages
 from comatch.data.digits import load_digits_split
 from comatch.data.extra_labels import KEY_PREFIX, with_extra_labels
@@ -245,6 +246,7 @@ def build_data(
     holdout_fraction: float = 0.2,
     strict: bool = False,
     check_images: bool = True,
+    check_sample: int | None = CHECK_SAMPLE,
     extra_unlabeled: bool = False,
     unlabeled_includes_labeled: bool = True,
 ) -> RunData:
@@ -264,6 +266,9 @@ def build_data(
             is None (folders).
         strict: stop at the first unreadable image instead of skipping it.
         check_images: decode every file once up front.
+        check_sample: folders: an unlabelled folder with more files than this is decoded on a
+            sample of this many, the rest as training reads them (:mod:`comatch.data.checking`);
+            None: all up front.
         extra_unlabeled: SVHN: add the extra split to the unlabelled data.
         unlabeled_includes_labeled: keep the labelled images in the unlabelled pool (False: the
             released CoMatch code's pools, which leave them out).
@@ -278,7 +283,7 @@ def build_data(
         if not labeled:
             raise UserError("dataset 'folder' needs a labelled folder: --labeled DIR (one sub-folder per class)")
         folders = load_user_folders(labeled, unlabeled, val, test, holdout_fraction=holdout_fraction,
-                                    strict=strict, check=check_images)
+                                    strict=strict, check=check_images, check_sample=check_sample)
         return _from_files(folders, strict=strict, extra_labels=extra_labels, **common)
     if extra_labels:
         raise UserError(f"data.extra_labels is for your own folders (dataset 'folder'), not {dataset!r}; for a "

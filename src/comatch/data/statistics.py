@@ -69,10 +69,13 @@ def image_properties(paths: Sequence[str], checks: Sequence[FileCheck]) -> tuple
 
     Args:
         paths: the files.
-        checks: their checks (may be empty: then a sample's headers are read).
+        checks: their checks (may be empty); the headers of sampled files whose check did not
+            read them (a large folder's files outside its check sample) are read now.
     """
     index = sample_indices(len(paths))
-    found = [checks[i] for i in index] if checks else check_files([paths[i] for i in index], decode=False)
+    known = [checks[i] if checks and checks[i].short_side else None for i in index]
+    headers = iter(check_files([paths[i] for i, c in zip(index, known) if c is None], decode=False))
+    found = [c or next(headers) for c in known]
     found = [c for c in found if c.ok] or [FileCheck(True, 32, False)]
     side = int(np.median([c.short_side for c in found]))
     size = int(min(MAX_AUTO_SIZE, max(8, 4 * round(side / 4))))
