@@ -211,23 +211,23 @@ def test_the_pacer_hands_its_length_to_every_listener_and_saves_it(monkeypatch):
     for step in range(1, 6):
         clock.seconds += 1.0
         lines += pacer.after_step(step, lambda: 0.0)
-    # 5 s spent; 1 s per step, 2 s to finish: 53 more steps fit
-    assert pacer.total == 58 and heard == [58] and pacer.requested == 1000
-    assert lines[0].startswith("budget 60s: 58 steps fit") and lines[1].startswith("timing: 1 s per step")
-    assert pacer.state_dict() == {"total": 58, "budget": "60s", "spent": 5.0, "evaluation": 0.0}
+    # 5 s spent; 1 s per step, 2 s to finish, 1% of the budget (0.6 s) held back: 52 more steps fit
+    assert pacer.total == 57 and heard == [57] and pacer.requested == 1000
+    assert lines[0].startswith("budget 60s: 57 steps fit") and lines[1].startswith("timing: 1 s per step")
+    assert pacer.state_dict() == {"total": 57, "budget": "60s", "spent": 5.0, "evaluation": 0.0}
     again = Pacer(1000, 10, "60s")
     again.follow(heard.append)
     again.load_state_dict(pacer.state_dict())
-    assert again.total == 58 and heard == [58, 58] and again.elapsed() == 5.0
+    assert again.total == 57 and heard == [57, 57] and again.elapsed() == 5.0
     fixed = Pacer(200, 10)
     fixed.load_state_dict({"total": 100, "budget": None, "spent": 3.0})
     assert fixed.total == 200, "without a budget the steps asked for now count (a resume may add some)"
 
 
 def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monkeypatch):
-    """1 s steps fit 100 steps in 100 s; from step 6 on each takes 2 s. The next scheduled fit
-    (a quarter in, step 28) would come too late; checked every 5 steps, the run is 6 s behind at
-    step 11 and fitted again at once on the 1.6 s per step since step 1: 62 steps."""
+    """1 s steps fit 99 steps in 100 s (1 s held back); from step 6 on each takes 2 s. The next
+    scheduled fit (a quarter in, step 28) would come too late; checked every 5 steps, the run is
+    6 s behind at step 11 and fitted again at once on the 1.6 s per step since step 1: 62 steps."""
     clock = StepClock(1.0)
     monkeypatch.setattr(pace, "now", clock)
     pacer = Pacer(1000, 1000, "100s")
@@ -237,9 +237,9 @@ def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monk
         clock.seconds += 1.0 if step <= 5 else 2.0
         said[step] = pacer.after_step(step, lambda: 0.0)
         if step == 5:
-            assert pacer.total == 100 and pacer.refit_at == 28
+            assert pacer.total == 99 and pacer.refit_at == 28
     assert said[6] == [] and pacer.total == 62
-    assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 100"]
+    assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 99"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the process's start time is read from Linux's /proc")

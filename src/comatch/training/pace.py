@@ -19,6 +19,9 @@ PROBE_STEPS = 5
 DAY = 86400.0
 LATE = 1.0
 """Seconds a budgeted run may fall behind its fit before it is fitted again at once."""
+HELD_BACK = 0.01
+"""Share of a budget the fit leaves unplanned, for a machine that slows down in the last
+minutes (when few steps are left to give up): a 15-minute run is planned to end 9 s early."""
 
 
 def duration(seconds: float) -> str:
@@ -138,6 +141,7 @@ class Pacer:
         from comatch.config import parse_duration  # the config (and torch) load only when a run is made
 
         self.budget_seconds = parse_duration(budget) if budget else None
+        self.planned_seconds = self.budget_seconds * (1 - HELD_BACK) if self.budget_seconds else None
         self.started = now() if started is None else started
         self.spent_before = 0.0  # seconds of the processes that ran the run before this one
         self.finish = finish or (lambda evaluation: 0.0)
@@ -221,10 +225,10 @@ class Pacer:
 
     def _behind(self, step: int) -> bool:
         """Whether the run, at the step time of the last fit, would now end more than
-        :data:`LATE` seconds past its budget (checked every :data:`PROBE_STEPS` steps after a fit)."""
+        :data:`LATE` seconds past its planned end (checked every :data:`PROBE_STEPS` steps after a fit)."""
         assert self.budget_seconds is not None and self.costs is not None
         projected = self.elapsed() + self.costs.remaining(step, self.total, self.eval_every)
-        return projected > self.budget_seconds + LATE
+        return projected > self.planned_seconds + LATE
 
     def _probe(self, step: int, step_seconds: float, time_evaluation: Callable[[], float], device: str) -> list[str]:
         lines, evaluation = [], 0.0
@@ -260,6 +264,6 @@ class Pacer:
         """Set the length to the most steps that end within the budget; returns the seconds spent."""
         assert self.budget_seconds is not None and self.costs is not None
         elapsed = self.elapsed()
-        total = self.agree(steps_within(self.budget_seconds, elapsed, step, self.costs, self.eval_every))
+        total = self.agree(steps_within(self.planned_seconds, elapsed, step, self.costs, self.eval_every))
         self.set_total(max(total, step))
         return elapsed
