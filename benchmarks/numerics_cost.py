@@ -28,7 +28,8 @@ def one_run(setting: str, mode: str, steps: int, warmup: int, threads: int | Non
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(HERE / "step_time.py"), "--setting", setting, "--steps", str(steps),
-               "--warmup", str(warmup), "--json", str(out), f"run.numerics={mode}"]
+               "--warmup", str(warmup), "--json", str(out), f"run.numerics={mode}",
+               "run.amp=none"]  # float32 in both: the kernels compared, not bf16 (which portable never uses)
         if threads:
             cmd.append(f"run.threads={threads}")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
