@@ -87,6 +87,7 @@ def test_sampling_keeps_every_class_and_the_proportions():
     counts = np.bincount(np.asarray(labels)[picked])
     assert counts.tolist() == [90, 10, 2] and picked == sorted(set(picked))
     assert sample_per_class([0, 1, 1], limit=100) == [0, 1, 2]
+    assert np.bincount(np.asarray(labels + [3])[sample_per_class(labels + [3], limit=100)]).tolist() == [90, 10, 2, 1]
 
 
 def test_a_folder_of_mirror_image_classes_trains_without_flips(tmp_path, capsys):

@@ -148,14 +148,15 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
 
 
 def sample_per_class(labels: Sequence[int], limit: int = MAX_IMAGES, seed: int = 0) -> list[int]:
-    """Indices of at most ``limit`` items, the classes in their proportions (all when fewer)."""
+    """Indices of about ``limit`` items (all when there are no more), the classes in their
+    proportions but each with at least 2 where it has them (so that it can be held out)."""
     labels = np.asarray(labels)
     if len(labels) <= limit:
         return list(range(len(labels)))
     rng = np.random.default_rng(seed)
     share = limit / len(labels)
-    picked = [rng.choice(np.flatnonzero(labels == c), max(2, round(share * np.sum(labels == c))), replace=False)
-              for c in np.unique(labels)]
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    picked = [rng.choice(m, min(len(m), max(2, round(share * len(m)))), replace=False) for m in members]
     return sorted(int(i) for i in np.concatenate(picked))
 
 
