@@ -24,13 +24,11 @@ import argparse
 import contextlib
 import json
 import statistics
-import tempfile
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-
-import sys
 
 from comatch import numerics, openmp
 
