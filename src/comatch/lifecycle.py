@@ -210,7 +210,7 @@ def start_block(trainer: Trainer, changed: list[str]) -> list[str]:
     parameters = sum(p.numel() for p in trainer.model.parameters())
     views_u = len(trainer.method.unlabelled_views)
     unlabelled = f" + {o.batch_size * o.mu} unlabelled x {views_u} views" if views_u else ""
-    bf16 = "; the network in bf16, native on this CPU" if trainer.precision.mode == "bf16" else ""
+    bf16 = "; the network in bf16" if trainer.precision.mode == "bf16" else ""  # run.amp=auto: only where native
     threads = (f" ({torch.get_num_threads()} threads; {openmp.wait}; {c.run.numerics} numerics on "
                f"{numerics.cpu_model()}{bf16})" if trainer.device.type == "cpu" else "")
     workers = default_workers(c.data.num_workers, trainer.device.type)
