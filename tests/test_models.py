@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -207,6 +209,22 @@ def test_ema_update_values() -> None:
     torch.testing.assert_close(model.classifier.weight, torch.full((3, 4), 3.0))
 
 
+def test_ema_follows_tensors_the_model_replaced_between_updates() -> None:
+    """The update finds the model's tensors where they are now: a buffer or parameter replaced
+    after an earlier update (``Module.to`` and ``load_state_dict(assign=True)`` do that) is
+    the one averaged, not the tensor it replaced."""
+    model = _tiny_net()
+    _fill(model, 1.0)
+    ema = ModelEMA(model, decay=0.5, warmup=False)
+    ema.update(model, step=0)
+    bn = model.encoder[1]
+    bn.running_mean = torch.full((4,), 8.0)  # a new tensor object in the module's buffers
+    model.classifier.weight = nn.Parameter(torch.full((3, 4), 5.0))
+    ema.update(model, step=1)
+    torch.testing.assert_close(ema.module.encoder[1].running_mean, torch.full((4,), 4.0))  # 0.5 * 0 + 0.5 * 8
+    torch.testing.assert_close(ema.module.classifier.weight, torch.full((3, 4), 3.0))  # 0.5 * 1 + 0.5 * 5
+
+
 def test_ema_constant_decay_and_eval_mode() -> None:
     model = _tiny_net()
     _fill(model, 0.0)
@@ -235,3 +253,14 @@ def test_ema_state_dict_round_trip() -> None:
     for key, value in restored.state_dict().items():
         assert torch.equal(value, state[key]), key
     assert any(k.startswith("module.") for k in state)
+
+
+def test_ema_copies_leave_the_trained_model_behind() -> None:
+    model = _tiny_net()
+    ema = ModelEMA(model, decay=0.5)
+    ema.update(model, step=0)
+    twin = copy.deepcopy(ema)
+    assert "_slots" not in twin.__dict__  # the trained model is not copied along
+    _fill(model, 2.0)
+    twin.update(model, step=0)
+    torch.testing.assert_close(twin.module.classifier.weight, 0.1 * ema.module.classifier.weight + 0.9 * 2.0)

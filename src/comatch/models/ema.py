@@ -113,27 +113,51 @@ class ModelEMA(nn.Module):
             The decay used.
         """
         d = ema_decay(step, self.decay, self.warmup)
-        src = _unwrap(model)
-        src_params = dict(src.named_parameters())
-        src_buffers = dict(src.named_buffers())
-        own_buffers = {name for name, _ in self.module.named_buffers()}
-        copy_buffers = self.buffers_mode == "copy"
         ema_float: list[torch.Tensor] = []
         new_float: list[torch.Tensor] = []
-        for name, ema_t in self._named_tensors():
-            new_t = src_params[name] if name in src_params else src_buffers.get(name)
-            if new_t is None:
-                raise KeyError(f"tensor {name!r} of the EMA model is missing from the model")
-            new_t = new_t.detach().to(ema_t.device)
-            if ema_t.is_floating_point() and not (copy_buffers and name in own_buffers):
+        for (module, kind, key), ema_t, averaged in self._slots_of(_unwrap(model)):
+            new_t = getattr(module, kind)[key].detach()
+            if new_t.device != ema_t.device or (averaged and new_t.dtype != ema_t.dtype):
+                new_t = new_t.to(ema_t.device, ema_t.dtype if averaged else new_t.dtype)
+            if averaged:
                 ema_float.append(ema_t)
-                new_float.append(new_t.to(ema_t.dtype))
+                new_float.append(new_t)
             else:
                 ema_t.copy_(new_t)
         if ema_float:
             # lerp(ema, new, w) = ema + w * (new - ema) = d * ema + (1 - d) * new
             torch._foreach_lerp_(ema_float, new_float, 1.0 - d)
         return d
+
+    def _slots_of(self, src: nn.Module) -> list[tuple[tuple[nn.Module, str, str], torch.Tensor, bool]]:
+        """``((module, "_parameters" or "_buffers", name), EMA tensor, averaged)`` for each
+        tensor of the EMA copy: where the model keeps its counterpart, looked up by name once
+        per model (walking the module tree every step costs about a millisecond on a small
+        network), the tensor itself read at each update (a module may replace it)."""
+        cached = getattr(self, "_slots", None)
+        if cached is not None and cached[0] is src:
+            return cached[1]
+        modules = dict(src.named_modules())
+        own_buffers = {name for name, _ in self.module.named_buffers()}
+        copy_buffers = self.buffers_mode == "copy"
+        slots = []
+        for name, ema_t in self._named_tensors():
+            owner, _, key = name.rpartition(".")
+            module = modules.get(owner)
+            kind = "_parameters" if module is not None and key in module._parameters else "_buffers"
+            if module is None or getattr(module, kind).get(key) is None:
+                raise KeyError(f"tensor {name!r} of the EMA model is missing from the model")
+            averaged = ema_t.is_floating_point() and not (copy_buffers and name in own_buffers)
+            slots.append(((module, kind, key), ema_t, averaged))
+        self._slots = (src, slots)
+        return slots
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or pickle leaves out the lookup of the trained model's tensors (it would
+        carry the trained model along)."""
+        state = self.__dict__.copy()
+        state.pop("_slots", None)
+        return state
 
     def _named_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """All parameters and buffers of the EMA copy.
