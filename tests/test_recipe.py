@@ -305,6 +305,13 @@ def test_epoch_half_cosine_is_constant_within_an_epoch():
         lr_factor("step", 0, 10)
 
 
+def test_half_cosine_decays_per_step_to_zero():
+    """``(1 + cos(pi k / K)) / 2``: 1 at the start, 1/2 halfway, near 0 at the last step."""
+    assert [lr_factor("half_cosine", k, 4) for k in range(5)] == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 - math.cos(math.pi / 4)), 0.0])
+    assert lr_factor("half_cosine", 999, 1000) == pytest.approx(2.467e-6, rel=1e-3)
+
+
 # --------------------------------------------------------------------------- unlabelled pool
 def test_unlabelled_pool_with_or_without_the_labelled_images():
     common = dict(seed=3, labels_per_class=4, val_per_class=20)

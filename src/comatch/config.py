@@ -198,8 +198,9 @@ class OptimConfig(_Section):
     mu: int = Field(7, ge=1, description="Unlabelled images per labelled image in a step (global unlabelled batch: mu * batch_size).")
     iterations: int = Field(2000, ge=1, description="Total training steps K.", json_schema_extra=RESUMABLE)
     lr: float = Field(0.03, gt=0, allow_inf_nan=False, description="Initial learning rate; decays as optim.schedule says.")
-    schedule: Literal["cosine", "epoch_half_cosine"] = Field(
-        "cosine", description="Learning-rate decay: 'cosine' (lr * cos(7 pi k / (16 K)) per step, the released CIFAR code) or "
+    schedule: Literal["cosine", "half_cosine", "epoch_half_cosine"] = Field(
+        "cosine", description="Learning-rate decay: 'cosine' (lr * cos(7 pi k / (16 K)) per step, the released CIFAR code), "
+        "'half_cosine' (lr * (1 + cos(pi k / K)) / 2 per step, down to 0) or "
         "'epoch_half_cosine' (lr * (1 + cos(pi e / E)) / 2, constant within each epoch e of E, the released ImageNet code)."
     )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov) momentum.")

@@ -9,7 +9,7 @@ import math
 
 from comatch.methods.schedule import epoch_of, ramped_lambda_c, steps_per_epoch
 
-__all__ = ["cosine_lr_factor", "epoch_half_cosine_lr_factor", "epoch_of", "lr_factor", "ramped_lambda_c", "steps_per_epoch"]
+__all__ = ["cosine_lr_factor", "epoch_half_cosine_lr_factor", "half_cosine_lr_factor", "epoch_of", "lr_factor", "ramped_lambda_c", "steps_per_epoch"]
 
 
 def cosine_lr_factor(step: int, total_steps: int) -> float:
@@ -18,6 +18,12 @@ def cosine_lr_factor(step: int, total_steps: int) -> float:
     Starts at 1 and ends at ``cos(7 pi / 16) ~= 0.195``; multiply by the base learning rate.
     """
     return math.cos(7.0 * math.pi * step / (16.0 * total_steps))
+
+
+def half_cosine_lr_factor(step: int, total_steps: int) -> float:
+    """Learning-rate factor ``(1 + cos(pi k / K)) / 2`` at step ``k`` of ``K``: from 1 down to 0
+    at the end (the released ``cosine`` stops at about a fifth of the rate)."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
 def epoch_half_cosine_lr_factor(step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -50,8 +56,8 @@ def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int |
     """The learning-rate factor of ``schedule`` (``optim.schedule``) at step ``k``.
 
     Args:
-        schedule: ``"cosine"`` (:func:`cosine_lr_factor`) or ``"epoch_half_cosine"``
-            (:func:`epoch_half_cosine_lr_factor`).
+        schedule: ``"cosine"`` (:func:`cosine_lr_factor`), ``"half_cosine"``
+            (:func:`half_cosine_lr_factor`) or ``"epoch_half_cosine"`` (:func:`epoch_half_cosine_lr_factor`).
         step: training step ``k`` (0-based).
         total_steps: total steps ``K``.
         steps_per_epoch: steps per epoch; needed by ``"epoch_half_cosine"``.
@@ -64,8 +70,10 @@ def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int |
     """
     if schedule == "cosine":
         return cosine_lr_factor(step, total_steps)
+    if schedule == "half_cosine":
+        return half_cosine_lr_factor(step, total_steps)
     if schedule == "epoch_half_cosine":
         if steps_per_epoch is None:
             raise ValueError("the epoch_half_cosine schedule needs steps_per_epoch")
         return epoch_half_cosine_lr_factor(step, total_steps, steps_per_epoch)
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'epoch_half_cosine'")
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine', 'half_cosine' or 'epoch_half_cosine'")
