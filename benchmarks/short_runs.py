@@ -1,0 +1,129 @@
+"""What a short CPU run should do differently from the released 1M-step recipe, measured.
+
+Each variant changes one setting of the own-folder defaults; every variant trains on the same
+folders with the same seeds, at equal wall time: the default's steps for the time (``--steps``,
+what a ``--budget`` run of the default reached on the same machine), times the variant's speed
+against the default (``VARIANTS``: 1 unless its step costs more or less). The steps are fixed,
+so the accuracies do not depend on what else runs on the machine; ``--parallel P`` trains P
+runs at once with ``2 // P`` threads each (the step times that set the speed ratios were
+measured with 2 threads on an idle machine: ``step_time.py``, see ``VARIANTS``).
+
+    python benchmarks/short_runs.py --out short --kinds digits objects --seeds 0 1 2 \\
+        --steps digits=1050 objects=1000 --parallel 2
+
+The folders are those ``own_folder.py`` builds (``--data KIND-SEED=DIR`` reuses one; otherwise
+they are built under ``OUT/data``). Finished runs are kept and not run again. The result
+(``OUT/short_runs.json``) has each run's EMA test accuracy, and per kind and variant the mean
+and the paired difference from the default (seed by seed) with its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kinds import KINDS, build_dataset
+
+HERE = Path(__file__).resolve().parent
+
+VARIANTS: dict[str, tuple[list[str], float]] = {
+    "default": ([], 1.0),
+    # the learning rate decays to 0 by the last step (the released cosine stops at 0.2 of it)
+    "half-cosine": (["optim.schedule=half_cosine"], 1.0),
+    # pseudo-labels from a confidence of 0.8 on (the released 0.95 admits few early in a short run)
+    "threshold-0.8": (["comatch.threshold=0.8"], 1.0),
+    # 48 unlabelled images a step instead of 112: 2.1x the steps in the same time (folder-digits,
+    # bf16, 2 threads: 63 against 133 ms a step, step_time.py, 2 rounds interleaved)
+    "mu-3": (["optim.mu=3"], 2.1),
+}
+
+
+def folders(out: Path, kind: str, seed: int, given: dict[str, Path]) -> Path:
+    """The kind's folders for ``seed`` (``labeled/``, ``unlabeled/``, ``test/``)."""
+    data = given.get(f"{kind}-{seed}") or out / "data" / f"{kind}-{seed}"
+    if not (data / "manifest.json").is_file():
+        build_dataset(data, None, KINDS[kind].test, 10, seed, kind)
+    return data
+
+
+def train(data: Path, run: Path, seed: int, steps: int, overrides: list[str], threads: int) -> dict:
+    """One ``comatch train`` run of the folders; its summary."""
+    if not (run / "summary.json").is_file():
+        if run.exists():
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "comatch", "train", "--labeled", str(data / "labeled"),
+                   "--unlabeled", str(data / "unlabeled"), "--test", str(data / "test"), "--out", str(run),
+                   "--seed", str(seed), "--iterations", str(steps), f"run.threads={threads}",
+                   "run.tensorboard=false", *overrides]
+        with open(run.parent / f"{run.name}.log", "w") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads((run / "summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["digits", "objects"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--steps", nargs="+", required=True, metavar="KIND=N",
+                        help="the default's steps in the wall time, per kind")
+    parser.add_argument("--data", nargs="*", default=[], metavar="KIND-SEED=DIR", help="folders built already")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (threads each: 2 // P, at least 1)")
+    args = parser.parse_args()
+    steps = {k: int(n) for k, n in (item.split("=") for item in args.steps)}
+    given = {k: Path(d) for k, d in (item.split("=", 1) for item in args.data)}
+    threads = max(1, 2 // args.parallel)
+    jobs = []
+    for seed in args.seeds:
+        for kind in args.kinds:
+            data = folders(args.out, kind, seed, given)
+            for variant in args.variants:
+                overrides, speed = VARIANTS[variant]
+                jobs.append((kind, variant, seed, data, round(steps[kind] * speed), overrides))
+
+    def run(job: tuple) -> tuple:
+        kind, variant, seed, data, n, overrides = job
+        summary = train(data, args.out / "runs" / f"{kind}-{variant}-s{seed}", seed, n, overrides, threads)
+        print(f"{kind:8s} {variant:14s} seed {seed}: {n} steps, EMA test accuracy "
+              f"{summary['test_accuracy_ema']:.4f}", flush=True)
+        return kind, variant, seed, n, summary
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        done = list(pool.map(run, jobs))
+    runs = [{"kind": k, "variant": v, "seed": s, "steps": n, "test_accuracy_ema": summ["test_accuracy_ema"],
+             "test_accuracy": summ.get("test_accuracy"), "wall_seconds": summ.get("wall_seconds")}
+            for k, v, s, n, summ in done]
+    table: dict = {}
+    for kind in args.kinds:
+        base = {r["seed"]: r["test_accuracy_ema"] for r in runs if r["kind"] == kind and r["variant"] == "default"}
+        for variant in args.variants:
+            accs = {r["seed"]: r["test_accuracy_ema"] for r in runs if r["kind"] == kind and r["variant"] == variant}
+            diffs = [accs[s] - base[s] for s in accs if s in base]
+            table.setdefault(kind, {})[variant] = {
+                "mean": statistics.fmean(accs.values()),
+                "sd": statistics.stdev(accs.values()) if len(accs) > 1 else None,
+                "minus_default": statistics.fmean(diffs) if diffs else None,
+                "minus_default_per_seed": diffs,
+            }
+            row = table[kind][variant]
+            print(f"{kind:8s} {variant:14s} {row['mean']:.4f}" + (f" ± {row['sd']:.4f}" if row["sd"] else "")
+                  + (f", {row['minus_default'] * 100:+.2f} points against the default ("
+                     + ", ".join(f"{d * 100:+.2f}" for d in diffs) + ")" if variant != "default" and diffs else ""))
+    sys.path.insert(0, str(HERE))
+    from provenance import provenance
+
+    result = {"steps": steps, "parallel": args.parallel, "threads": threads, "variants": {v: VARIANTS[v] for v in args.variants},
+              "runs": runs, "table": table, "provenance": provenance(threads=threads)}
+    (args.out / "short_runs.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
