@@ -7,8 +7,8 @@ smoothing, graphs, losses), and optimizer + EMA + the method's state update. It 
 (forward + backward + optimizer step on the same batch, plain cross-entropy) interleaved
 with the training steps,
 and the CPU-seconds that augmenting one step's batch costs. Where the loaders run in the
-training process they augment several batches at once (4 for the digits preset), so one step
-in four pays for the augmentation of four: the figures are then taken over blocks of that many
+training process they augment several batches at once (8 for the digits preset), so one step
+in eight pays for the augmentation of eight: the figures are then taken over blocks of that many
 consecutive steps (each block's mean; medians, minimum and maximum over the blocks).
 
     python benchmarks/step_time.py --setting wrn28-2-cifar --steps 10

@@ -57,7 +57,7 @@ def test_budget_is_met_within_ten_percent(tmp_path):
 
 
 def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
-    cmd = [sys.executable, "-m", "comatch", "train", "--iterations", "8", "--out", str(tmp_path / "run"),
+    cmd = [sys.executable, "-m", "comatch", "train", "--iterations", "12", "--out", str(tmp_path / "run"),
            "run.report=false", "run.tensorboard=false", "data.num_workers=0", "run.log_every=50"]
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "COMATCH_OPENMP_CHOSEN")}
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # the user's choice, which the block names
@@ -69,11 +69,12 @@ def test_start_block_and_first_eta_come_first_in_piped_output(tmp_path):
     assert re.search(r"device   cpu \(\d+ threads; as the environment sets: OMP_WAIT_POLICY=PASSIVE; "
                      r"fast numerics on [^)]+\), ", block), block
     for part in ("labelled 40, unlabelled", "10 classes; 8x8 px, 1 channel(s)", "digits_cnn", "device   cpu",
-                 "16 labelled + 112 unlabelled x 3 views: 352 images per step", "steps    8;", f"run dir  {tmp_path / 'run'}"):
+                 "16 labelled + 112 unlabelled x 3 views: 352 images per step", "steps    12;", f"run dir  {tmp_path / 'run'}"):
         assert part in block, part
     timing = next(i for i, line in enumerate(lines) if line.startswith("timing: "))
     first_log = next(i for i, line in enumerate(lines) if line.startswith("[train]"))
-    assert timing < first_log and "s per step (steps 2-5)" in lines[timing] and "for the 3 steps left" in lines[timing]
+    # the loaders augment 8 batches at once: the first timing holds one whole group (steps 2-9)
+    assert timing < first_log and "s per step (steps 2-9)" in lines[timing] and "for the 3 steps left" in lines[timing]
     assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
 
 
@@ -222,6 +223,27 @@ def test_the_pacer_hands_its_length_to_every_listener_and_saves_it(monkeypatch):
     fixed = Pacer(200, 10)
     fixed.load_state_dict({"total": 100, "budget": None, "spent": 3.0})
     assert fixed.total == 200, "without a budget the steps asked for now count (a resume may add some)"
+
+
+def test_the_first_timing_holds_whole_groups_of_augmented_batches(monkeypatch):
+    """Loaders that augment 8 batches at once pay for them in steps 1, 9, 17...: the pacer then
+    times steps 2-9 (one whole group) instead of 2-5, which would miss the augmentation."""
+    assert [Pacer(100, 10).probe_steps] == [5]
+    for group, probe in ((1, 5), (2, 5), (4, 5), (8, 9), (16, 17)):
+        pacer = Pacer(100, 10)
+        pacer.set_probe(group)
+        assert pacer.probe_steps == probe, group
+    clock = StepClock(1.0)
+    monkeypatch.setattr(pace, "now", clock)
+    pacer = Pacer(1000, 10)
+    pacer.set_probe(8)
+    pacer.begin(0)
+    said = {}
+    for step in range(1, 10):
+        clock.seconds += 2.6 if step in (1, 9) else 1.0  # the steps that augment 8 batches cost 1.6 s more
+        said[step] = pacer.after_step(step, lambda: 0.0)
+    assert all(not said[k] for k in range(1, 9))
+    assert said[9][0].startswith("timing: 1.2 s per step (steps 2-9)")  # (7 x 1 + 2.6) / 8
 
 
 def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monkeypatch):

@@ -29,7 +29,7 @@ from comatch.errors import UserError
 from comatch.training import guardrails
 from comatch.training.checkpoint import check_resume_compatible, load_newest
 from comatch.training.defaults import default_workers
-from comatch.training.pace import PROBE_STEPS, Pacer
+from comatch.training.pace import Pacer
 from comatch.training.runtime import atomic_write_text
 from comatch.signals import StopSignals, Terminated
 from comatch.training import run_files
@@ -216,7 +216,7 @@ def start_block(trainer: Trainer, changed: list[str]) -> list[str]:
     workers = default_workers(c.data.num_workers, trainer.device.type)
     budget = ""
     if pacer.budget:
-        budget = (f", budget {pacer.budget}: set after the first {PROBE_STEPS} steps, again a quarter in and halfway "
+        budget = (f", budget {pacer.budget}: set after the first {pacer.probe_steps} steps, again a quarter in and halfway "
                   f"through what is left" + (f" ({pacer.spent_before:.0f} s spent before this resume)" if trainer.step else ""))
     lines = [
         f"comatch: {c.method} on {c.preset}, seed {c.seed}" + (f", resuming at step {trainer.step}" if trainer.step else ""),

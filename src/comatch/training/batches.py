@@ -16,12 +16,11 @@ from comatch.data.loaders import endless_batches
 from comatch.methods import Batch, Method
 from comatch.training import parallel
 from comatch.training.defaults import default_workers
-from comatch.training.pace import PROBE_STEPS
 
 # Distinct seed streams for the two loaders and the step's own randomness, from the run's seed.
 LABELLED_STREAM, UNLABELLED_STREAM, STEP_STREAM = 1, 2, 3
 # Batches a loader without worker processes augments at once, and the most memory their views may take.
-AUGMENT_GROUP, AUGMENT_GROUP_BYTES = 4, 32 * 2**20
+AUGMENT_GROUP, AUGMENT_GROUP_BYTES = 8, 32 * 2**20
 
 
 class StepBatches:
@@ -63,18 +62,27 @@ class StepBatches:
 
     def augment_group(self, batch_size: int, views: dict[str, str]) -> int:
         """How many batches a loader without workers augments at once (the same batches
-        whatever the number): 4 while their views take at most 32 MiB, else 2 or 1.
+        whatever the number): 8 while their views take at most 32 MiB, else 4, 2 or 1.
 
         On small images most of the augmentation's cost is the fixed cost of each operation
         (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
-        step: docs/performance.md). The group divides the steps the first timing of a run
-        measures, so that those hold exactly one group's augmentation.
+        step: docs/performance.md; at the folder defaults for 28 px images, 5.6 ms of CPU per
+        step in groups of 4 and 4.7 in groups of 8).
         """
         view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
         group = AUGMENT_GROUP
-        while group > 1 and (group * view_bytes > AUGMENT_GROUP_BYTES or (PROBE_STEPS - 1) % group):
+        while group > 1 and group * view_bytes > AUGMENT_GROUP_BYTES:
             group //= 2
         return group
+
+    def largest_group(self) -> int:
+        """The most batches a loader of this run augments at once (1 with worker processes)."""
+        if default_workers(self.config.data.num_workers, self.device.type) or self.config.data.augment_on == "gpu":
+            return 1
+        o, groups = self.config.optim, [self.augment_group(self.config.optim.batch_size, self.method.labelled_views)]
+        if self.method.unlabelled_views:
+            groups.append(self.augment_group(o.batch_size * o.mu, self.method.unlabelled_views))
+        return max(groups)
 
     def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
         """The views ``names`` (key -> kind) of a loader batch on the device (this process's

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PROBE_STEPS = 5
-"""Steps timed at the start of a run (the first one, with its warm-up, is left out)."""
+"""Steps timed at the start of a run, at least (the first one, with its warm-up, is left out;
+:attr:`Pacer.probe_steps` may be more, so that the timed steps hold whole groups of batches that
+are augmented together)."""
 DAY = 86400.0
 LATE = 1.0
 """Seconds a budgeted run may fall behind its fit before it is fitted again at once."""
@@ -117,7 +119,7 @@ class Pacer:
     The length is handed to whoever depends on it (the learning-rate schedule, the method's
     ramps, the settings fitted to the length, the progress display) through :meth:`follow`,
     each time it changes; the configuration is never rewritten. A budget is fitted after the
-    first :data:`PROBE_STEPS` steps of a process (on a resume too, with what is left of it),
+    first :attr:`probe_steps` steps of a process (on a resume too, with what is left of it),
     again a quarter into the run, then halfway through what is left each time. The chosen
     length and the seconds spent are saved in the checkpoint (:meth:`state_dict`).
 
@@ -150,6 +152,7 @@ class Pacer:
         self.costs: Costs | None = None
         self.evaluation: float | None = None  # seconds of one evaluation, once timed (a resume reuses them)
         self.refit_at: int | None = None
+        self.probe_steps = PROBE_STEPS  # the trainer may ask for more (see set_probe)
         self._listeners: list[LengthListener] = []
         self._first = 0
         self._window_from: float | None = None
@@ -168,6 +171,13 @@ class Pacer:
         self.total = total
         for listener in self._listeners:
             listener(total)
+
+    def set_probe(self, group: int) -> None:
+        """Time whole groups of ``group`` steps (loaders that augment ``group`` batches at once
+        pay for them in the group's first step): at least :data:`PROBE_STEPS` steps, the first
+        left out, and the rest a multiple of ``group``."""
+        group = max(1, group)
+        self.probe_steps = 1 + group * math.ceil((PROBE_STEPS - 1) / group)
 
     def elapsed(self) -> float:
         """Seconds the run has taken: earlier processes, and this command since it started."""
@@ -210,12 +220,12 @@ class Pacer:
             return []
         if self._window_from is None:
             return []
-        if step == self._first + PROBE_STEPS:
+        if step == self._first + self.probe_steps:
             t0 = now()
-            lines = self._probe(step, (t0 - self._window_from) / (PROBE_STEPS - 1), time_evaluation, device)
+            lines = self._probe(step, (t0 - self._window_from) / (self.probe_steps - 1), time_evaluation, device)
             self._excluded += now() - t0
             return lines
-        if step == self.refit_at and step > self._first + PROBE_STEPS:
+        if step == self.refit_at and step > self._first + self.probe_steps:
             return self._refit(step)
         since = step - self._window_step
         if self.budget_seconds is not None and self.costs is not None and since >= PROBE_STEPS \
@@ -241,7 +251,7 @@ class Pacer:
                          f"{self.costs.finish:.1f} s)")
             self.refit_at = step + (self.total - step) // 4
         left = Costs(step_seconds, evaluation).remaining(step, self.total, self.eval_every)
-        lines.append(f"timing: {step_seconds:.3g} s per step (steps {step - PROBE_STEPS + 2}-{step}); "
+        lines.append(f"timing: {step_seconds:.3g} s per step (steps {step - self.probe_steps + 2}-{step}); "
                      f"about {duration(left)} for the {self.total - step} steps left")
         advice = too_long_advice(left, self.total, step_seconds, device)
         return lines + ([advice] if advice else [])

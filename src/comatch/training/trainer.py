@@ -107,6 +107,7 @@ class Trainer:
         settings = view_settings(config, self.data.image_size)
         self.eval_view = eval_view(config, self.data.image_size)
         self.batches = StepBatches(config, self.data, self.method, BatchViews(settings), self.device)
+        self.pacer.set_probe(self.batches.largest_group())  # the first timing holds whole groups of augmented batches
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         views_x, views_u = len(self.method.labelled_views), len(self.method.unlabelled_views)
         self.images_per_step = o.batch_size * (views_x + o.mu * views_u)
