@@ -157,3 +157,33 @@ def test_show_config_describe_puts_descriptions_above_the_same_values(capsys):
     lr = next(i for i, line in enumerate(lines) if line.strip().startswith("lr:"))
     assert lines[lr - 1].strip().startswith("# Initial learning rate")
     assert sum(line.lstrip().startswith("#") for line in lines) > 100
+
+
+def test_images_per_sec_leaves_evaluations_out(tmp_path, monkeypatch):
+    """An evaluation between two log lines is not training: the rate logged after it counts
+    only the steps' time. Each evaluation here takes 1,000 s on the trainer's clock, so a rate
+    that counted it would fall below 20 x 2 / 1,000 = 0.04 images per second."""
+    import time as real_time
+
+    from comatch.training import trainer as trainer_module
+
+    class Clock:
+        offset = 0.0
+
+        @staticmethod
+        def perf_counter() -> float:
+            return real_time.perf_counter() + Clock.offset
+
+    evaluate = trainer_module.Trainer.evaluate
+
+    def slow_evaluate(self):
+        Clock.offset += 1000.0
+        return evaluate(self)
+
+    monkeypatch.setattr(trainer_module, "time", Clock)
+    monkeypatch.setattr(trainer_module.Trainer, "evaluate", slow_evaluate)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "--iterations", "6", "run.eval_every=2"]) == 0
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["images_per_sec"] for r in train if r["kind"] == "train"}
+    assert list(rates) == [2, 4, 6] and min(rates.values()) > 5, rates

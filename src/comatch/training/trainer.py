@@ -116,6 +116,7 @@ class Trainer:
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
         self.wall_before = 0.0
         self._started = time.perf_counter()
+        self._evaluation_wall = 0.0  # seconds this process spent evaluating (left out of images_per_sec)
         self.stopped_by = ""  # the signal that stopped the run, if one did
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
         self.method.set_length(self.pacer.total)
@@ -301,7 +302,7 @@ class Trainer:
         self.open()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
-        tick, tick_step = start, self.step
+        tick, tick_step, tick_evaluations = start, self.step, self._evaluation_wall
         self.pacer.begin(self.step)
         self.model.train()
         with StopSignals() as stop:
@@ -317,12 +318,13 @@ class Trainer:
                 if self.step % self.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
                     now = time.perf_counter()
-                    rate = self.images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
+                    training = now - tick - (self._evaluation_wall - tick_evaluations)  # evaluations left out
+                    rate = self.images_per_step * (self.step - tick_step) / max(training, 1e-9)
                     self.monitor.log({"step": self.step, "kind": "train", **self.stats.read(),
                                       "lr": self.scheduler.get_last_lr()[0], "images_per_sec": rate})
                     for hook in self.record_hooks:
                         hook(self.monitor.records)
-                    tick, tick_step = now, self.step
+                    tick, tick_step, tick_evaluations = now, self.step, self._evaluation_wall
                 if main and (self.step % self.eval_every == 0 or self.step == total):
                     self.pacer.exclude(self._log_evaluation())
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
@@ -388,8 +390,9 @@ class Trainer:
         """Evaluate and log it on the main process (others do nothing); its seconds on the pacer's clock."""
         if not distributed.is_main_process():
             return 0.0
-        t0 = pace.now()
+        t0, wall = pace.now(), time.perf_counter()
         self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
+        self._evaluation_wall += time.perf_counter() - wall
         return pace.now() - t0
 
     def _time_evaluation(self) -> float:
