@@ -179,6 +179,30 @@ def test_a_budgeted_run_stopped_and_resumed_keeps_its_length_and_schedules(tmp_p
     assert [r["step"] for r in resumed] == [12]
 
 
+def test_settings_fitted_to_the_length_are_printed_once(tmp_path, monkeypatch, capsys):
+    """Steps that slow from 0.5 to 0.8 s after 5 s make the budget fit the length again; the
+    settings that follow the length follow it each time, but their lines are printed only at
+    the first fit (the refit's own line says the length changed)."""
+
+    class SlowingClock:
+        seconds = 0.0
+
+        @property
+        def step(self) -> float:
+            return 0.5 if self.seconds < 5 else 0.8
+
+        def __call__(self) -> float:
+            return self.seconds
+
+    out = tmp_path / "run"
+    args = ["train", "--budget", "20s", "--out", str(out), "run.report=false", "run.tensorboard=false",
+            "data.num_workers=0", "run.eval_every=100", "run.fit_to_length=[optim.ema_decay,run.log_every]"]
+    assert clocked_run(monkeypatch, args, SlowingClock()) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("steps fit instead of") >= 1, printed
+    assert printed.count("defaults: optim.ema_decay=") == 1 and printed.count("defaults: run.log_every=") == 1, printed
+
+
 def test_a_resume_of_a_finished_budgeted_run_records_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["train", "--budget", "10s", "--out", str(out), "run.report=false", "run.tensorboard=false",

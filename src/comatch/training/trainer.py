@@ -117,6 +117,7 @@ class Trainer:
         self.wall_before = 0.0
         self._started = time.perf_counter()
         self._evaluation_wall = 0.0  # seconds this process spent evaluating (left out of images_per_sec)
+        self._length_settings_said = False
         self.stopped_by = ""  # the signal that stopped the run, if one did
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
         self.method.set_length(self.pacer.total)
@@ -378,13 +379,15 @@ class Trainer:
         self.method.set_length(total)
         if self.monitor is not None:
             self.monitor.set_total(total)
+        said = self._length_settings_said  # their lines once, at the first fit; a refit says the length changed
         for key, (value, reason) in fit_to_length(self.model, self.ema, total, self.config.run.fit_to_length).items():
             if key == "run.eval_every":
                 self.eval_every = self.pacer.eval_every = value
             elif key == "run.log_every":
                 self.log_every = value
-            if self.monitor is not None:
+            if self.monitor is not None and not said:
                 self.monitor.message(f"defaults: {key}={value}: {reason}")
+                self._length_settings_said = True
 
     def _log_evaluation(self) -> float:
         """Evaluate and log it on the main process (others do nothing); its seconds on the pacer's clock."""
