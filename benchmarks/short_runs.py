@@ -13,7 +13,7 @@ measured with 2 threads on an idle machine: ``step_time.py``, see ``VARIANTS``).
 
 The folders are those ``own_folder.py`` builds (``--data KIND-SEED=DIR`` reuses one; otherwise
 they are built under ``OUT/data``). Finished runs are kept and not run again. The result
-(``OUT/short_runs.json``) has each run's EMA test accuracy, and per kind and variant the mean
+(``OUT/short_runs.json``, or ``--json NAME``) has each run's EMA test accuracy, and per kind and variant the mean
 and the paired difference from the default (seed by seed) with its spread.
 """
 
@@ -40,6 +40,11 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     # 48 unlabelled images a step instead of 112: 2.1x the steps in the same time (folder-digits,
     # bf16, 2 threads: 63 against 133 ms a step, step_time.py, 2 rounds interleaved)
     "mu-3": (["optim.mu=3"], 2.1),
+    # torch.compile: 100 against 129 ms a step in bf16 (cpu_speedups.py) after about 17 s of
+    # compilation, which a 5-minute run's 135 s of steps pay once: 1.14x the steps
+    "compile": (["run.compile=true"], 1.14),
+    # the paper's network for 32 px images instead of WRN-10-1: 1.49 against 0.13 s a step
+    "wrn28-2": (["model.arch=wrn28_2"], 0.087),
 }
 
 
@@ -76,6 +81,7 @@ def main() -> None:
                         help="the default's steps in the wall time, per kind")
     parser.add_argument("--data", nargs="*", default=[], metavar="KIND-SEED=DIR", help="folders built already")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (threads each: 2 // P, at least 1)")
+    parser.add_argument("--json", default="short_runs.json", help="the result's file name in OUT")
     args = parser.parse_args()
     steps = {k: int(n) for k, n in (item.split("=") for item in args.steps)}
     given = {k: Path(d) for k, d in (item.split("=", 1) for item in args.data)}
@@ -121,7 +127,7 @@ def main() -> None:
 
     result = {"steps": steps, "parallel": args.parallel, "threads": threads, "variants": {v: VARIANTS[v] for v in args.variants},
               "runs": runs, "table": table, "provenance": provenance(threads=threads)}
-    (args.out / "short_runs.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
