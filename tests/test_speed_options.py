@@ -50,6 +50,26 @@ def test_compiled_step_trains_and_matches_eager_loss(tmp_path):
         assert abs(eager - compiled) < 1e-3 * max(1.0, abs(eager))
 
 
+def test_a_compiled_network_keeps_its_batchnorm_momentum_when_a_budget_refits_the_length(tmp_path):
+    """BatchNorm's momentum is a constant of the compiled graph: changing it recompiles the
+    network (seconds that a budget's refit would take for slower steps). With run.compile the
+    length's other settings follow a refit; the momentum stays as the run started."""
+    from comatch import config as cfg
+    from comatch.training.trainer import Trainer
+
+    def momenta(trainer):
+        return {m.momentum for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    fitted = "run.fit_to_length=[model.bn_momentum,optim.ema_decay]"
+    for compiled in (False, True):
+        config = cfg.build_config("digits", overrides=[f"run.compile={str(compiled).lower()}", fitted,
+                                                       "model.bn_momentum=0.01", "run.tensorboard=false"])
+        trainer = Trainer(config, tmp_path / str(compiled))
+        trainer.pacer.set_total(400)  # a budget's fit: 20 / 400 = 0.05; EMA 1 - 10 / 400
+        assert trainer.ema.decay == 0.975
+        assert momenta(trainer) == ({0.01} if compiled else {0.05}), compiled
+
+
 def test_grayscale_data_feeds_an_rgb_network_replicated_after_augmentation(tmp_path, capsys):
     import torch
 

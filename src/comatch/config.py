@@ -272,7 +272,9 @@ class RunConfig(_Section):
         "bits on any x86-64 CPU at the same thread count and torch build, slower; for evidence others rerun). See docs/reproducing.md.")
     deterministic: bool = Field(
         False, description="Deterministic GPU kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bit-reproducible CUDA runs, at a cost in speed. CPU runs are reproducible without it.", json_schema_extra=RESUMABLE)
-    compile: bool = Field(False, description="Run the network under torch.compile (slower start, faster steps on GPUs).", json_schema_extra=RESUMABLE)
+    compile: bool = Field(False, description="Run the network under torch.compile: a slower first step (the compilation; a C++ compiler "
+                          "on a CPU), faster steps after it. BatchNorm's momentum then stays as the run starts: a budget's refit would recompile.",
+                          json_schema_extra=RESUMABLE)
     sync_bn: bool = Field(False, description="Synchronise BatchNorm statistics over all processes (CUDA only with several processes).")
     dist_timeout: int = Field(
         1800, ge=10, description="Seconds a collective waits for the other processes before the run fails (a dead or hung process never hangs the rest forever).", json_schema_extra=RESUMABLE)

@@ -380,7 +380,10 @@ class Trainer:
         if self.monitor is not None:
             self.monitor.set_total(total)
         said = self._length_settings_said  # their lines once, at the first fit; a refit says the length changed
-        for key, (value, reason) in fit_to_length(self.model, self.ema, total, self.config.run.fit_to_length).items():
+        fitted = self.config.run.fit_to_length
+        if self.config.run.compile:  # BatchNorm's momentum is a constant of the compiled graph: a change recompiles it
+            fitted = [key for key in fitted if key != "model.bn_momentum"]
+        for key, (value, reason) in fit_to_length(self.model, self.ema, total, fitted).items():
             if key == "run.eval_every":
                 self.eval_every = self.pacer.eval_every = value
             elif key == "run.log_every":
