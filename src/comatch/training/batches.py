@@ -79,7 +79,8 @@ class StepBatches:
         """The most batches a loader of this run augments at once (1 with worker processes)."""
         if default_workers(self.config.data.num_workers, self.device.type) or self.config.data.augment_on == "gpu":
             return 1
-        o, groups = self.config.optim, [self.augment_group(self.config.optim.batch_size, self.method.labelled_views)]
+        o = self.config.optim
+        groups = [self.augment_group(o.batch_size, self.method.labelled_views)]
         if self.method.unlabelled_views:
             groups.append(self.augment_group(o.batch_size * o.mu, self.method.unlabelled_views))
         return max(groups)
