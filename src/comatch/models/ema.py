@@ -155,7 +155,7 @@ class ModelEMA(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         """A copy or pickle leaves out the lookup of the trained model's tensors (it would
         carry the trained model along)."""
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_slots", None)
         return state
 
