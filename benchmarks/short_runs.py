@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     "compile": (["run.compile=true"], 1.14),
     # the evaluation EMA over about the last third of a 1,000-step run instead of the last tenth
     "ema-0.997": (["optim.ema_decay=0.997"], 1.0),
+    # BatchNorm statistics over about the last fifth of a 1,000-step run instead of the last twentieth
+    "bn-0.005": (["model.bn_momentum=0.005"], 1.0),
     # the paper's network for 32 px images instead of WRN-10-1: 1.49 against 0.13 s a step
     "wrn28-2": (["model.arch=wrn28_2"], 0.087),
 }

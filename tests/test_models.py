@@ -225,6 +225,21 @@ def test_ema_follows_tensors_the_model_replaced_between_updates() -> None:
     torch.testing.assert_close(ema.module.classifier.weight, torch.full((3, 4), 3.0))  # 0.5 * 1 + 0.5 * 5
 
 
+def test_ema_updates_its_own_tensors_after_it_was_moved() -> None:
+    """``ema.to(dtype)`` (or ``.half()``, ``.cuda()``) gives the EMA copy new tensors after an
+    update; the next update averages into those, not into the ones they replaced."""
+    model = _tiny_net()
+    _fill(model, 1.0)
+    ema = ModelEMA(model, decay=0.5, warmup=False)
+    ema.update(model, step=0)
+    ema.to(torch.float64)
+    model.double()
+    model.encoder[1].running_mean.fill_(8.0)
+    ema.update(model, step=1)
+    torch.testing.assert_close(ema.module.encoder[1].running_mean, torch.full((4,), 4.0, dtype=torch.float64))
+    torch.testing.assert_close(ema.module.classifier.weight, torch.full((3, 4), 1.0, dtype=torch.float64))
+
+
 def test_ema_constant_decay_and_eval_mode() -> None:
     model = _tiny_net()
     _fill(model, 0.0)

@@ -115,8 +115,8 @@ class ModelEMA(nn.Module):
         d = ema_decay(step, self.decay, self.warmup)
         ema_float: list[torch.Tensor] = []
         new_float: list[torch.Tensor] = []
-        for (module, kind, key), ema_t, averaged in self._slots_of(_unwrap(model)):
-            new_t = getattr(module, kind)[key].detach()
+        for (module, kind, key), (ema_module, ema_kind), averaged in self._slots_of(_unwrap(model)):
+            new_t, ema_t = getattr(module, kind)[key].detach(), getattr(ema_module, ema_kind)[key]
             if new_t.device != ema_t.device or (averaged and new_t.dtype != ema_t.dtype):
                 new_t = new_t.to(ema_t.device, ema_t.dtype if averaged else new_t.dtype)
             if averaged:
@@ -129,26 +129,28 @@ class ModelEMA(nn.Module):
             torch._foreach_lerp_(ema_float, new_float, 1.0 - d)
         return d
 
-    def _slots_of(self, src: nn.Module) -> list[tuple[tuple[nn.Module, str, str], torch.Tensor, bool]]:
-        """``((module, "_parameters" or "_buffers", name), EMA tensor, averaged)`` for each
-        tensor of the EMA copy: where the model keeps its counterpart, looked up by name once
-        per model (walking the module tree every step costs about a millisecond on a small
-        network), the tensor itself read at each update (a module may replace it)."""
+    def _slots_of(self, src: nn.Module) -> list[tuple[tuple[nn.Module, str, str], tuple[nn.Module, str], bool]]:
+        """``((module, "_parameters" or "_buffers", name), (EMA module, its kind), averaged)`` for
+        each tensor of the EMA copy: where the model and the EMA copy keep it, looked up by name
+        once per model (walking the module trees every step costs about a millisecond on a small
+        network); the tensors themselves are read at each update (``Module.to`` and
+        ``load_state_dict(assign=True)`` replace them, on either side)."""
         cached = getattr(self, "_slots", None)
         if cached is not None and cached[0] is src:
             return cached[1]
-        modules = dict(src.named_modules())
+        modules, ema_modules = dict(src.named_modules()), dict(self.module.named_modules())
         own_buffers = {name for name, _ in self.module.named_buffers()}
         copy_buffers = self.buffers_mode == "copy"
         slots = []
         for name, ema_t in self._named_tensors():
             owner, _, key = name.rpartition(".")
-            module = modules.get(owner)
+            module, ema_module = modules.get(owner), ema_modules[owner]
             kind = "_parameters" if module is not None and key in module._parameters else "_buffers"
             if module is None or getattr(module, kind).get(key) is None:
                 raise KeyError(f"tensor {name!r} of the EMA model is missing from the model")
+            ema_kind = "_parameters" if key in ema_module._parameters else "_buffers"
             averaged = ema_t.is_floating_point() and not (copy_buffers and name in own_buffers)
-            slots.append(((module, kind, key), ema_t, averaged))
+            slots.append(((module, kind, key), (ema_module, ema_kind), averaged))
         self._slots = (src, slots)
         return slots
 
