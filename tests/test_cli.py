@@ -159,31 +159,33 @@ def test_show_config_describe_puts_descriptions_above_the_same_values(capsys):
     assert sum(line.lstrip().startswith("#") for line in lines) > 100
 
 
-def test_images_per_sec_leaves_evaluations_out(tmp_path, monkeypatch):
-    """An evaluation between two log lines is not training: the rate logged after it counts
-    only the steps' time. Each evaluation here takes 1,000 s on the trainer's clock, so a rate
-    that counted it would fall below 20 x 2 / 1,000 = 0.04 images per second."""
-    import time as real_time
-
+def test_images_per_sec_leaves_evaluations_and_checkpoints_out(tmp_path, monkeypatch):
+    """An evaluation or a checkpoint between two log lines is not training: the rate logged
+    after it counts only the steps' time. On the trainer's clock here each step takes 0.5 s and
+    each evaluation and checkpoint 1,000 s, so the rate is the images of a step over 0.5 s."""
+    from comatch.training import pace
     from comatch.training import trainer as trainer_module
 
-    class Clock:
-        offset = 0.0
+    clock = {"now": 0.0}
+    images_per_step = []
+    Trainer = trainer_module.Trainer
+    step, evaluate, save = Trainer.training_step, Trainer.evaluate, Trainer.save_checkpoint
 
-        @staticmethod
-        def perf_counter() -> float:
-            return real_time.perf_counter() + Clock.offset
+    def timed(method, seconds):
+        def run(self, *args, **kwargs):
+            clock["now"] += seconds
+            images_per_step.append(self.images_per_step)
+            return method(self, *args, **kwargs)
+        return run
 
-    evaluate = trainer_module.Trainer.evaluate
-
-    def slow_evaluate(self):
-        Clock.offset += 1000.0
-        return evaluate(self)
-
-    monkeypatch.setattr(trainer_module, "time", Clock)
-    monkeypatch.setattr(trainer_module.Trainer, "evaluate", slow_evaluate)
+    monkeypatch.setattr(pace, "now", lambda: clock["now"])
+    monkeypatch.setattr(Trainer, "training_step", timed(step, 0.5))
+    monkeypatch.setattr(Trainer, "evaluate", timed(evaluate, 1000.0))
+    monkeypatch.setattr(Trainer, "save_checkpoint", timed(save, 1000.0))
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), *TINY, "--iterations", "6", "run.eval_every=2"]) == 0
+    assert main(["train", "--out", str(out), *TINY, "--iterations", "6", "run.eval_every=2",
+                 "run.checkpoint_every=2"]) == 0
     train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = {r["step"]: r["images_per_sec"] for r in train if r["kind"] == "train"}
-    assert list(rates) == [2, 4, 6] and min(rates.values()) > 5, rates
+    assert list(rates) == [2, 4, 6]
+    assert list(rates.values()) == pytest.approx([images_per_step[0] / 0.5] * 3), rates

@@ -116,7 +116,7 @@ class Trainer:
         self.step = self.bad_steps = self.skipped_steps = self.metrics_offset = 0
         self.wall_before = 0.0
         self._started = time.perf_counter()
-        self._evaluation_wall = 0.0  # seconds this process spent evaluating (left out of images_per_sec)
+        self._paused = 0.0  # seconds this process spent evaluating and saving (left out of images_per_sec)
         self._length_settings_said = False
         self.stopped_by = ""  # the signal that stopped the run, if one did
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
@@ -303,7 +303,7 @@ class Trainer:
         self.open()
         labelled, unlabelled = self.loaders()
         start = self._started = time.perf_counter()
-        tick, tick_step, tick_evaluations = start, self.step, self._evaluation_wall
+        tick, tick_step, tick_paused = pace.now(), self.step, self._paused
         self.pacer.begin(self.step)
         self.model.train()
         with StopSignals() as stop:
@@ -318,18 +318,20 @@ class Trainer:
                 total = self.pacer.total
                 if self.step % self.log_every == 0 or self.step == total:
                     self.stats.reduce_to_main()
-                    now = time.perf_counter()
-                    training = now - tick - (self._evaluation_wall - tick_evaluations)  # evaluations left out
+                    now = pace.now()
+                    training = now - tick - (self._paused - tick_paused)  # evaluations and checkpoints left out
                     rate = self.images_per_step * (self.step - tick_step) / max(training, 1e-9)
                     self.monitor.log({"step": self.step, "kind": "train", **self.stats.read(),
                                       "lr": self.scheduler.get_last_lr()[0], "images_per_sec": rate})
                     for hook in self.record_hooks:
                         hook(self.monitor.records)
-                    tick, tick_step, tick_evaluations = now, self.step, self._evaluation_wall
+                    tick, tick_step, tick_paused = now, self.step, self._paused
                 if main and (self.step % self.eval_every == 0 or self.step == total):
                     self.pacer.exclude(self._log_evaluation())
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
+                    t0 = pace.now()
                     self.save_checkpoint()
+                    self._paused += pace.now() - t0
             self.stopped_by = stop.name if stop.requested else ""
             self.save_checkpoint()
         summary = self._finish(time.perf_counter() - start)
@@ -396,10 +398,11 @@ class Trainer:
         """Evaluate and log it on the main process (others do nothing); its seconds on the pacer's clock."""
         if not distributed.is_main_process():
             return 0.0
-        t0, wall = pace.now(), time.perf_counter()
+        t0 = pace.now()
         self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
-        self._evaluation_wall += time.perf_counter() - wall
-        return pace.now() - t0
+        seconds = pace.now() - t0
+        self._paused += seconds
+        return seconds
 
     def _time_evaluation(self) -> float:
         """Seconds one evaluation takes (the main process evaluates; the time is shared)."""
