@@ -42,32 +42,42 @@ class StepBatches:
 
     def loaders(self, start: int) -> tuple[Any, Any | None]:
         """The endless labelled and (if the method uses unlabelled data) unlabelled loaders, from step ``start``."""
-        o, seed, workers = self.config.optim, self.config.seed, default_workers(self.config.data.num_workers, self.device.type)
-        on_device = self.config.data.augment_on == "gpu"
+        o, seed, workers = self.config.optim, self.config.seed, self._workers()
+        group_x, group_u = self._groups()
         common = dict(start_batch=start, num_workers=workers, pin_memory=self.device.type == "cuda",
                       shard=(distributed.rank(), distributed.world_size()))
-        views = None if on_device else self.views
+        views = None if self.config.data.augment_on == "gpu" else self.views
         labelled = endless_batches(
             self.data.labelled, views, self.method.labelled_views, o.batch_size,
-            seed * 16 + LABELLED_STREAM, group=self.augment_group(o.batch_size, self.method.labelled_views), **common,
+            seed * 16 + LABELLED_STREAM, group=group_x, **common,
         )
         unlabelled = None
         if self.method.unlabelled_views:
             unlabelled = endless_batches(
                 self.data.unlabelled, views, self.method.unlabelled_views, o.batch_size * o.mu,
-                seed * 16 + UNLABELLED_STREAM, group=self.augment_group(o.batch_size * o.mu, self.method.unlabelled_views),
-                **common,
+                seed * 16 + UNLABELLED_STREAM, group=group_u, **common,
             )
         return labelled, unlabelled
+
+    def _workers(self) -> int:
+        return default_workers(self.config.data.num_workers, self.device.type)
+
+    def _groups(self) -> tuple[int, int]:
+        """Batches the labelled and the unlabelled loader augment at once: 1 where worker
+        processes augment (a batch each) or the device does (in the step)."""
+        if self._workers() or self.config.data.augment_on == "gpu":
+            return 1, 1
+        o = self.config.optim
+        return (self.augment_group(o.batch_size, self.method.labelled_views),
+                self.augment_group(o.batch_size * o.mu, self.method.unlabelled_views))
 
     def augment_group(self, batch_size: int, views: dict[str, str]) -> int:
         """How many batches a loader without workers augments at once (the same batches
         whatever the number): 8 while their views take at most 32 MiB, else 4, 2 or 1.
 
         On small images most of the augmentation's cost is the fixed cost of each operation
-        (for the digits preset, 6.5 against 2.5 ms per step measured right after a network
-        step: docs/performance.md; at the folder defaults for 28 px images, 5.6 ms of CPU per
-        step in groups of 4 and 4.7 in groups of 8).
+        (at the folder defaults for 28 px images, 5.6 ms of CPU per step in groups of 4 and
+        4.7 in groups of 8: benchmarks/augment_group.py, benchmarks/LOG.md).
         """
         view_bytes = batch_size * len(views) * self.data.channels * self.data.image_size ** 2
         group = AUGMENT_GROUP
@@ -76,14 +86,9 @@ class StepBatches:
         return group
 
     def largest_group(self) -> int:
-        """The most batches a loader of this run augments at once (1 with worker processes)."""
-        if default_workers(self.config.data.num_workers, self.device.type) or self.config.data.augment_on == "gpu":
-            return 1
-        o = self.config.optim
-        groups = [self.augment_group(o.batch_size, self.method.labelled_views)]
-        if self.method.unlabelled_views:
-            groups.append(self.augment_group(o.batch_size * o.mu, self.method.unlabelled_views))
-        return max(groups)
+        """The most batches a loader of this run augments at once."""
+        group_x, group_u = self._groups()
+        return max(group_x, group_u) if self.method.unlabelled_views else group_x
 
     def _views(self, loaded: ViewBatch, names: dict[str, str], rows: tuple[int, int]) -> dict[str, torch.Tensor]:
         """The views ``names`` (key -> kind) of a loader batch on the device (this process's
