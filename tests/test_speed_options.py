@@ -50,10 +50,11 @@ def test_compiled_step_trains_and_matches_eager_loss(tmp_path):
         assert abs(eager - compiled) < 1e-3 * max(1.0, abs(eager))
 
 
-def test_a_compiled_network_keeps_its_batchnorm_momentum_when_a_budget_refits_the_length(tmp_path):
+def test_a_compiled_network_keeps_its_batchnorm_momentum_when_a_budget_refits_the_length(tmp_path, capsys):
     """BatchNorm's momentum is a constant of the compiled graph: changing it recompiles the
     network (seconds that a budget's refit would take for slower steps). With run.compile the
-    length's other settings follow a refit; the momentum stays as the run started."""
+    length's other settings follow a refit; the momentum stays as the run started, and the
+    fit says so."""
     from comatch import config as cfg
     from comatch.training.trainer import Trainer
 
@@ -65,9 +66,16 @@ def test_a_compiled_network_keeps_its_batchnorm_momentum_when_a_budget_refits_th
         config = cfg.build_config("digits", overrides=[f"run.compile={str(compiled).lower()}", fitted,
                                                        "model.bn_momentum=0.01", "run.tensorboard=false"])
         trainer = Trainer(config, tmp_path / str(compiled))
+        trainer.open()
+        capsys.readouterr()
         trainer.pacer.set_total(400)  # a budget's fit: 20 / 400 = 0.05; EMA 1 - 10 / 400
+        trainer.close()
         assert trainer.ema.decay == 0.975
         assert momenta(trainer) == ({0.01} if compiled else {0.05}), compiled
+        said = [line for line in capsys.readouterr().out.splitlines() if "model.bn_momentum" in line]
+        assert said == (["defaults: model.bn_momentum=0.01: kept as the run started (with run.compile a change "
+                         "recompiles the network)"] if compiled else
+                        ["defaults: model.bn_momentum=0.05: BatchNorm statistics average over about 20 of 400 steps"]), said
 
 
 def test_grayscale_data_feeds_an_rgb_network_replicated_after_augmentation(tmp_path, capsys):

@@ -381,18 +381,23 @@ class Trainer:
         self.method.set_length(total)
         if self.monitor is not None:
             self.monitor.set_total(total)
-        said = self._length_settings_said  # their lines once, at the first fit; a refit says the length changed
+        lines = []  # said once, at the first fit; a refit says the length changed
         fitted = self.config.run.fit_to_length
-        if self.config.run.compile:  # BatchNorm's momentum is a constant of the compiled graph: a change recompiles it
+        if self.config.run.compile and "model.bn_momentum" in fitted:
+            # BatchNorm's momentum is a constant of the compiled graph: a change recompiles it
             fitted = [key for key in fitted if key != "model.bn_momentum"]
+            lines.append(f"defaults: model.bn_momentum={self.config.model.bn_momentum}: kept as the run started "
+                         "(with run.compile a change recompiles the network)")
         for key, (value, reason) in fit_to_length(self.model, self.ema, total, fitted).items():
             if key == "run.eval_every":
                 self.eval_every = self.pacer.eval_every = value
             elif key == "run.log_every":
                 self.log_every = value
-            if self.monitor is not None and not said:
-                self.monitor.message(f"defaults: {key}={value}: {reason}")
-                self._length_settings_said = True
+            lines.append(f"defaults: {key}={value}: {reason}")
+        if self.monitor is not None and not self._length_settings_said:
+            for line in lines:
+                self.monitor.message(line)
+            self._length_settings_said = True
 
     def _log_evaluation(self) -> float:
         """Evaluate and log it on the main process (others do nothing); its seconds on the pacer's clock."""
