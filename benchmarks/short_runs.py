@@ -9,7 +9,7 @@ runs at once with ``2 // P`` threads each (the step times that set the speed rat
 measured with 2 threads on an idle machine: ``step_time.py``, see ``VARIANTS``).
 
     python benchmarks/short_runs.py --out short --kinds digits objects --seeds 0 1 2 \\
-        --steps digits=1050 objects=1000 --parallel 2
+        --variants default threshold-0.8 mu-3 --steps digits=1050 objects=1000
 
 The folders are those ``own_folder.py`` builds (``--data KIND-SEED=DIR`` reuses one; otherwise
 they are built under ``OUT/data``). Finished runs are kept and not run again. The result
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,8 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kinds import KINDS, build_dataset
-
-HERE = Path(__file__).resolve().parent
+from provenance import provenance
 
 VARIANTS: dict[str, tuple[list[str], float]] = {
     "default": ([], 1.0),
@@ -40,15 +40,16 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     # 48 unlabelled images a step instead of 112: 2.1x the steps in the same time (folder-digits,
     # bf16, 2 threads: 63 against 133 ms a step, step_time.py, 2 rounds interleaved)
     "mu-3": (["optim.mu=3"], 2.1),
-    # torch.compile: 100 against 129 ms a step in bf16 (cpu_speedups.py) after about 17 s of
-    # compilation, which a 5-minute run's 135 s of steps pay once: 1.14x the steps
-    "compile": (["run.compile=true"], 1.14),
+    # torch.compile: 120 against 142 ms a step in bf16 (cpu_speedups.py, docs/results/perf) after
+    # about 17 s of compilation, which the 1,050 steps' 149 s pay once: 1.05x the steps
+    "compile": (["run.compile=true"], 1.05),
     # the evaluation EMA over about the last third of a 1,000-step run instead of the last tenth
     "ema-0.997": (["optim.ema_decay=0.997"], 1.0),
     # BatchNorm statistics over about the last fifth of a 1,000-step run instead of the last twentieth
     "bn-0.005": (["model.bn_momentum=0.005"], 1.0),
-    # the paper's network for 32 px images instead of WRN-10-1: 1.49 against 0.13 s a step
-    "wrn28-2": (["model.arch=wrn28_2"], 0.087),
+    # the paper's network for 32 px images instead of WRN-10-1: 1,487 against 165 ms a step at 28 px
+    # (step_time.py --setting folder-digits run.amp=bf16, 16 steps)
+    "wrn28-2": (["model.arch=wrn28_2"], 0.111),
 }
 
 
@@ -63,8 +64,7 @@ def folders(out: Path, kind: str, seed: int, given: dict[str, Path]) -> Path:
 def train(data: Path, run: Path, seed: int, steps: int, overrides: list[str], threads: int) -> dict:
     """One ``comatch train`` run of the folders; its summary."""
     if not (run / "summary.json").is_file():
-        if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
+        shutil.rmtree(run, ignore_errors=True)
         run.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "comatch", "train", "--labeled", str(data / "labeled"),
                    "--unlabeled", str(data / "unlabeled"), "--test", str(data / "test"), "--out", str(run),
@@ -123,12 +123,9 @@ def main() -> None:
                 "minus_default_per_seed": diffs,
             }
             row = table[kind][variant]
-            print(f"{kind:8s} {variant:14s} {row['mean']:.4f}" + (f" ± {row['sd']:.4f}" if row["sd"] else "")
+            print(f"{kind:8s} {variant:14s} {row['mean']:.4f}" + (f" ± {row['sd']:.4f}" if row["sd"] is not None else "")
                   + (f", {row['minus_default'] * 100:+.2f} points against the default ("
                      + ", ".join(f"{d * 100:+.2f}" for d in diffs) + ")" if variant != "default" and diffs else ""))
-    sys.path.insert(0, str(HERE))
-    from provenance import provenance
-
     result = {"steps": steps, "parallel": args.parallel, "threads": threads, "variants": {v: VARIANTS[v] for v in args.variants},
               "runs": runs, "table": table, "provenance": provenance(threads=threads)}
     (args.out / args.json).write_text(json.dumps(result, indent=2) + "\n")
