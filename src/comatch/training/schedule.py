@@ -48,8 +48,7 @@ def epoch_half_cosine_lr_factor(step: int, total_steps: int, steps_per_epoch: in
     if total_steps < 1 or steps_per_epoch < 1:
         raise ValueError(f"total_steps and steps_per_epoch must be >= 1, got {total_steps}, {steps_per_epoch}")
     epochs = -(-total_steps // steps_per_epoch)  # ceil
-    epoch = step // steps_per_epoch
-    return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return half_cosine_lr_factor(step // steps_per_epoch, epochs)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int | None = None) -> float:
