@@ -416,3 +416,34 @@ def test_the_package_augments_whole_batches_only():
     assert not (src / "data" / "views.py").exists()
     per_image = [p.name for p in src.rglob("*.py") if "from torchvision.transforms import v2" in p.read_text()]
     assert per_image == []
+
+
+@pytest.mark.parametrize("randaugment", ["fixmatch", "comatch"])
+def test_views_without_colour_operations_keep_every_pixels_channel_order(randaugment):
+    """``views.colour=false`` (classes told apart by colour): no view changes a colour's hue. On
+    orange images (R > G > B) brightness, contrast, posterize, sharpness, geometry and Cutout
+    keep each view's mean colour in that order (grey fill included; sharpening leaves thin
+    halos of the opposite hue at edges, not a new colour); Solarize, Equalize, AutoContrast and
+    hue jitter turn some images another colour, and they are left out."""
+    orange = torch.tensor([200, 100, 50], dtype=torch.uint8).view(1, 3, 1, 1).expand(512, 3, 16, 16).contiguous()
+
+    def ordered(views: torch.Tensor) -> bool:
+        r, g, b = views.double().mean(dim=(2, 3)).unbind(1)
+        return bool(((r >= g) & (g >= b)).all())
+
+    for colour in (False, True):
+        views = BatchViews(ViewSettings(image_size=16, colour=colour, randaugment=randaugment))
+        strong, contrastive = views("strong", orange, _gen(1)), views("contrastive", orange, _gen(2))
+        assert ordered(strong) == ordered(contrastive) == (not colour), (colour, randaugment)
+
+
+def test_without_colour_operations_randaugment_draws_the_others_uniformly():
+    kept = [i for i, op in enumerate(FIXMATCH_OPS) if op not in ("AutoContrast", "Color", "Equalize", "Solarize")]
+    drawn = sample_randaugment_params(20000, 2, 10, 0.5, _gen(0), colour=False).op_index
+    counts = torch.bincount(drawn.flatten(), minlength=len(FIXMATCH_OPS))
+    assert set(torch.nonzero(counts).flatten().tolist()) == set(kept)
+    share = counts[kept].double() / drawn.numel()
+    assert torch.allclose(share, torch.full_like(share, 1 / len(kept)), atol=0.01), share
+    # with every op kept the draws are those of before (the same stream)
+    assert torch.equal(sample_randaugment_params(64, 2, 10, 0.5, _gen(3)).op_index,
+                       torch.randint(len(FIXMATCH_OPS), (64, 2), generator=_gen(3)))

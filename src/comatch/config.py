@@ -127,6 +127,10 @@ class DataConfig(_Section):
 class ViewConfig(_Section):
     crop_padding: int = Field(4, ge=0, description="Weak view: pad-and-crop translation, pixels.")
     flip: bool = Field(True, description="Horizontal flips; off for data whose labels change under flips (digits).")
+    colour: bool = Field(
+        True, description="Colour-changing operations: the strong view's AutoContrast, Color, Equalize and Solarize, the "
+        "contrastive view's saturation and hue jitter and grayscale; false for classes told apart by colour."
+    )
     cutout: float = Field(0.5, ge=0, le=1, description="Strong view: Cutout side as a fraction of the image side.")
     randaugment_ops: int = Field(2, ge=0, description="Strong view: RandAugment operations per image.")
     randaugment_magnitude: int = Field(

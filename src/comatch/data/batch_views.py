@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from comatch.config import ViewConfig
 from comatch.data import batch_ops as ops
@@ -69,6 +69,16 @@ class ViewSettings(ViewConfig):
 
     image_size: int = Field(gt=0, description="Side length of every view, pixels (square).")
     jitter: tuple[float, float, float, float] = Field(JITTER, description="Contrastive view: ColorJitter strengths.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_colour(cls, data: Any) -> Any:
+        """``colour=false``: the contrastive view keeps its brightness and contrast jitter, no
+        saturation or hue jitter and no grayscale."""
+        if isinstance(data, Mapping) and data.get("colour") is False:
+            brightness, contrast, *_ = data.get("jitter", JITTER)
+            data = {**data, "jitter": (brightness, contrast, 0.0, 0.0), "grayscale_prob": 0.0}
+        return data
 
 
 # --------------------------------------------------------------------------- parameter samplers
@@ -286,7 +296,8 @@ def sample_strong_params(n: int, settings: ViewSettings, generator: torch.Genera
     size = settings.image_size
     weak = sample_weak_params(n, settings, generator)
     sampler = sample_comatch_randaugment_params if settings.randaugment == "comatch" else sample_randaugment_params
-    randaugment = sampler(n, settings.randaugment_ops, settings.randaugment_magnitude, RANDAUGMENT_PROB, generator)
+    randaugment = sampler(n, settings.randaugment_ops, settings.randaugment_magnitude, RANDAUGMENT_PROB, generator,
+                          colour=settings.colour)
     cutout = (sample_cutout_params(n, size, size, settings.cutout, generator)
               if settings.cutout > 0 else None)
     return StrongParams(weak, randaugment, cutout)

@@ -49,6 +49,10 @@ COMATCH_TRANSLATE_PX = 10.0
 GEOMETRIC_OPS: tuple[str, ...] = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 """The ops that are affine warps (nearest-neighbour in ``fixmatch``, bilinear in ``comatch``)."""
 
+COLOUR_OPS: tuple[str, ...] = ("AutoContrast", "Color", "Equalize", "Solarize")
+"""The ops that change a colour's hue or take it away (``views.colour=false`` leaves them out):
+AutoContrast and Equalize stretch each channel apart, Color desaturates, Solarize inverts."""
+
 RANDAUGMENT_PROB = 0.5
 """Probability that a drawn RandAugment op is applied (both variants)."""
 
@@ -276,8 +280,16 @@ class RandAugmentParams(NamedTuple):
     sign: torch.Tensor
 
 
+def _draw_ops(shape: tuple[int, int], colour: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Op indices drawn uniformly from the op list, or from the ops not in :data:`COLOUR_OPS`."""
+    if colour:
+        return torch.randint(len(FIXMATCH_OPS), shape, generator=generator)
+    kept = torch.tensor([i for i, op in enumerate(FIXMATCH_OPS) if op not in COLOUR_OPS])
+    return kept[torch.randint(len(kept), shape, generator=generator)]
+
+
 def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: float,
-                              generator: torch.Generator | None) -> RandAugmentParams:
+                              generator: torch.Generator | None, colour: bool = True) -> RandAugmentParams:
     """Draw FixMatch RandAugment ops, the ``fixmatch`` variant.
 
     Args:
@@ -286,12 +298,13 @@ def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: fl
         max_magnitude: Largest magnitude.
         prob: Probability that a drawn op is applied.
         generator: CPU generator.
+        colour: Whether the :data:`COLOUR_OPS` are drawn too.
 
     Returns:
         The :class:`RandAugmentParams`, each ``[n, num_ops]``.
     """
     shape = (n, num_ops)
-    op_index = torch.randint(len(FIXMATCH_OPS), shape, generator=generator)
+    op_index = _draw_ops(shape, colour, generator)
     apply = torch.rand(shape, generator=generator) < prob
     magnitude = torch.randint(1, max_magnitude + 1, shape, generator=generator)
     sign = torch.randint(2, shape, generator=generator) * 2 - 1
@@ -299,7 +312,7 @@ def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: fl
 
 
 def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob: float,
-                                      generator: torch.Generator | None) -> RandAugmentParams:
+                                      generator: torch.Generator | None, colour: bool = True) -> RandAugmentParams:
     """Draw released-CoMatch RandAugment ops, the ``comatch`` variant.
 
     Args:
@@ -308,12 +321,13 @@ def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob
         magnitude: The fixed level (every draw gets it).
         prob: Probability that a drawn op is applied.
         generator: CPU generator.
+        colour: Whether the :data:`COLOUR_OPS` are drawn too.
 
     Returns:
         The :class:`RandAugmentParams`, each ``[n, num_ops]``.
     """
     shape = (n, num_ops)
-    op_index = torch.randint(len(COMATCH_OPS), shape, generator=generator)
+    op_index = _draw_ops(shape, colour, generator)  # the same op list as FixMatch's
     apply = torch.rand(shape, generator=generator) < prob
     sign = torch.randint(2, shape, generator=generator) * 2 - 1
     return RandAugmentParams(op_index, apply, torch.full(shape, magnitude, dtype=torch.long), sign)
