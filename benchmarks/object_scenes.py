@@ -154,15 +154,18 @@ def background(part: str, rng: np.random.Generator, side: int) -> np.ndarray:
     return pixels[:, ::-1] if rng.random() < 0.5 else pixels
 
 
-def _colour(rng: np.random.Generator, value: float) -> np.ndarray:
-    """A random RGB colour in [0, 255] of brightness ``value`` in [0, 1] (hue uniform, saturation 0.2-1)."""
-    hue, saturation = rng.random(), rng.uniform(0.2, 1)
+def _colour(rng: np.random.Generator, value: float, hue: float | None = None) -> np.ndarray:
+    """A random RGB colour in [0, 255] of brightness ``value`` in [0, 1] (hue uniform unless
+    given, in [0, 1); saturation 0.2-1)."""
+    drawn, saturation = rng.random(), rng.uniform(0.2, 1)
+    hue = drawn if hue is None else hue
     rgb = np.clip(np.abs((hue * 6 + np.array([0.0, 4.0, 2.0])) % 6 - 3) - 1, 0, 1)  # fully saturated hue
     return 255 * value * (1 - saturation + saturation * rgb)
 
 
-def scene(label: int, part: str, rng: np.random.Generator) -> np.ndarray:
-    """One image of class ``label`` on a background from ``part``'s band: uint8 [32, 32, 3]."""
+def scene(label: int, part: str, rng: np.random.Generator, body_hue: float | None = None) -> np.ndarray:
+    """One image of class ``label`` on a background from ``part``'s band: uint8 [32, 32, 3]
+    (``body_hue``: the object's hue, in [0, 1); random when None)."""
     side = SIZE * SUPERSAMPLE
     canvas = background(part, rng, side)  # [side, side, 3]
     body, detail = silhouette(SHAPES[CLASSES[label]], placement(rng, side), side)  # [side, side] each
@@ -174,7 +177,7 @@ def scene(label: int, part: str, rng: np.random.Generator) -> np.ndarray:
     covered = body > 0.5
     behind = canvas[covered].mean() / 255 if covered.any() else 0.5  # the background's brightness there
     step = rng.uniform(0.3, 0.7)  # the body stands out from it, brighter or darker
-    body_colour = _colour(rng, min(behind + step, 1.0) if behind < 0.5 else max(behind - step, 0.05))
+    body_colour = _colour(rng, min(behind + step, 1.0) if behind < 0.5 else max(behind - step, 0.05), body_hue)
     detail_colour = _colour(rng, rng.uniform(0.25, 1))
     paint = (body_colour + share * (detail_colour - body_colour)) * light[..., None]  # [side, side, 3]
     alpha = alpha[..., None]

@@ -1,0 +1,145 @@
+"""Can a quick classifier of the labelled images tell that colour tells the classes apart?
+
+The candidate test for ``views.colour`` (as ``data/invariance.py`` decides flips): the ridge
+classifier of the flip test, given each image's 16 x 16 standardised pixels and a 4 x 4
+opponent-colour histogram, is fitted on folds of 100 labelled images (10 per class) and scores
+
+* **luminance**: a second classifier fitted on the images' luminance alone (colour-blind),
+  against the colour classifier, on the same held-out images;
+* **hue shift**: the held-out images with their hue turned by +-0.1 of the circle (the
+  contrastive view's largest hue jitter), against the images as they are.
+
+For each, the paired difference in standard errors (``z``) and the share of the accuracy
+above chance that the colour-blind or hue-shifted images keep (``kept``); the flip test calls
+an operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Three kinds of labelled images:
+
+* ``coded``: the drawn objects of ``object_scenes`` on photographs, any shape, the class their
+  body's hue (ten hues 0.1 apart): colour *is* the class;
+* ``photos``: crops of ten colour photographs scikit-image ships, the class the photograph:
+  natural images whose colours help but do not make the class;
+* ``objects``: the ``objects`` kind (random body colours): colour says nothing.
+
+    python benchmarks/colour_test.py --seeds 0 1 2      # about a minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+import object_scenes
+from comatch.data import invariance
+
+PHOTOS = ("astronaut", "rocket", "coffee", "chelsea", "hubble_deep_field", "retina", "immunohistochemistry", "cat",
+          "colorwheel", "logo")
+HUE_SHIFT = 0.1
+
+
+def coded(seed: int, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    images = [object_scenes.scene(int(rng.integers(10)), "labeled", rng, body_hue=c / 10) for c in labels]
+    return np.stack(images).transpose(0, 3, 1, 2), labels
+
+
+def photos(seed: int, per_class: int = 10, side: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c, name in enumerate(PHOTOS):
+        photo = np.asarray(getattr(data, name)())[..., :3]
+        photo = (photo * 255).astype(np.uint8) if photo.dtype != np.uint8 else photo
+        short = min(photo.shape[:2])
+        for _ in range(per_class):
+            crop = int(rng.integers(min(48, short // 3), short // 2))
+            y, x = int(rng.integers(0, photo.shape[0] - crop)), int(rng.integers(0, photo.shape[1] - crop))
+            images.append(np.asarray(Image.fromarray(photo[y:y + crop, x:x + crop]).resize((side, side))))
+            labels.append(c)
+    return np.stack(images).transpose(0, 3, 1, 2), np.asarray(labels)
+
+
+def objects(seed: int, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    return np.stack([object_scenes.scene(int(c), "labeled", rng) for c in labels]).transpose(0, 3, 1, 2), labels
+
+
+KINDS = {"coded": coded, "photos": photos, "objects": objects}
+
+
+def chroma(images: np.ndarray, bins: int = 4) -> np.ndarray:
+    """``[N, bins * bins]``: each image's histogram of two opponent colours (red-green,
+    yellow-blue), square-rooted and standardised per image."""
+    x = images.astype(np.float32) / 255
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    first = np.clip(((r - g) / 2 + 0.5) * bins, 0, bins - 1).astype(int)
+    second = np.clip(((r + g - 2 * b) / 4 + 0.5) * bins, 0, bins - 1).astype(int)
+    cells = (first * bins + second).reshape(len(x), -1)
+    counts = np.sqrt(np.stack([np.bincount(row, minlength=bins * bins) for row in cells]) / cells.shape[1])
+    return (counts - counts.mean(1, keepdims=True)) / (counts.std(1, keepdims=True) + 1e-6)
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    return np.hstack([invariance._features(images), chroma(images)])
+
+
+def luminance(images: np.ndarray) -> np.ndarray:
+    y = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+    return np.repeat(np.round(y).astype(np.uint8)[:, None], 3, axis=1)
+
+
+def hue_shifted(images: np.ndarray) -> np.ndarray:
+    shifts = np.where(np.arange(len(images)) % 2 == 0, HUE_SHIFT, -HUE_SHIFT)
+    batch = torch.from_numpy(images)
+    return torch.stack([F.adjust_hue(batch[i], float(shifts[i])) for i in range(len(batch))]).numpy()
+
+
+def paired(right: np.ndarray, other: np.ndarray, chance: float) -> dict:
+    difference = right - other
+    z = difference.mean() / (difference.std(ddof=1) / np.sqrt(len(difference)) + 1e-12)
+    above = right.mean() - chance
+    return {"accuracy": float(right.mean()), "other": float(other.mean()), "z": round(float(z), 2),
+            "kept": round(float((other.mean() - chance) / above), 2) if above > 0 else None}
+
+
+def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    colour, blind, shifted = features(images), features(luminance(images)), features(hue_shifted(images))
+    counts = np.bincount(labels)
+    chance = counts.max() / counts.sum()
+    fold = invariance.stratified_folds(labels, int(min(5, counts.min())), seed)
+    right, right_blind, right_shifted = (np.zeros(len(labels)) for _ in range(3))
+    for k in range(fold.max() + 1):
+        train, held = fold != k, fold == k
+        weights = invariance._ridge(colour[train], labels[train])
+        right[held] = np.argmax(colour[held] @ weights, axis=1) == labels[held]
+        right_shifted[held] = np.argmax(shifted[held] @ weights, axis=1) == labels[held]
+        weights = invariance._ridge(blind[train], labels[train])
+        right_blind[held] = np.argmax(blind[held] @ weights, axis=1) == labels[held]
+    return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    result = {}
+    for kind, draw in KINDS.items():
+        for seed in args.seeds:
+            found = result.setdefault(kind, {})[seed] = judge(*draw(seed), seed)
+            print(f"{kind:8s} seed {seed}: " + "; ".join(
+                f"{test} {f['accuracy']:.0%} -> {f['other']:.0%} (z {f['z']}, kept {f['kept']})"
+                for test, f in found.items()), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
