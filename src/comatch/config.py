@@ -138,7 +138,7 @@ class ViewConfig(_Section):
     )
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="Contrastive view: smallest random-resized-crop area.")
     jitter_prob: float = Field(0.8, ge=0, le=1, description="Contrastive view: probability of colour jitter (0.4, 0.4, 0.4, 0.1).")
-    grayscale_prob: float = Field(0.2, ge=0, le=1, description="Contrastive view: probability of grayscale.")
+    grayscale_prob: float = Field(0.2, ge=0, le=1, description="Contrastive view: probability of grayscale (0 when colour is false).")
     fill: int = Field(127, ge=0, le=255, description="Fill value of geometric ops and Cutout (0 for digits: black background).")
     weak: Literal["crop", "resized_crop"] = Field(
         "crop", description="Weak view: 'crop' (pad and crop, CIFAR/STL) or 'resized_crop' (random resized crop from crop_scale_min, ImageNet); both flip if 'flip'."
@@ -155,6 +155,14 @@ class ViewConfig(_Section):
         "symmetric", description="Weak-view pad-and-crop shifts: 'symmetric' (-crop_padding..+crop_padding) or 'released' "
         "(-crop_padding..crop_padding-1, as the released CoMatch code draws its crop corner)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_grayscale_without_colour(cls, raw: Any) -> Any:
+        """``colour=false`` turns no image grey, whatever ``grayscale_prob`` says."""
+        if isinstance(raw, dict) and raw.get("colour") is False:
+            raw = {**raw, "grayscale_prob": 0.0}
+        return raw
 
 
 class ModelConfig(_Section):

@@ -74,10 +74,10 @@ class ViewSettings(ViewConfig):
     @classmethod
     def _without_colour(cls, data: Any) -> Any:
         """``colour=false``: the contrastive view keeps its brightness and contrast jitter, no
-        saturation or hue jitter and no grayscale."""
+        saturation or hue jitter (and no grayscale: :class:`~comatch.config.ViewConfig`)."""
         if isinstance(data, Mapping) and data.get("colour") is False:
             brightness, contrast, *_ = data.get("jitter", JITTER)
-            data = {**data, "jitter": (brightness, contrast, 0.0, 0.0), "grayscale_prob": 0.0}
+            data = {**data, "jitter": (brightness, contrast, 0.0, 0.0)}
         return data
 
 
