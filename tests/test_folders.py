@@ -182,3 +182,25 @@ def test_the_report_of_a_run_without_a_validation_part_says_why_no_temperature_w
     classes = page[page.index("<h2>Classes</h2>"):page.index("<h2>Most confident mistakes</h2>")]
     names = json.loads((out / "data.json").read_text())["classes"]
     assert all(f"<tr><th>{name}</th>" in classes for name in names)
+
+
+@pytest.mark.parametrize("stored", ["PNG", "JPEG"])
+def test_grayscale_images_stored_as_rgb_are_read_as_one_channel(tmp_path, stored):
+    """Many converters write grayscale images as RGB files: the pixels, not the file's mode,
+    decide the channels (a JPEG's R, G and B may differ by a unit or two). A colour image
+    among them makes it 3."""
+    from comatch.data.folders import probe_folders
+
+    rng = np.random.default_rng(0)
+    suffix = ".png" if stored == "PNG" else ".jpg"
+    for c in ("a", "b"):
+        (tmp_path / "labeled" / c).mkdir(parents=True)
+        for i in range(4):
+            gray = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+            Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB").save(tmp_path / "labeled" / c / f"{i}{suffix}", stored)
+    probe = probe_folders(str(tmp_path / "labeled"), None)
+    assert probe.channels == 1 and probe.stored_as_rgb
+    colour = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(colour, "RGB").save(tmp_path / "labeled" / "b" / f"colour{suffix}", stored)
+    probe = probe_folders(str(tmp_path / "labeled"), None)
+    assert probe.channels == 3 and not probe.stored_as_rgb

@@ -234,7 +234,7 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
                           channels=probe.channels, num_labelled=probe.num_labelled,
                           num_unlabelled=probe.num_unlabelled, iterations=iterations,
                           num_classes=probe.num_classes, unlabelled_views=len(method.unlabelled_views),
-                          mirror=mirror)
+                          mirror=mirror, stored_as_rgb=probe.stored_as_rgb)
     values = config.model_dump()
     chosen = choose_defaults(situation, {k: _dotted(values, k) for k in explicit})
     extra = chosen.as_override_strings()

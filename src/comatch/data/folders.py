@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from comatch.data.checking import CHECK_SAMPLE, check_sampled, sample_note
-from comatch.data.images import FileCheck, check_files, unreadable_error
+from comatch.data.images import GRAY_MODES, FileCheck, check_files, holds_gray_only, unreadable_error
 from comatch.data.sampling import holdout_per_class
 from comatch.data.scan import IMAGE_EXTENSIONS, Scan, Walker, class_folders, find_images, walk_images
 from comatch.errors import UserError
@@ -381,7 +381,8 @@ class FolderProbe:
 
     Attributes:
         image_size: median shorter side of a sample of the files, pixels.
-        channels: 1 if every sampled file is grayscale, else 3.
+        channels: 1 if every sampled file is grayscale (in its pixels, whatever its mode), else 3.
+        stored_as_rgb: the sampled files are grayscale, some of them stored as colour images.
         num_labelled, num_unlabelled: files in the labelled and unlabelled folders.
         num_classes: class sub-folders of the labelled folder.
         labelled: the labelled folder's files and their classes (not checked).
@@ -393,10 +394,16 @@ class FolderProbe:
     num_unlabelled: int
     num_classes: int
     labelled: FileList = field(default_factory=FileList)
+    stored_as_rgb: bool = False
+
+
+GRAY_CONTENT_SAMPLE = 16
+"""Sampled colour-mode files decoded to see whether they hold greys only."""
 
 
 def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> FolderProbe:
-    """Count the files and read the headers (not the pixels) of an evenly spaced sample.
+    """Count the files and read the headers of an evenly spaced sample (and, where some are
+    colour images, the pixels of up to :data:`GRAY_CONTENT_SAMPLE` of those: greys stored as RGB).
 
     Raises:
         UserError: a folder is missing or holds no images.
@@ -407,14 +414,17 @@ def probe_folders(labeled: str, unlabeled: str | None, sample: int = 64) -> Fold
     unlabelled = scan_images(unlabeled, "unlabelled")[0] if unlabeled else FileList()
     paths = labelled.paths + unlabelled.paths
     picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)]
-    sides, gray = [], []
+    sides, coloured = [], []
     for path in picked:
         try:
             with Image.open(path) as image:  # the header only: no decoding
                 sides.append(min(image.size))
-                gray.append(image.mode in ("1", "L", "LA", "I", "I;16", "F"))
+                if image.mode not in GRAY_MODES:
+                    coloured.append(path)
         except OSError:
             continue  # unreadable files are met (and counted) when the data is loaded
     size = int(np.median(sides)) if sides else 32
-    return FolderProbe(size, 1 if gray and all(gray) else 3, len(labelled.paths), len(unlabelled.paths), len(classes),
-                       labelled)
+    spaced = [coloured[i] for i in np.linspace(0, len(coloured) - 1, min(GRAY_CONTENT_SAMPLE, len(coloured))).astype(int)]
+    stored_as_rgb = bool(sides and coloured and all(holds_gray_only(path) for path in spaced))
+    channels = 1 if sides and (not coloured or stored_as_rgb) else 3
+    return FolderProbe(size, channels, len(labelled.paths), len(unlabelled.paths), len(classes), labelled, stored_as_rgb)

@@ -225,6 +225,29 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
+GRAY_TOLERANCE = 2
+"""Largest difference between a pixel's R, G and B that still counts as grey (JPEG's colour
+coding leaves a unit or two in a grey image saved as RGB)."""
+
+
+def holds_gray_only(path: str, side: int = 64) -> bool:
+    """Whether an image file holds greys only (its R, G and B within :data:`GRAY_TOLERANCE`),
+    whatever its mode: a grayscale image saved as RGB, as many converters write them. Decoded
+    at reduced scale where the format allows it (JPEG); False when it cannot be read."""
+    import numpy as np
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in GRAY_MODES:
+                return True
+            image.draft("RGB", (side, side))
+            rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    except Exception:  # noqa: BLE001 -- unreadable files are met (and counted) when the data is loaded
+        return False
+    spread = np.maximum(np.abs(rgb[..., 0] - rgb[..., 1]), np.abs(rgb[..., 1] - rgb[..., 2]))
+    return int(spread.max(initial=0)) <= GRAY_TOLERANCE
+
+
 def _digest(data: bytes) -> str:
     """The hash of a file's bytes that finds the same image under two names."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()

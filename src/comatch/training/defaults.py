@@ -58,6 +58,7 @@ class Situation:
         cpu_cores: CPU cores this process may use (:func:`comatch.training.runtime.usable_cpus`).
         image_size: side length of the files (median shorter side).
         channels: 1 (grayscale files) or 3.
+        stored_as_rgb: the files are grayscale, some stored as colour images.
         num_labelled, num_unlabelled: dataset sizes.
         iterations: training steps of the run.
         num_classes: classes of the labelled data.
@@ -76,6 +77,7 @@ class Situation:
     num_classes: int = 10
     unlabelled_views: int = 3
     mirror: Any = None
+    stored_as_rgb: bool = False
 
 
 @dataclass
@@ -261,7 +263,8 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
         The :class:`Defaults`: overrides for the keys the user left open, and reasons.
     """
     chooser = _Chooser(explicit or {})
-    chooser.set("data.channels", s.channels, "from the files")
+    chooser.set("data.channels", s.channels, "from the files: greys, stored as colour images" if s.stored_as_rgb
+                else "from the files")
     arch, size, why = choose_network(s.device, chooser.value("data.image_size", s.image_size), s.num_classes)
     chooser.set("data.image_size", size, "from the files" if size == s.image_size else why)
     chooser.set("model.arch", arch, why)
