@@ -1,6 +1,6 @@
-"""Can a quick classifier of the labelled images tell that colour tells the classes apart?
+"""Could a quick classifier of the labelled images decide colour and rotation, as it decides flips?
 
-The candidate test for ``views.colour`` (as ``data/invariance.py`` decides flips): the ridge
+**Colour.** The candidate test for ``views.colour`` (as ``data/invariance.py`` decides flips): the ridge
 classifier of the flip test, given each image's 16 x 16 standardised pixels and a 4 x 4
 opponent-colour histogram, is fitted on folds of 100 labelled images (10 per class) and scores
 
@@ -19,7 +19,11 @@ an operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Three kinds of l
   natural images whose colours help but do not make the class;
 * ``objects``: the ``objects`` kind (random body colours): colour says nothing.
 
-    python benchmarks/colour_test.py --seeds 0 1 2      # about a minute on 2 cores
+**Rotation.** The flip test's own classifier (pixels only) scores held-out labelled images
+against their copies turned by +-30 degrees (the strong view's largest rotation) on ``digits``
+and ``mnist`` (``kinds.py``), whose class a 30 degree turn keeps.
+
+    python benchmarks/view_tests.py --seeds 0 1 2      # about a minute on 2 cores
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+import kinds
 import object_scenes
 from comatch.data import invariance
 
@@ -124,6 +129,27 @@ def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance)}
 
 
+def rotation(kind: str, seed: int, degrees: float = 30.0) -> dict:
+    """The flip test's classifier on held-out labelled images of ``kind`` and on their copies
+    turned by +-``degrees``."""
+    parts, _ = kinds.KINDS[kind].draw(0 if kind == "digits" else None, 100, 10, seed)
+    images, labels = parts["labeled"]
+    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    angles = np.where(np.arange(len(images)) % 2 == 0, degrees, -degrees)
+    batch = torch.from_numpy(np.ascontiguousarray(images))
+    turned = torch.stack([F.rotate(batch[i], float(angles[i])) for i in range(len(batch))]).numpy()
+    plain, other = invariance._features(images), invariance._features(turned)
+    counts = np.bincount(labels)
+    fold = invariance.stratified_folds(labels, int(min(5, counts.min())), seed)
+    right, right_turned = np.zeros(len(labels)), np.zeros(len(labels))
+    for k in range(fold.max() + 1):
+        train, held = fold != k, fold == k
+        weights = invariance._ridge(plain[train], labels[train])
+        right[held] = np.argmax(plain[held] @ weights, axis=1) == labels[held]
+        right_turned[held] = np.argmax(other[held] @ weights, axis=1) == labels[held]
+    return paired(right, right_turned, counts.max() / counts.sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -136,6 +162,11 @@ def main() -> None:
             print(f"{kind:8s} seed {seed}: " + "; ".join(
                 f"{test} {f['accuracy']:.0%} -> {f['other']:.0%} (z {f['z']}, kept {f['kept']})"
                 for test, f in found.items()), flush=True)
+    for kind in ("digits", "mnist"):
+        for seed in args.seeds:
+            found = result.setdefault(f"rotation-{kind}", {})[seed] = rotation(kind, seed)
+            print(f"{kind:8s} seed {seed}: rotation {found['accuracy']:.0%} -> {found['other']:.0%} "
+                  f"(z {found['z']}, kept {found['kept']})", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
