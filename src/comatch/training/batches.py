@@ -60,6 +60,7 @@ class StepBatches:
         return labelled, unlabelled
 
     def _workers(self) -> int:
+        """Worker processes per loader (``data.num_workers``, or the device's default)."""
         return default_workers(self.config.data.num_workers, self.device.type)
 
     def _groups(self) -> tuple[int, int]:
