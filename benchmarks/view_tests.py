@@ -117,15 +117,8 @@ def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     colour, blind, shifted = features(images), features(luminance(images)), features(hue_shifted(images))
     counts = np.bincount(labels)
     chance = counts.max() / counts.sum()
-    fold = invariance.stratified_folds(labels, int(min(5, counts.min())), seed)
-    right, right_blind, right_shifted = (np.zeros(len(labels)) for _ in range(3))
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
-        weights = invariance._ridge(colour[train], labels[train])
-        right[held] = np.argmax(colour[held] @ weights, axis=1) == labels[held]
-        right_shifted[held] = np.argmax(shifted[held] @ weights, axis=1) == labels[held]
-        weights = invariance._ridge(blind[train], labels[train])
-        right_blind[held] = np.argmax(blind[held] @ weights, axis=1) == labels[held]
+    right, right_shifted = invariance.held_out_scores(colour, labels, seed, shifted)
+    (right_blind,) = invariance.held_out_scores(blind, labels, seed)
     return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance)}
 
 
@@ -138,15 +131,9 @@ def rotation(kind: str, seed: int, degrees: float = 30.0) -> dict:
     angles = np.where(np.arange(len(images)) % 2 == 0, degrees, -degrees)
     batch = torch.from_numpy(np.ascontiguousarray(images))
     turned = torch.stack([F.rotate(batch[i], float(angles[i])) for i in range(len(batch))]).numpy()
-    plain, other = invariance._features(images), invariance._features(turned)
     counts = np.bincount(labels)
-    fold = invariance.stratified_folds(labels, int(min(5, counts.min())), seed)
-    right, right_turned = np.zeros(len(labels)), np.zeros(len(labels))
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
-        weights = invariance._ridge(plain[train], labels[train])
-        right[held] = np.argmax(plain[held] @ weights, axis=1) == labels[held]
-        right_turned[held] = np.argmax(other[held] @ weights, axis=1) == labels[held]
+    right, right_turned = invariance.held_out_scores(invariance._features(images), labels, seed,
+                                                     invariance._features(turned))
     return paired(right, right_turned, counts.max() / counts.sum())
 
 

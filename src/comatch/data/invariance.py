@@ -109,13 +109,7 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
     if len(counts) < 2 or counts.min() < 2:
         return None
     plain, mirror = _features(images), _features(np.ascontiguousarray(images[..., ::-1]))
-    right, right_mirrored = np.zeros(len(labels)), np.zeros(len(labels))
-    fold = stratified_folds(labels, int(min(5, counts.min())), seed)
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
-        weights = _ridge(plain[train], labels[train])
-        right[held] = np.argmax(plain[held] @ weights, axis=1) == labels[held]
-        right_mirrored[held] = np.argmax(mirror[held] @ weights, axis=1) == labels[held]
+    right, right_mirrored = held_out_scores(plain, labels, seed, mirror)
     difference = right - right_mirrored
     spread = difference.std(ddof=1) / np.sqrt(len(difference))
     if spread > 0:
@@ -124,6 +118,21 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
         z = float(np.sign(difference.mean())) * float("inf") if difference.mean() else 0.0
     return MirrorEvidence(len(labels), float(right.mean()), float(right_mirrored.mean()), z,
                           float(counts.max() / counts.sum()))
+
+
+def held_out_scores(features: np.ndarray, labels: np.ndarray, seed: int, *others: np.ndarray) -> list[np.ndarray]:
+    """``[N]`` 0/1 per image: whether the quick classifier, fitted on the other folds of
+    ``features`` (stratified, up to 5 folds), classifies it right; then the same for the
+    image's row of each of ``others`` (the same images transformed), scored by the same fits."""
+    counts = np.bincount(labels)
+    fold = stratified_folds(labels, int(min(5, counts[counts > 0].min())), seed)
+    right = [np.zeros(len(labels)) for _ in range(1 + len(others))]
+    for k in range(fold.max() + 1):
+        train, held = fold != k, fold == k
+        weights = _ridge(features[train], labels[train])
+        for scored, rows in zip(right, (features, *others)):
+            scored[held] = np.argmax(rows[held] @ weights, axis=1) == labels[held]
+    return right
 
 
 def _ridge(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
