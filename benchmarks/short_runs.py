@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     "half-cosine": (["optim.schedule=half_cosine"], 1.0),
     # pseudo-labels from a confidence of 0.8 on (the released 0.95 admits few early in a short run)
     "threshold-0.8": (["comatch.threshold=0.8"], 1.0),
+    # the threshold from 0.8 at the first step to the released 0.95 at the last (linear)
+    "threshold-ramp": (["comatch.threshold_start=0.8"], 1.0),
     # 48 unlabelled images a step instead of 112: 2.1x the steps in the same time (folder-digits,
     # bf16, 2 threads: 63 against 133 ms a step, step_time.py, 2 rounds interleaved)
     "mu-3": (["optim.mu=3"], 2.1),

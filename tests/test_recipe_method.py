@@ -1,14 +1,17 @@
 """The released recipe's method-side switches: when smoothing starts, the momentum encoder's
-first-epoch decay, the queue's initial state (hand-worked from the released code's behaviour)."""
+first-epoch decay, the queue's initial state (hand-worked from the released code's behaviour);
+and the short-run threshold ramp."""
 
 import pytest
 import torch
 from torch import nn
 
 from comatch.config import build_config
+from comatch.errors import UserError
 from comatch.methods import Batch, CoMatch, MethodContext, MomentumCoMatch
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder
+from comatch.methods.schedule import ramped_threshold
 
 C, D, B, MU = 3, 4, 2, 3
 N = B * MU
@@ -94,3 +97,58 @@ def test_paper_presets_select_the_method_switches():
     method = CoMatch.from_config(build_config(preset="imagenet-1pct", overrides=["comatch.queue_size=0"]),
                                  MethodContext(10, 128, nn.Linear(1, 1), 1000))
     assert isinstance(method, MomentumCoMatch) and method.momentum_first_epoch == 0.99
+
+
+# ---------------------------------------------------------------- short runs: the threshold ramp
+def test_ramped_threshold_rises_linearly_over_the_ramp_then_holds():
+    # 0.8 -> 0.95 over the first half of a 100-step run: +0.003 a step until step 50
+    values = [ramped_threshold(0.8, 0.95, k, 100, 0.5) for k in (0, 10, 25, 50, 51, 99)]
+    assert values == pytest.approx([0.8, 0.83, 0.875, 0.95, 0.95, 0.95])
+    assert ramped_threshold(0.8, 0.95, 0, 100, 1.0) == pytest.approx(0.8)
+    assert ramped_threshold(0.8, 0.95, 99, 100, 1.0) == pytest.approx(0.8 + 0.15 * 0.99)
+    assert ramped_threshold(0.8, 0.95, 5, 1, 1.0) == pytest.approx(0.95)  # past the end: the final value
+
+
+def test_threshold_ramp_follows_the_runs_length_and_the_mask():
+    context = MethodContext(C, D, None, 1000)
+    common = ["comatch.threshold=0.9", "comatch.alignment=false", "comatch.smoothing=false"]  # the raw softmax
+    plain = CoMatch.from_config(build_config(overrides=common), context)
+    ramped = CoMatch.from_config(build_config(overrides=[*common, "comatch.threshold_start=0.5",
+                                                         "comatch.threshold_ramp=0.5"]), context)
+    for method in (plain, ramped):
+        method.set_length(10)
+    net = nn.Linear(4, C + D)
+    with torch.no_grad():  # every unlabelled image is predicted class 0 with confidence ~0.71
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([2.0, 0.5, 0.5] + [1.0] * D))
+
+    def encode(images, network=None):
+        out = net(images.float().flatten(1))
+        return out[:, :C], nn.functional.normalize(out[:, C:], dim=1)
+
+    masks = {}
+    for name, method in (("plain", plain), ("ramped", ramped)):
+        masks[name] = []
+        for step in range(10):
+            g = torch.Generator().manual_seed(step)
+            views = {k: torch.randint(0, 255, (N, 1, 2, 2), generator=g, dtype=torch.uint8)
+                     for k in ("weak", "strong", "contrastive")}
+            batch = Batch({"weak": torch.randint(0, 255, (B, 1, 2, 2), generator=g, dtype=torch.uint8)},
+                          torch.randint(0, C, (B,), generator=g), views, step=step)
+            out = method(batch, encode)
+            method.discard()
+            masks[name].append(round(out.stats["mask_rate"].item()))
+    # thresholds 0.5, 0.58, 0.66, 0.74, ... reach 0.9 at step 5: the ~0.71 predictions count for 3 steps
+    assert masks["ramped"] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert masks["plain"] == [0] * 10
+    assert plain.criterion.threshold == 0.9 and ramped.criterion.threshold == pytest.approx(0.9)
+    ramped.set_length(40)  # a refit of the length stretches the ramp: step 9 is now early in it
+    assert ramped.threshold_at(9) == pytest.approx(0.5 + 0.4 * 9 / 20)
+
+
+def test_threshold_ramp_settings_are_checked():
+    assert build_config().comatch.threshold_start is None
+    with pytest.raises(UserError, match="threshold_ramp"):
+        build_config(overrides=["comatch.threshold_start=0.5", "comatch.threshold_ramp=0"])
+    with pytest.raises(UserError, match="threshold_start"):
+        build_config(overrides=["comatch.threshold_start=1.5"])

@@ -24,7 +24,7 @@ from comatch.methods.base import Batch, Encode, Method, MethodContext, MethodOut
 from comatch.methods.criterion import CoMatchCriterion
 from comatch.methods.memory import check_prior
 from comatch.methods.momentum import MomentumCoMatchCriterion, MomentumEncoder, shuffled_forward
-from comatch.methods.schedule import epoch_of, ramped_lambda_c
+from comatch.methods.schedule import epoch_of, ramped_lambda_c, ramped_threshold
 
 if TYPE_CHECKING:
     from comatch.config import Config
@@ -36,6 +36,11 @@ class CoMatchSettings(MethodSettings):
     alpha: float = Field(0.9, ge=0, le=1, description="Weight of the model's own prediction in the memory-smoothed label.")
     temperature: float = Field(0.2, gt=0, description="T: temperature of embedding similarities (0.2 CIFAR/STL, 0.1 ImageNet).")
     threshold: float = Field(0.95, ge=0, le=1, description="tau: confidence a pseudo-label needs to count in L_u.")
+    threshold_start: float | None = Field(
+        None, ge=0, le=1, description="Short runs: tau at the first step, moved linearly to comatch.threshold over the first "
+        "comatch.threshold_ramp of the run (its length as set or as the time budget fits it); None: comatch.threshold throughout (the paper)."
+    )
+    threshold_ramp: float = Field(1.0, gt=0, le=1, description="The fraction of the run over which tau moves from comatch.threshold_start to comatch.threshold.")
     graph_threshold: float = Field(0.8, ge=0, le=1, description="t: pseudo-label similarity needed for a graph edge.")
     lambda_u: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss L_u.")
     lambda_c: float = Field(1.0, ge=0, description="Weight of the graph contrastive loss L_c (1 CIFAR-10, 5 STL-10).")
@@ -124,6 +129,9 @@ class CoMatch(Method):
         unlabelled_batch, unlabelled_size: global unlabelled images per step and in the pool
             (an epoch's length).
         step_entries: global bank entries a step writes, ``B + mu B``.
+        threshold_start, threshold_ramp: tau at the first step, moved linearly to the
+            criterion's over the first ``threshold_ramp`` of the run (see :meth:`threshold_at`);
+            None: the criterion's tau throughout.
     """
 
     section: ClassVar[str | None] = "comatch"
@@ -131,7 +139,7 @@ class CoMatch(Method):
 
     def __init__(self, criterion: CoMatchCriterion, *, lambda_c: float, lambda_c_ramp: bool = False,
                  smoothing_from: str = "start", unlabelled_batch: int = 1, unlabelled_size: int = 0,
-                 step_entries: int = 1) -> None:
+                 step_entries: int = 1, threshold_start: float | None = None, threshold_ramp: float = 1.0) -> None:
         super().__init__()
         if smoothing_from not in ("start", "full_bank", "first_epoch"):
             raise ValueError(f"smoothing_from must be start, full_bank or first_epoch, got {smoothing_from!r}")
@@ -140,6 +148,9 @@ class CoMatch(Method):
         self.smoothing_from = smoothing_from
         self.unlabelled_batch, self.unlabelled_size = unlabelled_batch, unlabelled_size
         self.step_entries = step_entries
+        self.threshold = criterion.threshold  # tau at the ramp's end
+        self.threshold_start, self.threshold_ramp = threshold_start, threshold_ramp
+        self.total_steps = 1
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -173,7 +184,8 @@ class CoMatch(Method):
         c, o = config.comatch, config.optim
         return dict(lambda_c=c.lambda_c, lambda_c_ramp=c.lambda_c_ramp, smoothing_from=c.smoothing_from,
                     unlabelled_batch=o.batch_size * o.mu, unlabelled_size=context.unlabelled_size,
-                    step_entries=(1 + o.mu) * o.batch_size)
+                    step_entries=(1 + o.mu) * o.batch_size, threshold_start=c.threshold_start,
+                    threshold_ramp=c.threshold_ramp)
 
     @classmethod
     def check_config(cls, config: Config) -> None:
@@ -205,6 +217,16 @@ class CoMatch(Method):
             return self.lambda_c
         return ramped_lambda_c(self.lambda_c, step, self.unlabelled_batch, self.unlabelled_size)
 
+    def set_length(self, total: int) -> None:
+        self.total_steps = total
+
+    def threshold_at(self, step: int) -> float:
+        """tau at step ``k``: constant, or ramped from ``threshold_start`` over the first
+        ``threshold_ramp`` of the run's current length."""
+        if self.threshold_start is None:
+            return self.threshold
+        return ramped_threshold(self.threshold_start, self.threshold, step, self.total_steps, self.threshold_ramp)
+
     def epoch(self, step: int) -> int:
         """The epoch of step ``k`` (one pass over the unlabelled pool)."""
         return epoch_of(step, self.unlabelled_batch, self.unlabelled_size)
@@ -218,6 +240,7 @@ class CoMatch(Method):
     def _prepare(self, step: int) -> None:
         """Set the criterion's step-dependent settings."""
         self.criterion.lambda_c = self.lambda_c_at(step)
+        self.criterion.threshold = self.threshold_at(step)
         self.criterion.smoothing_paused = self.smoothing_paused_at(step)
 
     def forward(self, batch: Batch, encode: Encode) -> MethodOutput:  # type: ignore[override]

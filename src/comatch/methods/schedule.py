@@ -30,3 +30,17 @@ def ramped_lambda_c(lambda_c: float, step: int, unlabelled_batch: int, num_unlab
         num_unlabelled: size of the unlabelled set.
     """
     return float(min(epoch_of(step, unlabelled_batch, num_unlabelled) + 1, lambda_c))
+
+
+def ramped_threshold(start: float, end: float, step: int, total_steps: int, ramp: float) -> float:
+    """A confidence threshold ramped for short runs: ``start`` at step 0, moving linearly to
+    ``end`` over the first ``ramp`` of the run's ``total_steps``, ``end`` from then on.
+
+    Args:
+        start, end: the thresholds at the first step and at the ramp's end.
+        step: training step ``k`` (0-based).
+        total_steps: the run's length (a time budget may refit it; the ramp follows).
+        ramp: the fraction of the run the ramp takes, in ``(0, 1]``.
+    """
+    fraction = min(1.0, step / max(ramp * total_steps, 1e-9))
+    return start + (end - start) * fraction
