@@ -310,3 +310,13 @@ def test_the_using_the_model_page_runs_on_an_exported_model(run, tmp_path, capsy
         assert line.split()[1] == str(row.argmax()) and float(line.split()[2]) == pytest.approx(row.max(), abs=1e-3)
     assert namespace["probabilities"] == pytest.approx(expected, abs=1e-4)  # the TorchScript block ran last
     assert namespace["predicted"] == [str(i) for i in expected.argmax(1)]
+
+
+def test_the_reports_settings_state_a_ramped_threshold():
+    from comatch.config import build_config
+    from comatch.tools.report.build import settings_as_run
+
+    plain = settings_as_run(build_config(), {}, {})
+    assert plain["confidence threshold (tau)"] == 0.95
+    ramped = settings_as_run(build_config(overrides=["comatch.threshold_start=0.8", "comatch.threshold_ramp=0.5"]), {}, {})
+    assert ramped["confidence threshold (tau)"] == "0.8 at the first step, 0.95 from 50% of the run on (linear)"
