@@ -28,12 +28,13 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from comatch.tools.baseline import spread_labels
 
 from kinds import KINDS, build_dataset
 from provenance import provenance
@@ -88,8 +89,6 @@ def propagated_labels(data: Path, per_class: int, out: Path, seed: int, pool: in
     class with the highest probability. Written once; the seconds it took go to ``out.json``."""
     if out.is_file():
         return out
-    from sklearn.semi_supervised import LabelSpreading
-
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     classes = sorted(d.name for d in (data / "labeled").iterdir() if d.is_dir())
@@ -97,11 +96,7 @@ def propagated_labels(data: Path, per_class: int, out: Path, seed: int, pool: in
     unlabelled = sorted((data / "unlabeled").rglob("*.png"))
     chosen = sorted(np.random.default_rng(seed).choice(len(unlabelled), min(pool, len(unlabelled)), replace=False))
     unlabelled = [unlabelled[i] for i in chosen]
-    rows = np.concatenate([_pixels([f for f, _ in labelled]), _pixels(unlabelled)])
-    targets = np.concatenate([[c for _, c in labelled], -np.ones(len(unlabelled), dtype=np.int64)])
-    with warnings.catch_warnings():  # isolated rows of the graph divide 0 by 0: they stay unlabelled
-        warnings.simplefilter("ignore", RuntimeWarning)
-        spread = LabelSpreading(kernel="knn", n_neighbors=7, max_iter=100).fit(rows, targets)
+    spread = spread_labels(_pixels([f for f, _ in labelled]), np.array([c for _, c in labelled]), _pixels(unlabelled))
     probs = np.nan_to_num(spread.label_distributions_[len(labelled):])  # [U, C]
     picks = []
     for c, name in enumerate(classes):

@@ -78,17 +78,16 @@ def fit_feature_baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     return result
 
 
-def fit_label_spreading(train_x: np.ndarray, train_y: np.ndarray, unlabelled_x: np.ndarray,
-                        test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Test accuracy of scikit-learn's LabelSpreading (7-NN graph) on labelled + unlabelled rows.
+def spread_labels(train_x: np.ndarray, train_y: np.ndarray, unlabelled_x: np.ndarray) -> Any:
+    """scikit-learn's LabelSpreading (7-NN graph) fitted on labelled + unlabelled rows.
 
     Args:
         train_x, train_y: labelled rows ``[N, F]`` and classes ``[N]``.
         unlabelled_x: unlabelled rows ``[U, F]`` (label -1 in the graph).
-        test_x, test_y: test rows ``[M, F]`` and classes ``[M]`` (not in the graph).
 
     Returns:
-        Test accuracy in [0, 1].
+        The fitted model: ``predict`` for new rows, ``label_distributions_`` ``[N + U, C]``
+        for the graph's rows (an isolated row's is NaN: it stays unlabelled).
     """
     from sklearn.semi_supervised import LabelSpreading
 
@@ -96,8 +95,14 @@ def fit_label_spreading(train_x: np.ndarray, train_y: np.ndarray, unlabelled_x: 
     labels = np.concatenate([train_y, -np.ones(len(unlabelled_x), dtype=np.int64)])
     with warnings.catch_warnings():  # isolated rows of the kNN graph divide 0 by 0: they stay unlabelled
         warnings.simplefilter("ignore", RuntimeWarning)
-        model = LabelSpreading(kernel="knn", n_neighbors=min(7, len(rows) - 1), max_iter=100).fit(rows, labels)
-    return _accuracy(model.predict(test_x), test_y)
+        return LabelSpreading(kernel="knn", n_neighbors=min(7, len(rows) - 1), max_iter=100).fit(rows, labels)
+
+
+def fit_label_spreading(train_x: np.ndarray, train_y: np.ndarray, unlabelled_x: np.ndarray,
+                        test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Test accuracy of :func:`spread_labels` on labelled + unlabelled rows; ``test_x``,
+    ``test_y`` (``[M, F]``, ``[M]``) are not in the graph. Returns it in [0, 1]."""
+    return _accuracy(spread_labels(train_x, train_y, unlabelled_x).predict(test_x), test_y)
 
 
 def fit_pixel_baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,

@@ -350,10 +350,9 @@ def settings_as_run(config: Any, summary: dict[str, Any], data: dict[str, Any]) 
     })
     section = getattr(config, config.method, None)
     if section is not None and hasattr(section, "threshold"):
-        found["confidence threshold (tau)"] = section.threshold
-        if getattr(section, "threshold_start", None) is not None:
-            found["confidence threshold (tau)"] = (f"{section.threshold_start:g} at the first step, {section.threshold:g} "
-                                                   f"from {section.threshold_ramp:.0%} of the run on (linear)")
+        start = getattr(section, "threshold_start", None)
+        found["confidence threshold (tau)"] = section.threshold if start is None else (
+            f"{start:g} at the first step, {section.threshold:g} from {section.threshold_ramp:.0%} of the run on (linear)")
     if summary.get("skipped_steps") or summary.get("skipped_images"):
         found["skipped"] = f"{summary.get('skipped_steps', 0)} step(s), {summary.get('skipped_images', 0)} image(s)"
     return {k: v for k, v in found.items() if v is not None}
