@@ -1,5 +1,7 @@
 """Typed choices checked when the configuration is built; resumable fields derived from the marks."""
 
+import re
+
 import pytest
 
 from comatch import config as cfg
@@ -56,6 +58,23 @@ def test_a_fixmatch_override_of_comatchs_threshold_is_refused_with_the_right_key
     with pytest.raises(UserError, match=r"comatch\.threshold does not apply to method fixmatch; set fixmatch\.threshold=0\.7"):
         cfg.build_config(method="fixmatch", overrides=["comatch.threshold=0.7"])
     cfg.build_config(method="comatch", overrides=["comatch.threshold=0.7"])  # CoMatch's own: fine
+
+
+@pytest.mark.parametrize("method, override, section", [
+    ("fixmatch", "comatch.alpha=0.5", "fixmatch"),
+    ("fixmatch", "comatch.threshold_start=0.8", "fixmatch"),
+    ("comatch", "fixmatch.threshold=0.7", "comatch"),
+    ("comatch", "mixmatch.alpha=0.5", "comatch"),
+    ("supervised", "comatch.lambda_c=2", None),
+])
+def test_an_override_of_another_methods_section_is_refused(method, override, section):
+    """Training reads only its own method's section: another's setting would change nothing."""
+    key, value = override.split("=")
+    reads = f"it reads the {section} section" if section else "it has no settings of its own"
+    with pytest.raises(UserError, match=rf"^{re.escape(key)} does not apply to method {method} \({reads}\); "
+                                        rf"drop it, or train with --method {key.split('.')[0]}$"):
+        cfg.build_config(method=method, overrides=[override])
+    cfg.build_config(method=key.split(".")[0], overrides=[override])  # its own method's: fine
 
 
 def test_a_config_written_before_the_fixmatch_section_keeps_its_meaning(tmp_path):

@@ -234,6 +234,13 @@ def test_impossible_values_fail_validation(capsys, override, needle):
     one_line_error(capsys, needle)
 
 
+def test_a_setting_of_another_method_is_refused(capsys):
+    """FixMatch reads its own section, so comatch.alpha would silently change nothing."""
+    assert main(["train", "--show-config", "--method", "fixmatch", "comatch.alpha=0.5"]) == 2
+    one_line_error(capsys, "comatch.alpha does not apply to method fixmatch (it reads the fixmatch section); "
+                           "drop it, or train with --method comatch")
+
+
 def test_divergence_before_the_first_checkpoint_claims_no_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--iterations", "7", *TINY, "optim.lr=1e30", "run.nonfinite=stop"]) == 1

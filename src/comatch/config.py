@@ -410,20 +410,29 @@ def build_config(
     raw = merge(raw, {k: v for k, v in fields.items() if v is not None})
     for assignment in overrides:
         apply_override(raw, assignment)
-    _refuse_comatch_settings_for_fixmatch(raw, overrides)
-    return validate(raw)
+    config = validate(raw)
+    _refuse_other_methods_settings(raw, overrides)
+    return config
 
 
-def _refuse_comatch_settings_for_fixmatch(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
-    """Raise UserError for an override of ``comatch.threshold`` or ``comatch.lambda_u`` in a
-    fixmatch run: FixMatch reads its own section, so the override would change nothing."""
-    if raw.get("method") != "fixmatch":
-        return
+def _refuse_other_methods_settings(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Raise UserError for an override of a section that the run's method does not read (e.g.
+    ``comatch.alpha`` in a fixmatch run): training would silently change nothing. A file may
+    hold every section (a run's own config.yaml does); only the command line is checked."""
+    method = raw.get("method", "comatch")
+    if method not in METHODS:
+        return  # validation names the unknown method
+    own = METHODS[method].section
+    others = {m.section for m in METHODS.values() if m.section is not None} - {own}
     for assignment in overrides:
         key, _, value = assignment.partition("=")
         section, _, name = key.partition(".")
-        if section == "comatch" and name in FIXMATCH_FROM_COMATCH:
+        if section not in others:
+            continue
+        if own == "fixmatch" and section == "comatch" and name in FIXMATCH_FROM_COMATCH:
             raise UserError(f"{key} does not apply to method fixmatch; set fixmatch.{name}={value} instead")
+        reads = f"it reads the {own} section" if own else "it has no settings of its own"
+        raise UserError(f"{key} does not apply to method {method} ({reads}); drop it, or train with --method {section}")
 
 
 def validate(raw: dict[str, Any]) -> Config:
