@@ -9,7 +9,7 @@ runs at once with ``2 // P`` threads each (the step times that set the speed rat
 measured with 2 threads on an idle machine: ``step_time.py``, see ``VARIANTS``).
 
     python benchmarks/short_runs.py --out short --kinds digits objects --seeds 0 1 2 \\
-        --variants default threshold-0.8 mu-3 half-cosine bn-0.005 threshold-ramp propagated-10 \\
+        --variants default threshold-0.8 mu-3 half-cosine bn-0.005 threshold-ramp propagated-10 compile \\
         --steps digits=1050 objects=1000
 
 The folders are those ``own_folder.py`` builds (``--data KIND-SEED=DIR`` reuses one; otherwise
