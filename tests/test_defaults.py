@@ -25,14 +25,15 @@ def test_small_grayscale_images_on_two_cores():
         "run.eval_every": 150, "run.log_every": 50, "views.flip": True, "data.num_workers": 0, "run.threads": 2,
     }
     assert len(chosen.reasons) == len(chosen.overrides)
-    assert "model.arch=wrn10_1: small WideResNet at native resolution on a CPU (28 px)" in chosen.reasons
+    assert "model.arch=wrn10_1: small WideResNet on a CPU (28 px)" in chosen.reasons
 
 
 @pytest.mark.parametrize("device,size,classes,arch,side", [
     ("cpu", 8, 10, "digits_cnn", 8),
     ("cpu", 32, 10, "wrn10_1", 32),
-    ("cpu", 64, 10, "resnet18", 64),
-    ("cpu", 224, 10, "resnet18", 64),  # scaled down on a CPU
+    ("cpu", 12, 10, "digits_cnn", 12),
+    ("cpu", 64, 10, "wrn10_1", 64),
+    ("cpu", 224, 10, "wrn10_1", 64),  # scaled down on a CPU
     ("cuda", 32, 10, "wrn28_2", 32),
     ("cuda", 32, 100, "wrn28_8", 32),
     ("cuda", 96, 10, "wrn37_2", 96),
@@ -45,7 +46,10 @@ def test_network_by_device_and_image_size(device, size, classes, arch, side):
 def test_cpu_batch_keeps_activations_within_budget_and_the_data():
     big = Situation("cpu", 2, 64, 3, 100, 20000, 2000)
     chosen = choose_defaults(big)
-    b, mu = chosen.overrides["optim.batch_size"], chosen.overrides["optim.mu"]
+    assert [chosen.overrides[k] for k in ("model.arch", "optim.batch_size", "optim.mu")] == ["wrn10_1", 16, 7]
+    assert activation_mib("wrn10_1", 64, step_images(16, 7, 3)) == pytest.approx(1.6 * 4 * 352)  # 2253 <= 2500 MiB
+    heavy = choose_defaults(big, {"model.arch": "resnet18"})
+    b, mu = heavy.overrides["optim.batch_size"], heavy.overrides["optim.mu"]
     assert (b, mu) == (8, 3)  # (8, 5): 128 images x 19.6 MiB = 2509 MiB > 2500
     assert activation_mib("resnet18", 64, step_images(b, mu, 3)) == pytest.approx(19.6 * 80)
     few = choose_defaults(Situation("cpu", 2, 28, 1, num_labelled=6, num_unlabelled=20, iterations=100))

@@ -119,18 +119,20 @@ class _Chooser:
 def choose_network(device: str, image_size: int, num_classes: int) -> tuple[str, int, str]:
     """``(arch, image_size, reason)`` for the device and the files' image size.
 
-    CPU: ``digits_cnn`` up to 12 px, ``wrn10_1`` up to 48 px, ``resnet18`` above, at the native
-    size up to :data:`CPU_MAX_SIZE`. GPU: the paper's networks: WRN-28-2 up to 32 px
-    (WRN-28-8 for more than 10 classes), WRN-37-2 up to 96 px, ResNet-50 above; native size.
+    CPU: ``digits_cnn`` up to 12 px, ``wrn10_1`` above, at the native size up to
+    :data:`CPU_MAX_SIZE` (scaled down above it). Measured (``benchmarks/network_per_size.py``,
+    docs/performance.md): at 16-64 px WRN-10-1's step costs less than the digits CNN's, and
+    4.6x less than ResNet-18's at 64 px with 4.4x its batch, so a CPU budget buys 20x the
+    images; ResNet-18 is for a pretrained backbone, set explicitly. GPU: the paper's networks:
+    WRN-28-2 up to 32 px (WRN-28-8 for more than 10 classes), WRN-37-2 up to 96 px, ResNet-50
+    above; native size.
     """
     if device == "cpu":
         size = min(image_size, CPU_MAX_SIZE)
         scaled = f", scaled down from {image_size} px" if size < image_size else ""
         if size <= 12:
             return "digits_cnn", size, f"small CNN for tiny images on a CPU ({size} px{scaled})"
-        if size <= 48:
-            return "wrn10_1", size, f"small WideResNet at native resolution on a CPU ({size} px)"
-        return "resnet18", size, f"ResNet-18 on a CPU at {size} px{scaled}"
+        return "wrn10_1", size, f"small WideResNet on a CPU ({size} px{scaled})"
     if image_size <= 32:
         arch = "wrn28_8" if num_classes > 10 else "wrn28_2"
         return arch, image_size, f"the paper's network for {image_size} px images on a GPU"
