@@ -150,6 +150,16 @@ def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatc
     assert chosen_length(out) == summary["iterations"]
 
 
+def test_a_run_that_ends_where_the_budget_timed_an_evaluation_evaluates_once(tmp_path, monkeypatch, capsys):
+    """Steps so slow that the budget is spent by its first fit (after step 9, where it times an
+    evaluation): the run ends at step 9, and the weights evaluated there are not evaluated again."""
+    seconds, out = clocked_budget_run(monkeypatch, tmp_path, StepClock(3.0))
+    assert "budget 25s: 9 steps fit" in capsys.readouterr().out
+    evals = [r["step"] for r in metrics(out) if r["kind"] == "eval"]
+    assert evals == [9]
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 9
+
+
 def metrics(out):
     return [{k: v for k, v in json.loads(line).items() if k != "images_per_sec"}
             for line in (out / "metrics.jsonl").read_text().splitlines()]

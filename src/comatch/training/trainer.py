@@ -118,6 +118,7 @@ class Trainer:
         self._started = time.perf_counter()
         self._paused = 0.0  # seconds this process spent evaluating and saving (left out of images_per_sec)
         self._length_settings_said = False
+        self._evaluated_at: int | None = None  # the step of the last evaluation logged
         self.stopped_by = ""  # the signal that stopped the run, if one did
         self.record_hooks: list[Callable[[list[dict[str, Any]]], None]] = []  # called with the records after each training log
         self.method.set_length(self.pacer.total)
@@ -326,7 +327,8 @@ class Trainer:
                     for hook in self.record_hooks:
                         hook(self.monitor.records)
                     tick, tick_step, tick_paused = now, self.step, self._paused
-                if main and (self.step % self.eval_every == 0 or self.step == total):
+                due = self.step % self.eval_every == 0 or self.step == total
+                if main and due and self._evaluated_at != self.step:  # not again where the pacer timed one
                     self.pacer.exclude(self._log_evaluation())
                 if self.step % cfg_run.checkpoint_every == 0 and self.step < total:
                     t0 = pace.now()
@@ -405,6 +407,7 @@ class Trainer:
             return 0.0
         t0 = pace.now()
         self.monitor.log({"step": self.step, "kind": "eval", **self.evaluate()})
+        self._evaluated_at = self.step
         seconds = pace.now() - t0
         self._paused += seconds
         return seconds
