@@ -116,9 +116,9 @@ def test_resume_refuses_changes_to_the_runs_meaning(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--iterations", "3", *TINY]) == 0
     before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
     capsys.readouterr()
-    assert main(["train", "--resume", str(out), "--method", "fixmatch", "comatch.lambda_c=2"]) == 2
+    assert main(["train", "--resume", str(out), "--method", "fixmatch", "fixmatch.threshold=0.5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "comatch.lambda_c (1.0 -> 2.0)" in err and "method ('comatch' -> 'fixmatch')" in err
+    assert "fixmatch.threshold (0.95 -> 0.5)" in err and "method ('comatch' -> 'fixmatch')" in err
     assert "\n" not in err
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
 
