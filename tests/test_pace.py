@@ -145,6 +145,7 @@ def test_budget_is_fitted_again_when_the_machine_slows_down(tmp_path, monkeypatc
     seconds, out = clocked_budget_run(monkeypatch, tmp_path, ChangingClock(0.25, 0.65, slower_from))
     printed = capsys.readouterr().out
     assert "steps fit instead of" in printed, printed
+    assert "cannot be held" not in printed
     assert 0.8 * 25 <= seconds <= 1.1 * 25, (seconds, printed)
     summary = json.loads((out / "summary.json").read_text())
     assert chosen_length(out) == summary["iterations"]
@@ -154,7 +155,11 @@ def test_a_run_that_ends_where_the_budget_timed_an_evaluation_evaluates_once(tmp
     """Steps so slow that the budget is spent by its first fit (after step 9, where it times an
     evaluation): the run ends at step 9, and the weights evaluated there are not evaluated again."""
     seconds, out = clocked_budget_run(monkeypatch, tmp_path, StepClock(3.0))
-    assert "budget 25s: 9 steps fit" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "budget 25s: 9 steps fit" in printed
+    # 27 s spent by step 9 (and the end of the run still to come): said, with the way out
+    assert "budget 25s cannot be held: the run ends here, about 0:00:" in printed
+    assert "a smaller network (model.arch) or a longer --budget trains more" in printed
     evals = [r["step"] for r in metrics(out) if r["kind"] == "eval"]
     assert evals == [9]
     assert json.loads((out / "summary.json").read_text())["iterations"] == 9

@@ -249,6 +249,10 @@ class Pacer:
             lines.append(f"budget {self.budget}: {self.total} steps fit (the command and {step} steps took "
                          f"{duration(elapsed)}, one evaluation {evaluation:.1f} s, the end of the run "
                          f"{self.costs.finish:.1f} s)")
+            if self.total == step and elapsed + self.costs.finish > self.budget_seconds:
+                lines.append(f"budget {self.budget} cannot be held: the run ends here, about "
+                             f"{duration(elapsed + self.costs.finish)} after the command started; a smaller "
+                             f"network (model.arch) or a longer --budget trains more")
             self.refit_at = step + (self.total - step) // 4
         left = Costs(step_seconds, evaluation).remaining(step, self.total, self.eval_every)
         lines.append(f"timing: {step_seconds:.3g} s per step (steps {step - self.probe_steps + 2}-{step}); "
