@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 from comatch import numerics, openmp
 
-numerics.pin("portable" if "--portable" in sys.argv else "fast")  # before torch loads
+numerics.pin("fast")  # before torch loads: the numerics `comatch train` uses by default
 openmp.choose()  # before torch loads: how idle OpenMP threads wait, as `comatch train` chooses it
 import torch
 
@@ -59,7 +58,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="turns each network takes per side")
     parser.add_argument("--blocks", type=int, default=1, help="blocks of steps per turn (a block: the batches "
                                                                "the loaders augment at once)")
-    parser.add_argument("--portable", action="store_true", help="float32 numerics (run.numerics=portable)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     rows = []
@@ -74,8 +72,7 @@ def main() -> None:
                     steps[arch] += phases["step"]
             chosen = choose_network("cpu", size, 10)[0]
             for arch, trainer in trainers.items():
-                o = trainer.config.optim
-                images = o.batch_size * (1 + o.mu * len(trainer.method.unlabelled_views))
+                o, images = trainer.config.optim, trainer.images_per_step
                 median = statistics.median(steps[arch])
                 row = {"size": size, "arch": arch, "chosen": arch == chosen, "batch_size": o.batch_size, "mu": o.mu,
                        "images_per_step": images, "step_median_s": median, "step_min_s": min(steps[arch]),
