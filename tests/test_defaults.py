@@ -22,7 +22,8 @@ def test_small_grayscale_images_on_two_cores():
         "data.channels": 1, "data.image_size": 28, "model.arch": "wrn10_1", "views.crop_padding": 4,
         "optim.batch_size": 16, "optim.mu": 7,
         "model.bn_momentum": pytest.approx(20 / 1500, abs=1e-5), "optim.ema_decay": pytest.approx(1 - 10 / 1500, abs=1e-5),
-        "run.eval_every": 150, "run.log_every": 50, "views.flip": True, "data.num_workers": 0, "run.threads": 2,
+        "run.eval_every": 150, "run.log_every": 50, "views.flip": True, "views.rotate": True, "data.num_workers": 0,
+        "run.threads": 2,
     }
     assert len(chosen.reasons) == len(chosen.overrides)
     assert "model.arch=wrn10_1: small WideResNet on a CPU (28 px)" in chosen.reasons

@@ -1,12 +1,25 @@
-"""Whether mirroring keeps the class: the labelled images decide the flips of a folder run."""
+"""Whether mirroring or a turn keeps the class: the labelled images decide the flips and turns of a folder run."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from comatch.data.invariance import MirrorEvidence, mirror_evidence, mirror_test, sample_per_class
+from comatch.data.invariance import (
+    MirrorEvidence,
+    TurnEvidence,
+    labelled_sample,
+    mirror_test,
+    sample_per_class,
+    turn_test,
+)
 from comatch.training.defaults import Situation, choose_defaults
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from kinds import arrows  # noqa: E402  (the arrows the benchmarks measure)
 
 
 def _pointing(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +49,44 @@ def _up_down(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_turn_changes_the_class_of_arrows_ten_directions_apart(seed):
+    """36 degrees between classes: a classifier made to ignore 30 degree turns confuses neighbours."""
+    found = turn_test(*arrows(np.random.default_rng(seed), 100, 10), seed=seed)
+    assert found.images == 100 and found.accuracy >= 0.7 and found.turned <= found.accuracy - 0.15
+    assert found.z >= 3 and found.changes_class
+    assert "turning changes the class, so no rotations" in found.describe()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_turn_keeps_the_class_of_arrows_four_directions_apart(seed):
+    """90 degrees between classes: a 30 degree turn leaves an arrow pointing the same way."""
+    found = turn_test(*arrows(np.random.default_rng(seed), 100, 4), seed=seed)
+    assert found.accuracy >= 0.9 and abs(found.accuracy - found.turned) <= 0.05
+    assert not found.changes_class and "turning keeps the class, so rotations" in found.describe()
+
+
+def test_a_turn_keeps_the_class_of_mirror_image_wedges():
+    """The wedges that mirroring swaps keep their class under a 30 degree turn: each test asks its own question."""
+    images, labels = _pointing(np.random.default_rng(0), 60)
+    assert mirror_test(images, labels).changes_class and not turn_test(images, labels).changes_class
+
+
+@pytest.mark.parametrize("evidence, rotate", [
+    (TurnEvidence(100, 0.82, 0.57, 4.6, 0.1), False),  # arrows of ten directions (benchmarks/view_tests.py)
+    (TurnEvidence(100, 0.74, 0.71, 0.7, 0.1), True),   # generated digits
+    (TurnEvidence(100, 0.15, 0.05, 3.2, 0.1), True),   # a classifier near chance: no evidence
+])
+def test_the_evidence_sets_the_rotation_default(evidence, rotate):
+    situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
+                          num_unlabelled=1000, iterations=100, turn=evidence)
+    chosen = choose_defaults(situation)
+    assert chosen.overrides["views.rotate"] is rotate
+    assert any(r.startswith(f"views.rotate={rotate}: a quick classifier of 100 labelled images") for r in chosen.reasons)
+    kept = choose_defaults(situation, {"views.rotate": not rotate})
+    assert "views.rotate" not in kept.overrides and f"views.rotate={not rotate}: your setting" in kept.reasons
+
+
 def test_mirror_images_of_a_chiral_class_score_as_the_other_class():
     images, labels = _pointing(np.random.default_rng(0), 60)
     found = mirror_test(images, labels)
@@ -63,6 +114,7 @@ def test_too_few_images_per_class_leave_the_question_open():
     images, labels = _pointing(np.random.default_rng(0), 5)
     assert mirror_test(images, np.array([0, 0, 0, 0, 1])) is None  # one image of class 1: nothing to hold out
     assert mirror_test(images, np.zeros(5, dtype=int)) is None      # one class
+    assert turn_test(images, np.array([0, 0, 0, 0, 1])) is None and turn_test(images, np.zeros(5, dtype=int)) is None
 
 
 @pytest.mark.parametrize("evidence, flip", [
@@ -91,8 +143,8 @@ def test_sampling_keeps_every_class_and_the_proportions():
 
 
 def test_a_folder_of_mirror_image_classes_trains_without_flips(tmp_path, capsys):
-    """`comatch train --labeled` decides the flips from the files, prints why, and keeps the user's choice
-    (without running the test)."""
+    """`comatch train --labeled` decides the flips (and turns) from the files, prints why, and keeps the
+    user's choice (without running the test)."""
     import yaml
 
     from datafiles import save_image
@@ -109,10 +161,16 @@ def test_a_folder_of_mirror_image_classes_trains_without_flips(tmp_path, capsys)
     out = capsys.readouterr().out
     assert yaml.safe_load(out[out.index("preset:"):])["views"]["flip"] is False
     assert "defaults: views.flip=False: a quick classifier of 40 labelled images" in out
+    assert yaml.safe_load(out[out.index("preset:"):])["views"]["rotate"] is True
     assert main([*common, "views.flip=true"]) == 0
     out = capsys.readouterr().out
     assert yaml.safe_load(out[out.index("preset:"):])["views"]["flip"] is True
-    assert "defaults: views.flip=True: your setting" in out and "quick classifier" not in out
+    assert "defaults: views.flip=True: your setting" in out and "mirror images" not in out
+    assert "defaults: views.rotate=True: a quick classifier of 40 labelled images" in out
+    assert main([*common, "views.flip=true", "views.rotate=false"]) == 0  # nothing left to test: no test runs
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preset:"):])["views"]["rotate"] is False
+    assert "defaults: views.rotate=False: your setting" in out and "quick classifier" not in out
 
 
 def test_unreadable_labelled_files_are_left_out_of_the_test(tmp_path):
@@ -124,5 +182,10 @@ def test_unreadable_labelled_files_are_left_out_of_the_test(tmp_path):
         save_image(tmp_path / f"{i}.png", image[0], mode="L")
         paths.append(str(tmp_path / f"{i}.png"))
     (tmp_path / "0.png").write_bytes(b"not an image")
-    found = mirror_evidence(paths, labels.tolist(), channels=1)
-    assert found.images == 19 and found.changes_class
+    images, kept = labelled_sample(paths, labels.tolist(), channels=1)
+    assert images.shape == (19, 1, 32, 32) and kept.tolist() == labels[1:].tolist()
+    assert mirror_test(images, kept).changes_class
+    (tmp_path / "1.png").write_bytes(b"")
+    for path in paths[2:]:
+        (tmp_path / path).unlink()
+    assert labelled_sample(paths, labels.tolist(), channels=1) is None

@@ -131,6 +131,10 @@ class ViewConfig(_Section):
         True, description="Colour-changing operations: the strong view's AutoContrast, Color, Equalize and Solarize, the "
         "contrastive view's saturation and hue jitter and grayscale; false for classes told apart by colour."
     )
+    rotate: bool = Field(
+        True, description="Strong view: RandAugment's Rotate (up to 30 degrees); false for classes told apart by a "
+        "turn that small (directions, dial readings)."
+    )
     cutout: float = Field(0.5, ge=0, le=1, description="Strong view: Cutout side as a fraction of the image side.")
     randaugment_ops: int = Field(2, ge=0, description="Strong view: RandAugment operations per image.")
     randaugment_magnitude: int = Field(

@@ -297,7 +297,7 @@ def sample_strong_params(n: int, settings: ViewSettings, generator: torch.Genera
     weak = sample_weak_params(n, settings, generator)
     sampler = sample_comatch_randaugment_params if settings.randaugment == "comatch" else sample_randaugment_params
     randaugment = sampler(n, settings.randaugment_ops, settings.randaugment_magnitude, RANDAUGMENT_PROB, generator,
-                          colour=settings.colour)
+                          colour=settings.colour, rotate=settings.rotate)
     cutout = (sample_cutout_params(n, size, size, settings.cutout, generator)
               if settings.cutout > 0 else None)
     return StrongParams(weak, randaugment, cutout)

@@ -280,16 +280,20 @@ class RandAugmentParams(NamedTuple):
     sign: torch.Tensor
 
 
-def _draw_ops(shape: tuple[int, int], colour: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """Op indices drawn uniformly from the op list, or from the ops not in :data:`COLOUR_OPS`."""
-    if colour:
+def _draw_ops(shape: tuple[int, int], colour: bool, generator: torch.Generator | None,
+              rotate: bool = True) -> torch.Tensor:
+    """Op indices drawn uniformly from the op list, less the :data:`COLOUR_OPS` unless ``colour``
+    and less Rotate unless ``rotate`` (the whole list draws as it always has)."""
+    if colour and rotate:
         return torch.randint(len(FIXMATCH_OPS), shape, generator=generator)
-    kept = torch.tensor([i for i, op in enumerate(FIXMATCH_OPS) if op not in COLOUR_OPS])
+    left_out = (() if colour else COLOUR_OPS) + (() if rotate else ("Rotate",))
+    kept = torch.tensor([i for i, op in enumerate(FIXMATCH_OPS) if op not in left_out])
     return kept[torch.randint(len(kept), shape, generator=generator)]
 
 
 def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: float,
-                              generator: torch.Generator | None, colour: bool = True) -> RandAugmentParams:
+                              generator: torch.Generator | None, colour: bool = True,
+                              rotate: bool = True) -> RandAugmentParams:
     """Draw FixMatch RandAugment ops, the ``fixmatch`` variant.
 
     Args:
@@ -299,12 +303,13 @@ def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: fl
         prob: Probability that a drawn op is applied.
         generator: CPU generator.
         colour: Whether the :data:`COLOUR_OPS` are drawn too.
+        rotate: Whether Rotate is drawn too.
 
     Returns:
         The :class:`RandAugmentParams`, each ``[n, num_ops]``.
     """
     shape = (n, num_ops)
-    op_index = _draw_ops(shape, colour, generator)
+    op_index = _draw_ops(shape, colour, generator, rotate)
     apply = torch.rand(shape, generator=generator) < prob
     magnitude = torch.randint(1, max_magnitude + 1, shape, generator=generator)
     sign = torch.randint(2, shape, generator=generator) * 2 - 1
@@ -312,7 +317,8 @@ def sample_randaugment_params(n: int, num_ops: int, max_magnitude: int, prob: fl
 
 
 def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob: float,
-                                      generator: torch.Generator | None, colour: bool = True) -> RandAugmentParams:
+                                      generator: torch.Generator | None, colour: bool = True,
+                                      rotate: bool = True) -> RandAugmentParams:
     """Draw released-CoMatch RandAugment ops, the ``comatch`` variant.
 
     Args:
@@ -322,12 +328,13 @@ def sample_comatch_randaugment_params(n: int, num_ops: int, magnitude: int, prob
         prob: Probability that a drawn op is applied.
         generator: CPU generator.
         colour: Whether the :data:`COLOUR_OPS` are drawn too.
+        rotate: Whether Rotate is drawn too.
 
     Returns:
         The :class:`RandAugmentParams`, each ``[n, num_ops]``.
     """
     shape = (n, num_ops)
-    op_index = _draw_ops(shape, colour, generator)  # the same op list as FixMatch's
+    op_index = _draw_ops(shape, colour, generator, rotate)  # the same op list as FixMatch's
     apply = torch.rand(shape, generator=generator) < prob
     sign = torch.randint(2, shape, generator=generator) * 2 - 1
     return RandAugmentParams(op_index, apply, torch.full(shape, magnitude, dtype=torch.long), sign)

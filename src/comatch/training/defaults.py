@@ -11,7 +11,8 @@ files are (size, channels), the dataset sizes and the number of steps, it choose
 * BatchNorm momentum, EMA decay and the evaluation/log intervals scaled to the run length;
 * loader workers and training threads that never exceed the cores, main process included;
 * horizontal flips, unless the labelled images say that mirroring changes the class
-  (:mod:`comatch.data.invariance`: digits and letters).
+  (:mod:`comatch.data.invariance`: digits and letters), and the strong view's turns, unless
+  they say that a 30 degree turn does (directions, dial readings).
 
 The user's explicit settings always win: a key in ``explicit`` is never overridden, and its
 value is what the other choices build on (an explicit ``model.arch`` sizes the batch).
@@ -65,6 +66,7 @@ class Situation:
         unlabelled_views: views per unlabelled image in a step (CoMatch 3, FixMatch 2, supervised 0).
         mirror: what :func:`comatch.data.invariance.mirror_test` found on the labelled images
             (a ``MirrorEvidence``), or None when it was not run or had too few images.
+        turn: what :func:`comatch.data.invariance.turn_test` found (a ``TurnEvidence``), or None.
     """
 
     device: str
@@ -78,6 +80,7 @@ class Situation:
     unlabelled_views: int = 3
     mirror: Any = None
     stored_as_rgb: bool = False
+    turn: Any = None
 
 
 @dataclass
@@ -283,6 +286,11 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
                     "flips, as for natural images")
     else:
         chooser.set("views.flip", not s.mirror.changes_class, s.mirror.describe())
+    if s.turn is None:
+        chooser.set("views.rotate", True, "turns not tested (fewer than 2 labelled images in some class): "
+                    "rotations, as for natural images")
+    else:
+        chooser.set("views.rotate", not s.turn.changes_class, s.turn.describe())
     workers, threads, why = choose_workers(s.device, s.cpu_cores)
     chooser.set("data.num_workers", workers, why)
     if threads is not None:
