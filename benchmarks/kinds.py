@@ -51,7 +51,8 @@ arrow from near the centre pointing in one of ten directions 36 degrees apart (e
 5 degrees), at a random length, stroke width and brightness, on a dark noisy background. The
 class is the direction, so the strong view's turns of up to 30 degrees carry an arrow most of
 the way to its neighbour's class: the kind on which ``views.rotate`` matters
-(``view_tests.py``).
+(``view_tests.py``). An easy kind otherwise: pixel baselines with 100 labels on 2,000 test
+images, 1-nearest-neighbour 83.2% and logistic regression 82.3% (seed 0).
 
     python benchmarks/own_folder.py --kind objects --calibrate   # the pixel baselines of a kind
 
