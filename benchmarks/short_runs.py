@@ -67,6 +67,8 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     # the strong view's turns kept whatever the labelled images say (the folder default decides
     # views.rotate from them: off for the arrows kind); the step costs the same
     "rotate-on": (["views.rotate=true"], 1.0),
+    # the strong view without turns, on data whose class they keep: what a wrong verdict costs
+    "rotate-off": (["views.rotate=false"], 1.0),
 }
 PROPAGATED = {"propagated-10": 10}
 """Variants that add label propagation's surest unlabelled images to the labelled set: picks per class."""

@@ -28,12 +28,14 @@ directions, whose class a 30 degree turn keeps, and arrows of 10 and 8 direction
 degrees apart), whose class it changes or nearly does.
 
     python benchmarks/view_tests.py --seeds 0 1 2      # about a minute on 2 cores
+    python benchmarks/view_tests.py --folders          # the verdicts on the own-folder benchmarks' folders
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -158,12 +160,49 @@ def turn_kinds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return found
 
 
+FOLDER_KINDS = (("digits", 0), ("digits", 1), ("digits", 2), ("mnist", 0), ("objects", 0), ("arrows", 0))
+"""The own-folder benchmarks' labelled folders (``own_folder.py``: kind, data seed)."""
+
+
+def folder_verdicts(kind: str, seed: int, root: Path) -> dict:
+    """What ``comatch train --labeled`` decides for the labelled folder ``own_folder.py`` builds
+    for ``kind`` and ``seed``: the same files, scanned, sampled and decoded as the command does,
+    with training seed 0."""
+    from comatch.data.folders import probe_folders
+
+    parts, _ = kinds.KINDS[kind].draw(kinds.KINDS[kind].unlabelled, kinds.KINDS[kind].test, 10, seed)
+    classes = kinds.KINDS[kind].classes
+    images, labels = parts["labeled"]
+    for image, c, k in zip(images, labels, kinds._rank_in_class(labels)):
+        kinds.save_image(image, root / classes[c] / f"{classes[c]}_{k}.png")
+    probe = probe_folders(str(root), None)
+    sample = invariance.labelled_sample(probe.labelled.paths, probe.labelled.labels, probe.channels, seed=0)
+    mirror, turn = invariance.mirror_test(*sample, seed=0), invariance.turn_test(*sample, seed=0)
+    return {"mirror": {"accuracy": mirror.accuracy, "other": mirror.mirrored, "z": round(mirror.z, 2),
+                       "flip": not mirror.changes_class},
+            "turn": {"accuracy": turn.accuracy, "other": turn.turned, "z": round(turn.z, 2),
+                     "rotate": not turn.changes_class}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--folders", action="store_true",
+                        help="instead: the flip and turn verdicts on the own-folder benchmarks' labelled folders")
     args = parser.parse_args()
     result = {}
+    if args.folders:
+        import tempfile
+
+        for kind, seed in FOLDER_KINDS:
+            with tempfile.TemporaryDirectory() as root:
+                found = result.setdefault(f"folders-{kind}", {})[seed] = folder_verdicts(kind, seed, Path(root))
+            mirror, turn = found["mirror"], found["turn"]
+            print(f"{kind:8s} seed {seed}: mirror {mirror['accuracy']:.0%} -> {mirror['other']:.0%} (z {mirror['z']}) "
+                  f"flip={mirror['flip']}; turn {turn['accuracy']:.0%} -> {turn['other']:.0%} (z {turn['z']}) "
+                  f"rotate={turn['rotate']}", flush=True)
+        args.seeds = []  # the folders only
     for kind, draw in KINDS.items():
         for seed in args.seeds:
             found = result.setdefault(kind, {})[seed] = judge(*draw(seed), seed)
