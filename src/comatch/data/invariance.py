@@ -21,8 +21,10 @@ has seen no turned digit), so :func:`turn_test` asks another question: does a cl
 fitted on the labelled images *and* their copies turned both ways score worse on held-out
 originals than one fitted on the originals alone? Insisting that a turn changes nothing costs
 accuracy only where it does change the class (arrows of ten directions 36 degrees apart: z
-4.6-7.8), not on digits (z -0.3 to 1.3; ``benchmarks/view_tests.py``). The verdict uses the
-same thresholds as mirroring's.
+4.1-5.8, keeping at most 0.73 of the accuracy above chance), far less on digits (generated
+digits and MNIST at their 28 px: z -0.3 to 1.3; MNIST folders decoded at 32 px: z 2.5-3.3,
+keeping 0.81-0.85; ``benchmarks/view_tests.py``). The verdict uses the same thresholds as
+mirroring's.
 
 A classifier less than :data:`ABOVE_CHANCE_MIN` above chance gives no evidence either way,
 and flips and turns stay on (the paper's views). The tests take well under a second for 100
