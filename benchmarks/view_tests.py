@@ -7,7 +7,10 @@ opponent-colour histogram, is fitted on folds of 100 labelled images (10 per cla
 * **luminance**: a second classifier fitted on the images' luminance alone (colour-blind),
   against the colour classifier, on the same held-out images;
 * **hue shift**: the held-out images with their hue turned by +-0.1 of the circle (the
-  contrastive view's largest hue jitter), against the images as they are.
+  contrastive view's largest hue jitter), against the images as they are;
+* **fitted**: the question ``turn_test`` asks of turns: a classifier fitted on the images and
+  their copies with the hue turned by +0.1 and by -0.1 and turned grey, against the colour
+  classifier, both scoring held-out originals.
 
 For each, the paired difference in standard errors (``z``) and the share of the accuracy
 above chance that the colour-blind or hue-shifted images keep (``kept``); the flip test calls
@@ -119,13 +122,21 @@ def paired(right: np.ndarray, other: np.ndarray, chance: float) -> dict:
             "kept": round(float((other.mean() - chance) / above), 2) if above > 0 else None}
 
 
+def hue_turned(images: np.ndarray, shift: float) -> np.ndarray:
+    batch = torch.from_numpy(images)
+    return torch.stack([F.adjust_hue(batch[i], shift) for i in range(len(batch))]).numpy()
+
+
 def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     colour, blind, shifted = features(images), features(luminance(images)), features(hue_shifted(images))
     counts = np.bincount(labels)
     chance = counts.max() / counts.sum()
     right, right_shifted = invariance.held_out_scores(colour, labels, seed, shifted)
     (right_blind,) = invariance.held_out_scores(blind, labels, seed)
-    return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance)}
+    copies = [features(hue_turned(images, HUE_SHIFT)), features(hue_turned(images, -HUE_SHIFT)), blind]
+    plain, fitted = invariance.held_out_scores_fitted_with(colour, labels, seed, *copies)
+    return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance),
+            "fitted": paired(plain, fitted, chance)}
 
 
 def rotation(images: np.ndarray, labels: np.ndarray, seed: int, degrees: float = invariance.TURN_DEGREES) -> dict:

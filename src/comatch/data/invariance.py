@@ -197,15 +197,7 @@ def turn_test(images: np.ndarray, labels: np.ndarray, seed: int = 0,
         return None
     batch = torch.from_numpy(np.ascontiguousarray(images))
     turned = [_features(F.rotate(batch, angle).numpy()) for angle in (degrees, -degrees)]
-    plain = _features(images)
-    fold = stratified_folds(labels, int(min(5, counts.min())), seed)
-    right, right_turned = np.zeros(len(labels)), np.zeros(len(labels))
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
-        for scored, copies in ((right, []), (right_turned, turned)):
-            weights = _ridge(np.vstack([plain[train], *(c[train] for c in copies)]),
-                             np.tile(labels[train], 1 + len(copies)))
-            scored[held] = np.argmax(plain[held] @ weights, axis=1) == labels[held]
+    right, right_turned = held_out_scores_fitted_with(_features(images), labels, seed, *turned)
     return TurnEvidence(len(labels), float(right.mean()), float(right_turned.mean()),
                         _paired_z(right - right_turned), float(counts.max() / counts.sum()), degrees)
 
@@ -232,6 +224,23 @@ def held_out_scores(features: np.ndarray, labels: np.ndarray, seed: int, *others
         for scored, rows in zip(right, (features, *others)):
             scored[held] = np.argmax(rows[held] @ weights, axis=1) == labels[held]
     return right
+
+
+def held_out_scores_fitted_with(features: np.ndarray, labels: np.ndarray, seed: int,
+                                *copies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N]`` 0/1 per image, twice: whether the quick classifier fitted on the other folds of
+    ``features`` classifies it right, and whether one fitted on those folds' rows of ``features``
+    and of each of ``copies`` (the same images transformed) does. Both score ``features``."""
+    counts = np.bincount(labels)
+    fold = stratified_folds(labels, int(min(5, counts[counts > 0].min())), seed)
+    right, right_fitted = np.zeros(len(labels)), np.zeros(len(labels))
+    for k in range(fold.max() + 1):
+        train, held = fold != k, fold == k
+        for scored, extra in ((right, ()), (right_fitted, copies)):
+            weights = _ridge(np.vstack([features[train], *(c[train] for c in extra)]),
+                             np.tile(labels[train], 1 + len(extra)))
+            scored[held] = np.argmax(features[held] @ weights, axis=1) == labels[held]
+    return right, right_fitted
 
 
 def _ridge(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
