@@ -171,8 +171,10 @@ def turn_kinds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return found
 
 
-FOLDER_KINDS = (("digits", 0), ("digits", 1), ("digits", 2), ("mnist", 0), ("objects", 0), ("arrows", 0))
-"""The own-folder benchmarks' labelled folders (``own_folder.py``: kind, data seed)."""
+FOLDER_KINDS = (("digits", 0), ("digits", 1), ("digits", 2), ("mnist", 0), ("mnist", 1), ("mnist", 2),
+                ("objects", 0), ("objects", 1), ("arrows", 0), ("arrows", 1), ("arrows", 2))
+"""Labelled folders as ``own_folder.py`` builds them (kind, data seed): those of the own-folder
+benchmarks' runs, and other draws of ``mnist`` and ``arrows``."""
 
 
 def folder_verdicts(kind: str, seed: int, root: Path) -> dict:
