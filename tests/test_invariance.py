@@ -72,21 +72,6 @@ def test_a_turn_keeps_the_class_of_mirror_image_wedges():
     assert mirror_test(images, labels).changes_class and not turn_test(images, labels).changes_class
 
 
-@pytest.mark.parametrize("evidence, rotate", [
-    (TurnEvidence(100, 0.82, 0.57, 4.6, 0.1), False),  # arrows of ten directions (benchmarks/view_tests.py)
-    (TurnEvidence(100, 0.74, 0.71, 0.7, 0.1), True),   # generated digits
-    (TurnEvidence(100, 0.15, 0.05, 3.2, 0.1), True),   # a classifier near chance: no evidence
-])
-def test_the_evidence_sets_the_rotation_default(evidence, rotate):
-    situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
-                          num_unlabelled=1000, iterations=100, turn=evidence)
-    chosen = choose_defaults(situation)
-    assert chosen.overrides["views.rotate"] is rotate
-    assert any(r.startswith(f"views.rotate={rotate}: a quick classifier of 100 labelled images") for r in chosen.reasons)
-    kept = choose_defaults(situation, {"views.rotate": not rotate})
-    assert "views.rotate" not in kept.overrides and f"views.rotate={not rotate}: your setting" in kept.reasons
-
-
 def test_mirror_images_of_a_chiral_class_score_as_the_other_class():
     images, labels = _pointing(np.random.default_rng(0), 60)
     found = mirror_test(images, labels)
@@ -117,20 +102,33 @@ def test_too_few_images_per_class_leave_the_question_open():
     assert turn_test(images, np.array([0, 0, 0, 0, 1])) is None and turn_test(images, np.zeros(5, dtype=int)) is None
 
 
-@pytest.mark.parametrize("evidence, flip", [
-    (MirrorEvidence(100, 0.72, 0.36, 5.9, 0.1), False),  # generated digits (benchmarks/own_folder.py)
-    (MirrorEvidence(100, 0.40, 0.38, 0.6, 0.1), True),   # natural-image-like: both score alike
-    (MirrorEvidence(100, 0.12, 0.05, 3.1, 0.1), True),   # a classifier at chance: no evidence
-    (MirrorEvidence(100, 0.80, 0.70, 3.5, 0.1), True),   # worse, but mirror images keep 6/7 of the accuracy
+@pytest.mark.parametrize("field, key, evidence, value", [
+    ("mirror", "views.flip", MirrorEvidence(100, 0.72, 0.36, 5.9, 0.1), False),  # generated digits (own_folder.py)
+    ("mirror", "views.flip", MirrorEvidence(100, 0.40, 0.38, 0.6, 0.1), True),   # natural-image-like: both score alike
+    ("mirror", "views.flip", MirrorEvidence(100, 0.12, 0.05, 3.1, 0.1), True),   # a classifier at chance: no evidence
+    ("mirror", "views.flip", MirrorEvidence(100, 0.80, 0.70, 3.5, 0.1), True),   # worse, but mirror images keep 6/7
+    ("turn", "views.rotate", TurnEvidence(100, 0.82, 0.57, 4.6, 0.1), False),   # arrows of ten directions (view_tests.py)
+    ("turn", "views.rotate", TurnEvidence(100, 0.74, 0.71, 0.7, 0.1), True),    # generated digits
+    ("turn", "views.rotate", TurnEvidence(100, 0.15, 0.05, 3.2, 0.1), True),    # a classifier near chance: no evidence
 ])
-def test_the_evidence_sets_the_flip_default(evidence, flip):
+def test_the_evidence_sets_the_flip_and_rotation_defaults(field, key, evidence, value):
     situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
-                          num_unlabelled=1000, iterations=100, mirror=evidence)
+                          num_unlabelled=1000, iterations=100, **{field: evidence})
     chosen = choose_defaults(situation)
-    assert chosen.overrides["views.flip"] is flip
-    assert any(r.startswith(f"views.flip={flip}: a quick classifier of 100 labelled images") for r in chosen.reasons)
-    kept = choose_defaults(situation, {"views.flip": not flip})
-    assert "views.flip" not in kept.overrides and f"views.flip={not flip}: your setting" in kept.reasons
+    assert chosen.overrides[key] is value
+    assert any(r.startswith(f"{key}={value}: a quick classifier of 100 labelled images") for r in chosen.reasons)
+    kept = choose_defaults(situation, {key: not value})
+    assert key not in kept.overrides and f"{key}={not value}: your setting" in kept.reasons
+
+
+def test_untested_views_stay_on():
+    chosen = choose_defaults(Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=6,
+                                       num_unlabelled=20, iterations=100))
+    assert chosen.overrides["views.flip"] is True and chosen.overrides["views.rotate"] is True
+    assert ("views.flip=True: mirroring not tested (fewer than 2 labelled images in some class): flips, as for "
+            "natural images") in chosen.reasons
+    assert ("views.rotate=True: turns not tested (fewer than 2 labelled images in some class): rotations, as for "
+            "natural images") in chosen.reasons
 
 
 def test_sampling_keeps_every_class_and_the_proportions():

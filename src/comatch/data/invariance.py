@@ -33,8 +33,9 @@ images, and at most :data:`MAX_IMAGES` images are decoded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -56,8 +57,47 @@ RIDGE = 0.5
 generated digits penalties from 0.4 to 4 per feature scored alike, 1/256 per feature 10-15 points worse)."""
 
 
+class _Verdict:
+    """The verdict and the start-block line shared by :class:`MirrorEvidence` and
+    :class:`TurnEvidence`: each gives the figures and the three endings of its line."""
+
+    accuracy: float
+    z: float
+    chance: float
+    _endings: ClassVar[tuple[str, str, str]]
+    """What the line says when the transformation changes the class, when the classifier is too
+    near chance to judge, and when it keeps the class."""
+
+    @property
+    def transformed(self) -> float:
+        """The accuracy set against :attr:`accuracy`."""
+        raise NotImplementedError
+
+    def _figures(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def changes_class(self) -> bool:
+        """Whether the transformation changes the class: it scores worse by :data:`Z_MIN`
+        standard errors or more and keeps at most :data:`KEPT_MAX` of the above-chance accuracy,
+        which is itself at least :data:`ABOVE_CHANCE_MIN` above chance (see the module docstring)."""
+        above = self.accuracy - self.chance
+        return self.z >= Z_MIN and above >= ABOVE_CHANCE_MIN and (self.transformed - self.chance) <= KEPT_MAX * above
+
+    def describe(self) -> str:
+        """One line: the figures and what they mean."""
+        changes, near_chance, keeps = self._endings
+        if self.changes_class:
+            ending = changes
+        elif self.accuracy - self.chance < ABOVE_CHANCE_MIN:
+            ending = near_chance
+        else:
+            ending = keeps
+        return f"{self._figures()}: {ending}"
+
+
 @dataclass(frozen=True)
-class MirrorEvidence:
+class MirrorEvidence(_Verdict):
     """What the quick classifier of the labelled images found.
 
     Attributes:
@@ -75,33 +115,21 @@ class MirrorEvidence:
     z: float
     chance: float
 
+    _endings = ("mirroring changes the class, so no flips (views.flip=true flips anyway)",
+                "too near chance to judge mirroring, so flips, as for natural images (views.flip=false turns them off)",
+                "mirroring keeps the class, so flips (views.flip=false turns them off)")
+
     @property
-    def changes_class(self) -> bool:
-        """Whether mirroring changes the class (see the module docstring)."""
-        return _changes_class(self.accuracy, self.mirrored, self.z, self.chance)
+    def transformed(self) -> float:
+        return self.mirrored
 
-    def describe(self) -> str:
-        """One line: the figures and what they mean."""
-        figures = (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
-                   f"images and {self.mirrored:.0%} on their mirror images (chance {self.chance:.0%})")
-        if self.changes_class:
-            return f"{figures}: mirroring changes the class, so no flips (views.flip=true flips anyway)"
-        if self.accuracy - self.chance < ABOVE_CHANCE_MIN:
-            return (f"{figures}: too near chance to judge mirroring, so flips, as for natural images "
-                    f"(views.flip=false turns them off)")
-        return f"{figures}: mirroring keeps the class, so flips (views.flip=false turns them off)"
-
-
-def _changes_class(accuracy: float, transformed: float, z: float, chance: float) -> bool:
-    """The verdict of both tests: ``transformed`` scores worse by :data:`Z_MIN` standard errors or
-    more and keeps at most :data:`KEPT_MAX` of the above-chance ``accuracy``, which is itself at
-    least :data:`ABOVE_CHANCE_MIN` above chance."""
-    above = accuracy - chance
-    return z >= Z_MIN and above >= ABOVE_CHANCE_MIN and (transformed - chance) <= KEPT_MAX * above
+    def _figures(self) -> str:
+        return (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
+                f"images and {self.mirrored:.0%} on their mirror images (chance {self.chance:.0%})")
 
 
 @dataclass(frozen=True)
-class TurnEvidence:
+class TurnEvidence(_Verdict):
     """What the quick classifiers of the labelled images found about turns.
 
     Attributes:
@@ -120,22 +148,18 @@ class TurnEvidence:
     chance: float
     degrees: float = TURN_DEGREES
 
-    @property
-    def changes_class(self) -> bool:
-        """Whether a turn by :attr:`degrees` changes the class (see the module docstring)."""
-        return _changes_class(self.accuracy, self.turned, self.z, self.chance)
+    _endings = ("turning changes the class, so no rotations (views.rotate=true turns anyway)",
+                "too near chance to judge turns, so rotations, as for natural images (views.rotate=false turns them off)",
+                "turning keeps the class, so rotations (views.rotate=false turns them off)")
 
-    def describe(self) -> str:
-        """One line: the figures and what they mean."""
-        figures = (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
-                   f"images, {self.turned:.0%} when also fitted on their copies turned by {self.degrees:g} degrees "
-                   f"(chance {self.chance:.0%})")
-        if self.changes_class:
-            return f"{figures}: turning changes the class, so no rotations (views.rotate=true turns anyway)"
-        if self.accuracy - self.chance < ABOVE_CHANCE_MIN:
-            return (f"{figures}: too near chance to judge turns, so rotations, as for natural images "
-                    f"(views.rotate=false turns them off)")
-        return f"{figures}: turning keeps the class, so rotations (views.rotate=false turns them off)"
+    @property
+    def transformed(self) -> float:
+        return self.turned
+
+    def _figures(self) -> str:
+        return (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
+                f"images, {self.turned:.0%} when also fitted on their copies turned by {self.degrees:g} degrees "
+                f"(chance {self.chance:.0%})")
 
 
 def _features(images: np.ndarray) -> np.ndarray:
@@ -163,14 +187,13 @@ def mirror_test(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Mirror
         or there is a single class.
     """
     labels = np.asarray(labels)
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    if len(counts) < 2 or counts.min() < 2:
+    chance = _chance(labels)
+    if chance is None:
         return None
     plain, mirror = _features(images), _features(np.ascontiguousarray(images[..., ::-1]))
     right, right_mirrored = held_out_scores(plain, labels, seed, mirror)
     return MirrorEvidence(len(labels), float(right.mean()), float(right_mirrored.mean()),
-                          _paired_z(right - right_mirrored), float(counts.max() / counts.sum()))
+                          _paired_z(right - right_mirrored), chance)
 
 
 def turn_test(images: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -191,15 +214,24 @@ def turn_test(images: np.ndarray, labels: np.ndarray, seed: int = 0,
     from torchvision.transforms.v2 import functional as F
 
     labels = np.asarray(labels)
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    if len(counts) < 2 or counts.min() < 2:
+    chance = _chance(labels)
+    if chance is None:
         return None
     batch = torch.from_numpy(np.ascontiguousarray(images))
     turned = [_features(F.rotate(batch, angle).numpy()) for angle in (degrees, -degrees)]
     right, right_turned = held_out_scores_fitted_with(_features(images), labels, seed, *turned)
     return TurnEvidence(len(labels), float(right.mean()), float(right_turned.mean()),
-                        _paired_z(right - right_turned), float(counts.max() / counts.sum()), degrees)
+                        _paired_z(right - right_turned), chance, degrees)
+
+
+def _chance(labels: np.ndarray) -> float | None:
+    """The share of the most common class, or None when some class has fewer than 2 images
+    (nothing to hold out) or there is a single class: no test then."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.min() < 2:
+        return None
+    return float(counts.max() / counts.sum())
 
 
 def _paired_z(difference: np.ndarray) -> float:
@@ -215,11 +247,8 @@ def held_out_scores(features: np.ndarray, labels: np.ndarray, seed: int, *others
     """``[N]`` 0/1 per image: whether the quick classifier, fitted on the other folds of
     ``features`` (stratified, up to 5 folds), classifies it right; then the same for the
     image's row of each of ``others`` (the same images transformed), scored by the same fits."""
-    counts = np.bincount(labels)
-    fold = stratified_folds(labels, int(min(5, counts[counts > 0].min())), seed)
     right = [np.zeros(len(labels)) for _ in range(1 + len(others))]
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
+    for train, held in _held_out_folds(labels, seed):
         weights = _ridge(features[train], labels[train])
         for scored, rows in zip(right, (features, *others)):
             scored[held] = np.argmax(rows[held] @ weights, axis=1) == labels[held]
@@ -231,16 +260,21 @@ def held_out_scores_fitted_with(features: np.ndarray, labels: np.ndarray, seed: 
     """``[N]`` 0/1 per image, twice: whether the quick classifier fitted on the other folds of
     ``features`` classifies it right, and whether one fitted on those folds' rows of ``features``
     and of each of ``copies`` (the same images transformed) does. Both score ``features``."""
-    counts = np.bincount(labels)
-    fold = stratified_folds(labels, int(min(5, counts[counts > 0].min())), seed)
     right, right_fitted = np.zeros(len(labels)), np.zeros(len(labels))
-    for k in range(fold.max() + 1):
-        train, held = fold != k, fold == k
+    for train, held in _held_out_folds(labels, seed):
         for scored, extra in ((right, ()), (right_fitted, copies)):
             weights = _ridge(np.vstack([features[train], *(c[train] for c in extra)]),
                              np.tile(labels[train], 1 + len(extra)))
             scored[held] = np.argmax(features[held] @ weights, axis=1) == labels[held]
     return right, right_fitted
+
+
+def _held_out_folds(labels: np.ndarray, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(train, held)`` masks of each stratified fold (up to 5, fewer when a class has fewer images)."""
+    counts = np.bincount(labels)
+    fold = stratified_folds(labels, int(min(5, counts[counts > 0].min())), seed)
+    for k in range(fold.max() + 1):
+        yield fold != k, fold == k
 
 
 def _ridge(features: np.ndarray, labels: np.ndarray) -> np.ndarray:

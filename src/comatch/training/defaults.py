@@ -281,16 +281,13 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
     chooser.set("optim.mu", mu, why)
     for key, (value, reason) in run_length_settings(chooser.value("optim.iterations", s.iterations)).items():
         chooser.set(key, value, reason)
-    if s.mirror is None:
-        chooser.set("views.flip", True, "mirroring not tested (fewer than 2 labelled images in some class): "
-                    "flips, as for natural images")
-    else:
-        chooser.set("views.flip", not s.mirror.changes_class, s.mirror.describe())
-    if s.turn is None:
-        chooser.set("views.rotate", True, "turns not tested (fewer than 2 labelled images in some class): "
-                    "rotations, as for natural images")
-    else:
-        chooser.set("views.rotate", not s.turn.changes_class, s.turn.describe())
+    for key, evidence, untested, views in (("views.flip", s.mirror, "mirroring", "flips"),
+                                           ("views.rotate", s.turn, "turns", "rotations")):
+        if evidence is None:
+            chooser.set(key, True, f"{untested} not tested (fewer than 2 labelled images in some class): "
+                        f"{views}, as for natural images")
+        else:
+            chooser.set(key, not evidence.changes_class, evidence.describe())
     workers, threads, why = choose_workers(s.device, s.cpu_cores)
     chooser.set("data.num_workers", workers, why)
     if threads is not None:
