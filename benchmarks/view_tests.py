@@ -1,25 +1,28 @@
-"""Could a quick classifier of the labelled images decide colour and rotation, as it decides flips?
+"""How the quick classifiers of the labelled images decide colour and rotation, and the questions tried before.
 
-**Colour.** The candidate test for ``views.colour`` (as ``data/invariance.py`` decides flips): the ridge
-classifier of the flip test, given each image's 16 x 16 standardised pixels and a 4 x 4
-opponent-colour histogram, is fitted on folds of 100 labelled images (10 per class) and scores
+**Colour.** ``data/invariance.py``'s ``colour_test`` (``test``): a ridge classifier of each image's
+16 x 16 standardised pixels and its hue histogram (12 bins, each pixel weighted by its chroma),
+fitted on folds of 100 labelled images (10 per class), against one fitted on those and their
+copies with the hue turned by +0.1 and -0.1 of the circle (the contrastive view's largest hue
+jitter), both scoring held-out originals. Beside it, three questions tried before, on a
+classifier of the pixels and a 4 x 4 opponent-colour histogram (too coarse to see a small
+object's hue):
 
 * **luminance**: a second classifier fitted on the images' luminance alone (colour-blind),
   against the colour classifier, on the same held-out images;
-* **hue shift**: the held-out images with their hue turned by +-0.1 of the circle (the
-  contrastive view's largest hue jitter), against the images as they are;
-* **fitted**: the question ``turn_test`` asks of turns: a classifier fitted on the images and
-  their copies with the hue turned by +0.1 and by -0.1 and turned grey, against the colour
-  classifier, both scoring held-out originals.
+* **hue shift**: the held-out images with their hue turned by +-0.1, against the images as they are;
+* **fitted**: ``colour_test``'s question on that classifier, the copies also turned grey.
 
 For each, the paired difference in standard errors (``z``) and the share of the accuracy
-above chance that the colour-blind or hue-shifted images keep (``kept``); the flip test calls
-an operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Three kinds of labelled images:
+above chance that the colour-blind or hue-shifted images keep (``kept``); the tests call an
+operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Four kinds of labelled images:
 
 * ``coded``: the drawn objects of ``object_scenes`` on photographs, any shape, the class their
-  body's hue (ten hues 0.1 apart): colour *is* the class;
+  body's hue (ten hues 0.1 apart): colour *is* the class (the ``coded`` folder kind);
+* ``coarse``: the same with five hues 0.2 apart (20 images per class): colour is the class,
+  and a turn of 0.1 takes a body half the way to its neighbour's;
 * ``photos``: crops of ten colour photographs scikit-image ships, the class the photograph:
-  natural images whose colours help but do not make the class;
+  the palette tells the classes apart, though a human would know a crop turned grey;
 * ``objects``: the ``objects`` kind (random body colours): colour says nothing.
 
 **Rotation.** Turns by +-30 degrees (the strong view's largest rotation), two ways: the flip
@@ -78,13 +81,20 @@ def photos(seed: int, per_class: int = 10, side: int = 32) -> tuple[np.ndarray, 
     return np.stack(images).transpose(0, 3, 1, 2), np.asarray(labels)
 
 
+def coarse(seed: int, per_class: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(5), per_class)
+    images = [object_scenes.scene(int(rng.integers(10)), "labeled", rng, body_hue=c / 5) for c in labels]
+    return np.stack(images).transpose(0, 3, 1, 2), labels
+
+
 def objects(seed: int, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(10), per_class)
     return np.stack([object_scenes.scene(int(c), "labeled", rng) for c in labels]).transpose(0, 3, 1, 2), labels
 
 
-KINDS = {"coded": coded, "photos": photos, "objects": objects}
+KINDS = {"coded": coded, "coarse": coarse, "photos": photos, "objects": objects}
 
 
 def chroma(images: np.ndarray, bins: int = 4) -> np.ndarray:
@@ -135,7 +145,11 @@ def judge(images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     (right_blind,) = invariance.held_out_scores(blind, labels, seed)
     copies = [features(hue_turned(images, HUE_SHIFT)), features(hue_turned(images, -HUE_SHIFT)), blind]
     plain, fitted = invariance.held_out_scores_fitted_with(colour, labels, seed, *copies)
-    return {"luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance),
+    found = invariance.colour_test(images, labels, seed)
+    return {"test": {"accuracy": found.accuracy, "other": found.shifted, "z": round(found.z, 2),
+                     "kept": round((found.shifted - chance) / (found.accuracy - chance), 2)
+                     if found.accuracy > chance else None, "changes_class": found.changes_class},
+            "luminance": paired(right, right_blind, chance), "hue_shift": paired(right, right_shifted, chance),
             "fitted": paired(plain, fitted, chance)}
 
 
@@ -172,7 +186,8 @@ def turn_kinds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 FOLDER_KINDS = (("digits", 0), ("digits", 1), ("digits", 2), ("mnist", 0), ("mnist", 1), ("mnist", 2),
-                ("objects", 0), ("objects", 1), ("arrows", 0), ("arrows", 1), ("arrows", 2))
+                ("objects", 0), ("objects", 1), ("arrows", 0), ("arrows", 1), ("arrows", 2),
+                ("coded", 0), ("coded", 1), ("coded", 2))
 """Labelled folders as ``own_folder.py`` builds them (kind, data seed): those of the own-folder
 benchmarks' runs, and other draws of ``mnist`` and ``arrows``."""
 
@@ -191,10 +206,15 @@ def folder_verdicts(kind: str, seed: int, root: Path) -> dict:
     probe = probe_folders(str(root), None)
     sample = invariance.labelled_sample(probe.labelled.paths, probe.labelled.labels, probe.channels, seed=0)
     mirror, turn = invariance.mirror_test(*sample, seed=0), invariance.turn_test(*sample, seed=0)
-    return {"mirror": {"accuracy": mirror.accuracy, "other": mirror.mirrored, "z": round(mirror.z, 2),
-                       "flip": not mirror.changes_class},
-            "turn": {"accuracy": turn.accuracy, "other": turn.turned, "z": round(turn.z, 2),
-                     "rotate": not turn.changes_class}}
+    found = {"mirror": {"accuracy": mirror.accuracy, "other": mirror.mirrored, "z": round(mirror.z, 2),
+                        "flip": not mirror.changes_class},
+             "turn": {"accuracy": turn.accuracy, "other": turn.turned, "z": round(turn.z, 2),
+                      "rotate": not turn.changes_class}}
+    colour = invariance.colour_test(*sample, seed=0)
+    if colour is not None:  # colour images only
+        found["colour"] = {"accuracy": colour.accuracy, "other": colour.shifted, "z": round(colour.z, 2),
+                           "colour": not colour.changes_class}
+    return found
 
 
 def main() -> None:
@@ -202,7 +222,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--folders", action="store_true",
-                        help="instead: the flip and turn verdicts on the own-folder benchmarks' labelled folders")
+                        help="instead: the flip, turn and colour verdicts on the own-folder benchmarks' labelled folders")
     args = parser.parse_args()
     result = {}
     if args.folders:
@@ -211,17 +231,20 @@ def main() -> None:
         for kind, seed in FOLDER_KINDS:
             with tempfile.TemporaryDirectory() as root:
                 found = result.setdefault(f"folders-{kind}", {})[seed] = folder_verdicts(kind, seed, Path(root))
-            mirror, turn = found["mirror"], found["turn"]
+            mirror, turn, colour = found["mirror"], found["turn"], found.get("colour")
             print(f"{kind:8s} seed {seed}: mirror {mirror['accuracy']:.0%} -> {mirror['other']:.0%} (z {mirror['z']}) "
                   f"flip={mirror['flip']}; turn {turn['accuracy']:.0%} -> {turn['other']:.0%} (z {turn['z']}) "
-                  f"rotate={turn['rotate']}", flush=True)
+                  f"rotate={turn['rotate']}" + (f"; hue {colour['accuracy']:.0%} -> {colour['other']:.0%} "
+                                                f"(z {colour['z']}) colour={colour['colour']}" if colour else ""),
+                  flush=True)
         args.seeds = []  # the folders only
     for kind, draw in KINDS.items():
         for seed in args.seeds:
             found = result.setdefault(kind, {})[seed] = judge(*draw(seed), seed)
             print(f"{kind:8s} seed {seed}: " + "; ".join(
                 f"{test} {f['accuracy']:.0%} -> {f['other']:.0%} (z {f['z']}, kept {f['kept']})"
-                for test, f in found.items()), flush=True)
+                for test, f in found.items()) + ("; changes the class" if found["test"]["changes_class"] else ""),
+                flush=True)
     for seed in args.seeds:
         for kind, (images, labels) in turn_kinds(seed).items():
             found = result.setdefault(f"rotation-{kind}", {})[seed] = rotation(images, labels, seed)

@@ -1,4 +1,5 @@
-"""Whether mirroring or a turn keeps the class: the labelled images decide the flips and turns of a folder run."""
+"""Whether mirroring, a turn or a hue turn keeps the class: the labelled images decide the flips, turns and colour
+changes of a folder run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 from comatch.data.invariance import (
+    ColourEvidence,
     MirrorEvidence,
     TurnEvidence,
+    colour_test,
     labelled_sample,
     mirror_test,
     sample_per_class,
@@ -47,6 +50,49 @@ def _up_down(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         images[i, 0, row:row + 4, col:col + 4] = 220
         images[i, 0] = np.clip(images[i, 0] + rng.normal(0, 20, (24, 24)), 0, 255).astype(np.uint8)
     return images, labels
+
+
+def _squares(rng: np.random.Generator, n: int, hue_of_class: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A square of random size, place, saturation and brightness on a dark noisy grey background. With
+    ``hue_of_class``, ten classes, the square's hue (0.1 of the circle apart); without, two classes,
+    the square in the upper or the lower half, its hue random."""
+    import colorsys
+
+    classes = 10 if hue_of_class else 2
+    images, labels = np.zeros((n, 3, 24, 24), dtype=np.uint8), np.arange(n) % classes
+    for i, label in enumerate(labels):
+        image = np.full((24, 24, 3), rng.uniform(20, 60)) + rng.normal(0, 12, (24, 24, 3))
+        hue = label / 10 if hue_of_class else rng.random()
+        side = int(rng.integers(5, 10))
+        row = int(rng.integers(0, 24 - side)) if hue_of_class else int(rng.integers(0, 12 - side)) + 12 * label
+        col = int(rng.integers(0, 24 - side))
+        image[row:row + side, col:col + side] = 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1),
+                                                                                   rng.uniform(0.6, 1)))
+        images[i] = np.clip(image, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return images, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_hue_turn_changes_the_class_when_the_class_is_the_hue(seed):
+    """Ten hues 0.1 apart: a classifier made to ignore turns of 0.1 confuses neighbours."""
+    found = colour_test(*_squares(np.random.default_rng(seed), 100, hue_of_class=True), seed=seed)
+    assert found.images == 100 and found.accuracy >= 0.6 and found.shifted <= found.accuracy - 0.2
+    assert found.z >= 3 and found.changes_class
+    assert "turning the hue changes the class, so no colour changes" in found.describe()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_hue_turn_keeps_the_class_when_colours_are_random(seed):
+    found = colour_test(*_squares(np.random.default_rng(seed), 60, hue_of_class=False), seed=seed)
+    assert found.accuracy >= 0.8 and abs(found.accuracy - found.shifted) <= 0.05
+    assert not found.changes_class and "turning the hue keeps the class, so colour changes" in found.describe()
+
+
+def test_grey_images_have_no_colour_test():
+    images, labels = _up_down(np.random.default_rng(0), 20)
+    assert colour_test(images, labels) is None
+    images, labels = _squares(np.random.default_rng(0), 5, hue_of_class=True)
+    assert colour_test(images, labels) is None  # one image per class: nothing to hold out
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -110,9 +156,12 @@ def test_too_few_images_per_class_leave_the_question_open():
     ("turn", "views.rotate", TurnEvidence(100, 0.82, 0.57, 4.6, 0.1), False),   # arrows of ten directions (view_tests.py)
     ("turn", "views.rotate", TurnEvidence(100, 0.74, 0.71, 0.7, 0.1), True),    # generated digits
     ("turn", "views.rotate", TurnEvidence(100, 0.15, 0.05, 3.2, 0.1), True),    # a classifier near chance: no evidence
+    ("colour", "views.colour", ColourEvidence(100, 0.63, 0.23, 7.3, 0.1), False),  # objects coded by hue (view_tests.py)
+    ("colour", "views.colour", ColourEvidence(100, 0.18, 0.18, 0.0, 0.1), True),   # objects of random colours
+    ("colour", "views.colour", ColourEvidence(100, 0.54, 0.43, 2.95, 0.1), True),  # photographs: below z 3
 ])
-def test_the_evidence_sets_the_flip_and_rotation_defaults(field, key, evidence, value):
-    situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=1, num_labelled=100,
+def test_the_evidence_sets_the_view_defaults(field, key, evidence, value):
+    situation = Situation(device="cpu", cpu_cores=2, image_size=28, channels=3, num_labelled=100,
                           num_unlabelled=1000, iterations=100, **{field: evidence})
     chosen = choose_defaults(situation)
     assert chosen.overrides[key] is value
@@ -129,6 +178,16 @@ def test_untested_views_stay_on():
             "natural images") in chosen.reasons
     assert ("views.rotate=True: turns not tested (fewer than 2 labelled images in some class): rotations, as for "
             "natural images") in chosen.reasons
+    assert "views.colour" not in chosen.overrides  # grey images: colour as configured
+    chosen = choose_defaults(Situation(device="cpu", cpu_cores=2, image_size=28, channels=3, num_labelled=6,
+                                       num_unlabelled=20, iterations=100))
+    assert chosen.overrides["views.colour"] is True
+    assert ("views.colour=True: colour not tested (fewer than 2 labelled images in some class): colour changes, "
+            "as for natural images") in chosen.reasons
+    for files, explicit in ((1, {"data.channels": 3}), (3, {"data.channels": 1})):  # grey files or a grey network
+        chosen = choose_defaults(Situation(device="cpu", cpu_cores=2, image_size=28, channels=files, num_labelled=6,
+                                           num_unlabelled=20, iterations=100), explicit)
+        assert "views.colour" not in chosen.overrides and not any("colour" in r for r in chosen.reasons)
 
 
 def test_sampling_keeps_every_class_and_the_proportions():
@@ -169,6 +228,33 @@ def test_a_folder_of_mirror_image_classes_trains_without_flips(tmp_path, capsys)
     out = capsys.readouterr().out
     assert yaml.safe_load(out[out.index("preset:"):])["views"]["rotate"] is False
     assert "defaults: views.rotate=False: your setting" in out and "quick classifier" not in out
+
+
+def test_a_folder_of_hue_coded_classes_trains_without_colour_changes(tmp_path, capsys):
+    """Colour images get the colour test as well: classes told apart by their hue train without
+    colour changes (and so without grayscale), and the user's setting skips the test."""
+    import yaml
+
+    from datafiles import save_image
+
+    from comatch.cli import main
+
+    images, labels = _squares(np.random.default_rng(0), 60, hue_of_class=True)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        save_image(tmp_path / "lab" / f"hue{label}" / f"{i}.png", image.transpose(1, 2, 0))
+        save_image(tmp_path / "unl" / f"{i}.png", image.transpose(1, 2, 0))
+    common = ["train", "--labeled", str(tmp_path / "lab"), "--unlabeled", str(tmp_path / "unl"), "--show-config",
+              "run.device=cpu"]
+    assert main(common) == 0
+    out = capsys.readouterr().out
+    views = yaml.safe_load(out[out.index("preset:"):])["views"]
+    assert views["colour"] is False and views["grayscale_prob"] == 0
+    assert "defaults: views.colour=False: a quick classifier of 60 labelled images" in out
+    assert "turning the hue changes the class, so no colour changes" in out
+    assert main([*common, "views.colour=true"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preset:"):])["views"]["colour"] is True
+    assert "defaults: views.colour=True: your setting" in out and "hue turned" not in out
 
 
 def test_unreadable_labelled_files_are_left_out_of_the_test(tmp_path):

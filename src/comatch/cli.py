@@ -204,9 +204,10 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     """``key=value`` settings chosen for the user's folders and this machine (explicit keys kept).
 
     The image size and channels come from the files, the network, batch and loader workers
-    from the device and cores (:func:`comatch.training.defaults.choose_defaults`), flips and
-    turns from what quick classifiers of the labelled images make of their mirror images and
-    turned copies (:func:`comatch.data.invariance.mirror_test`, :func:`~comatch.data.invariance.turn_test`). On a CPU,
+    from the device and cores (:func:`comatch.training.defaults.choose_defaults`), flips, turns
+    and colour changes from what quick classifiers of the labelled images make of their mirror
+    images, turned copies and copies with their hue turned (:func:`comatch.data.invariance.mirror_test`,
+    :func:`~comatch.data.invariance.turn_test`, :func:`~comatch.data.invariance.colour_test`). On a CPU,
     unless the command gives ``--iterations`` or ``--budget``, the run gets a 15-minute
     budget; with a budget (that one or the user's) the settings that depend on the run's length
     are chosen again once the budget has fixed the number of steps (``run.fit_to_length``).
@@ -215,7 +216,7 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     import torch
 
     from comatch.data.folders import probe_folders
-    from comatch.data.invariance import labelled_sample, mirror_test, turn_test
+    from comatch.data.invariance import colour_test, labelled_sample, mirror_test, turn_test
     from comatch.methods import METHODS, MethodContext
     from comatch.training.defaults import Situation, choose_defaults, run_length_settings
     from comatch.training.runtime import usable_cpus
@@ -228,17 +229,20 @@ def own_data_defaults(config: cfg.Config, explicit: set[str]) -> list[str]:
     # the method as configured (a stand-in network: only its views are asked for)
     method = METHODS[config.method].from_config(config, MethodContext(probe.num_classes, config.model.proj_dim,
                                                                       torch.nn.Module()))
-    mirror = turn = None
-    if not {"views.flip", "views.rotate"} <= explicit:
+    tests = {"views.flip": mirror_test, "views.rotate": turn_test}
+    if probe.channels == 3:  # grey images have no hue to test
+        tests["views.colour"] = colour_test
+    evidence: dict[str, Any] = {}
+    if not set(tests) <= explicit:
         sample = labelled_sample(probe.labelled.paths, probe.labelled.labels, probe.channels, seed=config.seed)
         if sample is not None:
-            mirror = None if "views.flip" in explicit else mirror_test(*sample, seed=config.seed)
-            turn = None if "views.rotate" in explicit else turn_test(*sample, seed=config.seed)
+            evidence = {key: test(*sample, seed=config.seed) for key, test in tests.items() if key not in explicit}
     situation = Situation(device=device, cpu_cores=usable_cpus(), image_size=probe.image_size,
                           channels=probe.channels, num_labelled=probe.num_labelled,
                           num_unlabelled=probe.num_unlabelled, iterations=iterations,
                           num_classes=probe.num_classes, unlabelled_views=len(method.unlabelled_views),
-                          mirror=mirror, turn=turn, stored_as_rgb=probe.stored_as_rgb)
+                          mirror=evidence.get("views.flip"), turn=evidence.get("views.rotate"),
+                          colour=evidence.get("views.colour"), stored_as_rgb=probe.stored_as_rgb)
     values = config.model_dump()
     chosen = choose_defaults(situation, {k: _dotted(values, k) for k in explicit})
     extra = chosen.as_override_strings()

@@ -129,7 +129,8 @@ class ViewConfig(_Section):
     flip: bool = Field(True, description="Horizontal flips; off for data whose labels change under flips (digits).")
     colour: bool = Field(
         True, description="Colour-changing operations: the strong view's AutoContrast, Color, Equalize and Solarize, the "
-        "contrastive view's saturation and hue jitter and grayscale; false for classes told apart by colour."
+        "contrastive view's saturation and hue jitter and grayscale; false for classes told apart by colour "
+        "(a folder run of colour images decides it from the labelled images)."
     )
     rotate: bool = Field(
         True, description="Strong view: RandAugment's Rotate (up to 30 degrees); false for classes told apart by a "

@@ -67,6 +67,8 @@ class Situation:
         mirror: what :func:`comatch.data.invariance.mirror_test` found on the labelled images
             (a ``MirrorEvidence``), or None when it was not run or had too few images.
         turn: what :func:`comatch.data.invariance.turn_test` found (a ``TurnEvidence``), or None.
+        colour: what :func:`comatch.data.invariance.colour_test` found (a ``ColourEvidence``), or
+            None; grey images are not tested and keep ``views.colour`` as configured.
     """
 
     device: str
@@ -81,6 +83,7 @@ class Situation:
     mirror: Any = None
     stored_as_rgb: bool = False
     turn: Any = None
+    colour: Any = None
 
 
 @dataclass
@@ -281,8 +284,10 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
     chooser.set("optim.mu", mu, why)
     for key, (value, reason) in run_length_settings(chooser.value("optim.iterations", s.iterations)).items():
         chooser.set(key, value, reason)
-    for key, evidence, untested, views in (("views.flip", s.mirror, "mirroring", "flips"),
-                                           ("views.rotate", s.turn, "turns", "rotations")):
+    tests = [("views.flip", s.mirror, "mirroring", "flips"), ("views.rotate", s.turn, "turns", "rotations")]
+    if s.channels == chooser.value("data.channels", s.channels) == 3:  # grey images have no hue to test
+        tests.append(("views.colour", s.colour, "colour", "colour changes"))
+    for key, evidence, untested, views in tests:
         if evidence is None:
             chooser.set(key, True, f"{untested} not tested (fewer than 2 labelled images in some class): "
                         f"{views}, as for natural images")
