@@ -59,7 +59,8 @@ of ``objects``, but the object drawn is any of the ten and the class is its body
 ten 36 degrees apart (at a random saturation of 0.2-1 and a brightness set against the
 background, as ``objects`` colours its bodies). The kind on which ``views.colour`` matters: the
 contrastive view's hue jitter of up to 0.1 of the circle carries a body most of the way to its
-neighbour's class (``view_tests.py``).
+neighbour's class (``view_tests.py``). Pixel baselines with 100 labels on 2,000 test images:
+1-nearest-neighbour 18.5% and logistic regression 25.3% (seed 0).
 
     python benchmarks/own_folder.py --kind objects --calibrate   # the pixel baselines of a kind
 

@@ -149,8 +149,24 @@ class MirrorEvidence(_Verdict):
                 f"images and {self.mirrored:.0%} on their mirror images (chance {self.chance:.0%})")
 
 
+class _FittedVerdict(_Verdict):
+    """A verdict that sets a classifier fitted on the originals against one fitted on them and
+    their transformed copies (:class:`TurnEvidence`, :class:`ColourEvidence`): each says what its
+    copies are."""
+
+    images: int
+
+    def _copies(self) -> str:
+        raise NotImplementedError
+
+    def _figures(self) -> str:
+        return (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
+                f"images, {self.transformed:.0%} when also fitted on their copies {self._copies()} "
+                f"(chance {self.chance:.0%})")
+
+
 @dataclass(frozen=True)
-class TurnEvidence(_Verdict):
+class TurnEvidence(_FittedVerdict):
     """What the quick classifiers of the labelled images found about turns.
 
     Attributes:
@@ -177,14 +193,12 @@ class TurnEvidence(_Verdict):
     def transformed(self) -> float:
         return self.turned
 
-    def _figures(self) -> str:
-        return (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
-                f"images, {self.turned:.0%} when also fitted on their copies turned by {self.degrees:g} degrees "
-                f"(chance {self.chance:.0%})")
+    def _copies(self) -> str:
+        return f"turned by {self.degrees:g} degrees"
 
 
 @dataclass(frozen=True)
-class ColourEvidence(_Verdict):
+class ColourEvidence(_FittedVerdict):
     """What the quick classifiers of the labelled images found about hue turns.
 
     Attributes:
@@ -213,10 +227,8 @@ class ColourEvidence(_Verdict):
     def transformed(self) -> float:
         return self.shifted
 
-    def _figures(self) -> str:
-        return (f"a quick classifier of {self.images} labelled images scores {self.accuracy:.0%} on held-out "
-                f"images, {self.shifted:.0%} when also fitted on their copies with the hue turned by "
-                f"{self.shift:g} of the colour circle (chance {self.chance:.0%})")
+    def _copies(self) -> str:
+        return f"with the hue turned by {self.shift:g} of the colour circle"
 
 
 def _features(images: np.ndarray) -> np.ndarray:
