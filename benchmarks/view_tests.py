@@ -21,8 +21,9 @@ operation class-changing at ``z >= 3`` and ``kept <= 0.75``. Four kinds of label
   body's hue (ten hues 0.1 apart): colour *is* the class (the ``coded`` folder kind);
 * ``coarse``: the same with five hues 0.2 apart (20 images per class): colour is the class,
   and a turn of 0.1 takes a body half the way to its neighbour's;
-* ``photos``: crops of ten colour photographs scikit-image ships, the class the photograph:
-  the palette tells the classes apart, though a human would know a crop turned grey;
+* ``photos``: the labelled crops of the ``photos`` folder kind (ten colour photographs, the
+  class the photograph): the palette tells the classes apart, though a human would know a crop
+  turned grey;
 * ``objects``: the ``objects`` kind (random body colours): colour says nothing.
 
 **Rotation.** Turns by +-30 degrees (the strong view's largest rotation), two ways: the flip
@@ -45,15 +46,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 import kinds
 import object_scenes
 from comatch.data import invariance
 
-PHOTOS = ("astronaut", "rocket", "coffee", "chelsea", "hubble_deep_field", "retina", "immunohistochemistry", "cat",
-          "colorwheel", "logo")
 HUE_SHIFT = 0.1
 
 
@@ -64,21 +62,10 @@ def coded(seed: int, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images).transpose(0, 3, 1, 2), labels
 
 
-def photos(seed: int, per_class: int = 10, side: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    from skimage import data
-
+def photos(seed: int, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for c, name in enumerate(PHOTOS):
-        photo = np.asarray(getattr(data, name)())[..., :3]
-        photo = (photo * 255).astype(np.uint8) if photo.dtype != np.uint8 else photo
-        short = min(photo.shape[:2])
-        for _ in range(per_class):
-            crop = int(rng.integers(min(48, short // 3), short // 2))
-            y, x = int(rng.integers(0, photo.shape[0] - crop)), int(rng.integers(0, photo.shape[1] - crop))
-            images.append(np.asarray(Image.fromarray(photo[y:y + crop, x:x + crop]).resize((side, side))))
-            labels.append(c)
-    return np.stack(images).transpose(0, 3, 1, 2), np.asarray(labels)
+    labels = np.repeat(np.arange(len(kinds.PHOTOS)), per_class)
+    return kinds.photo_crops(labels, "labeled", rng).transpose(0, 3, 1, 2), labels
 
 
 def coarse(seed: int, per_class: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +174,7 @@ def turn_kinds(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 FOLDER_KINDS = (("digits", 0), ("digits", 1), ("digits", 2), ("mnist", 0), ("mnist", 1), ("mnist", 2),
                 ("objects", 0), ("objects", 1), ("arrows", 0), ("arrows", 1), ("arrows", 2),
-                ("coded", 0), ("coded", 1), ("coded", 2))
+                ("coded", 0), ("coded", 1), ("coded", 2), ("photos", 0), ("photos", 1), ("photos", 2))
 """Labelled folders as ``own_folder.py`` builds them (kind, data seed): those of the own-folder
 benchmarks' runs, and other draws of ``mnist`` and ``arrows``."""
 
