@@ -322,13 +322,14 @@ def colour_test(images: np.ndarray, labels: np.ndarray, seed: int = 0,
     histogram = _hue_histogram(images)
     centre, spread = histogram.mean(axis=0), histogram.std(axis=0) + 1e-6
 
-    def features(batch: np.ndarray) -> np.ndarray:
-        scaled = HUE_WEIGHT * (_hue_histogram(batch) - centre) / spread  # standardised as the originals'
+    def features(batch: np.ndarray, hues: np.ndarray | None = None) -> np.ndarray:
+        hues = _hue_histogram(batch) if hues is None else hues
+        scaled = HUE_WEIGHT * (hues - centre) / spread  # standardised as the originals'
         return np.hstack([_features(batch)[:, :-1], scaled, np.ones((len(batch), 1), dtype=np.float32)])
 
     batch = torch.from_numpy(np.ascontiguousarray(images)).float()
     turned = [features(adjust_hue(batch, torch.full((len(batch),), s)).to(torch.uint8).numpy()) for s in (shift, -shift)]
-    right, right_shifted = held_out_scores_fitted_with(features(images), labels, seed, *turned)
+    right, right_shifted = held_out_scores_fitted_with(features(images, histogram), labels, seed, *turned)
     return ColourEvidence(len(labels), float(right.mean()), float(right_shifted.mean()),
                           _paired_z(right - right_shifted), chance, shift)
 
