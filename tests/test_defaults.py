@@ -68,6 +68,19 @@ def test_explicit_settings_win_and_steer_the_other_choices():
     assert forced.overrides["optim.mu"] == 1  # nothing fits: the smallest mu for the user's batch
 
 
+def test_the_batch_reason_describes_the_step_that_runs():
+    """The reason names the images a step really takes: with the user's ``mu``, and after the
+    data's caps (it once described the chooser's own 16 x (1 + 7 x 3) = 352 either way)."""
+    own_mu = choose_defaults(LAPTOP_DIGITS, {"optim.mu": 3})
+    assert "optim.mu" not in own_mu.overrides and own_mu.overrides["optim.batch_size"] == 16
+    # 16 x (1 + 3 x 3) = 160 images x 1.6 MiB x (28 / 32)^2
+    assert "optim.batch_size=16: a CPU step of 160 images needs about 196 MiB of activations" in own_mu.reasons
+    heavy = choose_defaults(Situation("cpu", 2, 64, 3, 100, 20000, 2000), {"model.arch": "resnet18", "optim.mu": 1})
+    assert heavy.overrides["optim.batch_size"] == 16  # 16 x (1 + 1 x 3) = 64 images x 19.6 MiB fit
+    few = choose_defaults(Situation("cpu", 2, 32, 1, num_labelled=6, num_unlabelled=20, iterations=100))
+    assert "optim.batch_size=6: a CPU step of 60 images needs about 96 MiB of activations" in few.reasons  # 6 x 10
+
+
 def test_run_length_settings_match_the_paper_for_long_runs_and_shrink_for_short_ones():
     long = {k: v for k, (v, _) in run_length_settings(1 << 20).items()}
     assert long["model.bn_momentum"] == 0.001 and long["optim.ema_decay"] == 0.999

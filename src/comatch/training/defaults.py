@@ -158,30 +158,38 @@ def activation_mib(arch: str, image_size: int, images: int) -> float:
     return per_image * (image_size / reference) ** 2 * images
 
 
-def choose_batch(s: Situation, arch: str, image_size: int, batch: int | None = None) -> tuple[int, int, str]:
+def choose_batch(s: Situation, arch: str, image_size: int, batch: int | None = None,
+                 mu: int | None = None) -> tuple[int, int, str]:
     """``(B, mu, reason)``: the paper's 64 and 7 on a GPU; on a CPU the largest candidate that fits.
 
     Both are capped by the data: ``B`` by the labelled images, ``mu * B`` by the unlabelled.
+    The reason describes the step that runs: with the user's values where given, after the caps.
 
     Args:
         s: the situation.
         arch, image_size: the network and the side it sees.
-        batch: the user's ``B``, when set: only ``mu`` is chosen for it.
+        batch, mu: the user's ``B`` and ``mu``, when set: they are kept, and the other is chosen for them.
     """
+    own_mu = mu
     if s.device != "cpu":
-        batch, mu, why = batch or 64, 7, "the paper's batch on a GPU"
+        batch, mu = batch or 64, mu or 7
     else:
         views = max(s.unlabelled_views, 0)
-        candidates = CPU_BATCHES if batch is None else tuple((batch, m) for m in (7, 5, 3, 2, 1))
+        if batch is None:
+            candidates = list(CPU_BATCHES) if mu is None else [(b, mu) for b in (16, 8, 4, 2, 1)]
+        else:
+            candidates = [(batch, m) for m in ((7, 5, 3, 2, 1) if mu is None else (mu,))]
         fits = [(b, m) for b, m in candidates
                 if activation_mib(arch, image_size, step_images(b, m, views)) <= CPU_ACTIVATION_BUDGET_MIB]
         batch, mu = fits[0] if fits else candidates[-1]
-        mib = activation_mib(arch, image_size, step_images(batch, mu, views))
-        why = f"a CPU step of {step_images(batch, mu, views)} images needs about {mib:.0f} MiB of activations"
     batch = max(1, min(batch, s.num_labelled))
-    if s.num_unlabelled:
+    if s.num_unlabelled and own_mu is None:
         mu = max(1, min(mu, s.num_unlabelled // batch))
-    return batch, mu, why
+    if s.device != "cpu":
+        return batch, mu, "the paper's batch on a GPU"
+    images = step_images(batch, mu, max(s.unlabelled_views, 0))
+    mib = activation_mib(arch, image_size, images)
+    return batch, mu, f"a CPU step of {images} images needs about {mib:.0f} MiB of activations"
 
 
 def workers_for(device: str, cpu_cores: int) -> int:
@@ -279,7 +287,8 @@ def choose_defaults(s: Situation, explicit: Mapping[str, Any] | None = None) -> 
     arch, size = chooser.value("model.arch", arch), chooser.value("data.image_size", size)
     padding = max(1, round(size / 8))
     chooser.set("views.crop_padding", padding, f"pad-and-crop shifts of 1/8 of the {size} px side, as 4 px on CIFAR's 32")
-    batch, mu, why = choose_batch(s, arch, size, chooser.explicit.get("optim.batch_size"))
+    batch, mu, why = choose_batch(s, arch, size, chooser.explicit.get("optim.batch_size"),
+                                 chooser.explicit.get("optim.mu"))
     chooser.set("optim.batch_size", batch, why)
     chooser.set("optim.mu", mu, why)
     for key, (value, reason) in run_length_settings(chooser.value("optim.iterations", s.iterations)).items():
