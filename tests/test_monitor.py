@@ -10,6 +10,7 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from comatch.training import monitor as monitor_module
 from comatch.training.monitor import RunMonitor
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # every control character but the newline
@@ -32,7 +33,8 @@ def test_training_in_a_pipe_prints_plain_lines_and_every_metric_reaches_tensorbo
     lines = [line for line in lines if line.startswith("[") or line.startswith("done:")]
     assert [line.split(" ", 2)[:2] for line in lines[:4]] == [
         ["[train]", "step=2/4"], ["[eval]", "step=2/4"], ["[train]", "step=4/4"], ["[eval]", "step=4/4"]]
-    assert re.search(r" eta=\d+:\d\d:\d\d loss=", lines[0]) and "mask_rate=" in lines[0]
+    assert " eta=" not in lines[0] and "mask_rate=" in lines[0]  # no rate measured yet: no eta
+    assert re.search(r" eta=\d+:\d\d:\d\d loss=", lines[2])
     assert lines[-1].startswith("done:")
 
     accumulator = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
@@ -82,6 +84,30 @@ def test_a_pipe_gets_one_plain_line_per_record(tmp_path):
     assert lines[1] == "[eval] step=2/4 test_acc=0.5 test_acc_ema=0.625"
     assert lines[2].startswith("[train] step=4/4 eta=0:00:00 loss=1 mask_rate=0.5 lr=0.01")
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 2, 4]
+
+
+def test_the_eta_in_a_pipe_leaves_out_the_start_of_the_run(tmp_path, monkeypatch):
+    """The first steps, the budget's timing evaluation and the loaders' start are paid once: an
+    eta averaged from the start said 25 minutes where 14 were left. It is measured from the
+    first train line on, and the first line has none."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock["now"])
+    stream = io.StringIO()
+    monitor = RunMonitor(tmp_path, total=1000, stream=stream, tensorboard=False)
+    clock["now"] = 30.0  # 100 steps and 20 s of one-off costs
+    monitor.log({"step": 100, "kind": "train", "loss": 1.0})
+    clock["now"] = 40.0  # then 100 steps in 10 s
+    monitor.log({"step": 200, "kind": "train", "loss": 1.0})
+    monitor.log({"step": 200, "kind": "eval", "test_acc": 0.5})
+    clock["now"] = 52.0  # 100 steps and the evaluation: 12 s
+    monitor.log({"step": 300, "kind": "train", "loss": 1.0})
+    monitor.close()
+    assert stream.getvalue().splitlines() == [
+        "[train] step=100/1000 loss=1",
+        "[train] step=200/1000 eta=0:01:20 loss=1",  # 800 steps x 0.1 s
+        "[eval] step=200/1000 test_acc=0.5",
+        "[train] step=300/1000 eta=0:01:17 loss=1",  # 700 steps x 22 s / 200 steps
+    ]
 
 
 class LeftPipe(io.StringIO):

@@ -141,7 +141,10 @@ class RunMonitor:
         self.last_eval: dict[str, Any] = next(
             (r for r in reversed(self.records) if r["kind"] == "eval"), {}
         )
-        self.total, self.start, self.started_at = total, start, time.monotonic()
+        self.total, self.start = total, start
+        self.rate_from: tuple[float, int] | None = None
+        """(time, step) of the first train line: the eta's rate starts there, after the one-off costs
+        of a run's start (the first steps, the budget's timing evaluation), evaluations since included."""
         self.bar = None
         if self.stream.isatty():
             self.bar = tqdm(total=total, initial=start, file=self.stream, dynamic_ncols=True, unit="step")
@@ -190,9 +193,12 @@ class RunMonitor:
             return
         step = record["step"]
         where = f"step={step}/{self.total}"
-        if record["kind"] == "train" and step > self.start:
-            eta = (time.monotonic() - self.started_at) / (step - self.start) * (self.total - step)
-            where += f" eta={duration(eta)}"
+        if record["kind"] == "train":
+            if self.rate_from is None:
+                self.rate_from = (time.monotonic(), step)
+            elif step > self.rate_from[1]:
+                since, first = self.rate_from
+                where += f" eta={duration((time.monotonic() - since) / (step - first) * (self.total - step))}"
         text = " ".join(f"{k}={_fmt(v)}" for k, v in record.items()
                         if k not in ("kind", "step") and not k.startswith("pseudo_label_share_"))  # per class: file only
         self._print(f"[{record['kind']}] {where} {text}")
