@@ -73,6 +73,10 @@ VARIANTS: dict[str, tuple[list[str], float]] = {
     # views.colour from them: off for the coded kind), and left out on data whose class they keep
     "colour-on": (["views.colour=true"], 1.0),
     "colour-off": (["views.colour=false"], 1.0),
+    # horizontal flips kept or left out whatever the labelled images say (the folder default
+    # decides views.flip from them); the step costs the same
+    "flip-on": (["views.flip=true"], 1.0),
+    "flip-off": (["views.flip=false"], 1.0),
 }
 PROPAGATED = {"propagated-10": 10}
 """Variants that add label propagation's surest unlabelled images to the labelled set: picks per class."""
