@@ -15,7 +15,8 @@ consecutive steps (each block's mean; medians, minimum and maximum over the bloc
     python benchmarks/step_time.py --setting digits --steps 200 --json out.json
 
 Settings: digits (the default preset), folder-digits (what a folder run of 28 px grayscale images
-chooses on 2 cores), wrn10-1-digits, wrn28-2-cifar, resnet50-imagenet.
+chooses on 2 cores), folder-digits-mu3 (the same with ``optim.mu=3``), wrn10-1-digits,
+wrn28-2-cifar, resnet50-imagenet.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ SETTINGS: dict[str, list[str]] = {
                           "comatch.bank_size=64", "comatch.temperature=0.1",
                           "data.num_workers=1", "views.crop_padding=28", "views.cutout=0.5"],
 }
-PRESETS = {"folder-digits": "folder"}
+SETTINGS["folder-digits-mu3"] = [o.replace("optim.mu=7", "optim.mu=3") for o in SETTINGS["folder-digits"]]
+PRESETS = {"folder-digits": "folder", "folder-digits-mu3": "folder"}
 """Settings measured on another preset than the default (digits)."""
-RANDOM_DATA = {"folder-digits": (1, 28, 10), "wrn28-2-cifar": (3, 32, 10), "resnet50-imagenet": (3, 224, 10)}
+RANDOM_DATA = {"folder-digits": (1, 28, 10), "folder-digits-mu3": (1, 28, 10), "wrn28-2-cifar": (3, 32, 10),
+               "resnet50-imagenet": (3, 224, 10)}
 
 
 def random_data(channels: int, size: int, classes: int, n: int = 2048) -> RunData:
