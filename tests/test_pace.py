@@ -305,6 +305,33 @@ def test_a_pacer_that_falls_behind_fits_again_before_its_next_scheduled_fit(monk
     assert said[11] == ["budget 100s: 1.6 s per step over the last 10 steps: 62 steps fit instead of 99"]
 
 
+@pytest.mark.parametrize("load", ["burst", "lasting"])
+def test_a_burst_of_load_does_not_halve_a_budgeted_run_and_a_lasting_one_is_followed(monkeypatch, load):
+    """20 s of another job (steps of 1 s instead of 0.1 s) in a 900 s budget: each check 5 steps
+    after a fit found the run behind and fitted it on those 5 slow steps alone (a 15-minute run
+    went from 10,986 planned steps to 3,390 and back). A fit less than 45 s (5% of the budget)
+    after the last now takes the median step of the last 45 s: the length gives up the lost
+    time, not two thirds of the run. A lasting slow-down (0.3 s from step 3,000) is followed,
+    and either way the run ends within its budget."""
+    clock = StepClock(0.1)
+    monkeypatch.setattr(pace, "now", clock)
+    pacer = Pacer(10**6, 10**6, "900s")
+    pacer.begin(0)
+    slow = (lambda k: 1.0 if 1001 <= k <= 1020 else 0.1) if load == "burst" else (lambda k: 0.3 if k > 3000 else 0.1)
+    totals, step = [], 0
+    while step < pacer.total:
+        step += 1
+        clock.seconds += slow(step)
+        pacer.after_step(step, lambda: 0.0)
+        totals.append(pacer.total)
+    assert totals[10] == 8910  # fitted after step 5: 5 + (891 s - 0.5 s) / 0.1 s
+    if load == "burst":
+        assert min(totals[10:]) >= 8910 - 600, min(totals)  # 18 s lost: 180 steps, and a cautious margin
+    else:
+        assert 4900 <= step <= 4970, step  # 3,000 steps in 300 s, then (891 - 300) s / 0.3 s
+    assert 891 - 2 <= clock.seconds <= 900, clock.seconds
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the process's start time is read from Linux's /proc")
 def test_a_budget_counts_from_the_process_start():
     """process_age covers what ran before the command's code (the interpreter's start-up, the

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,10 @@ are augmented together)."""
 DAY = 86400.0
 LATE = 1.0
 """Seconds a budgeted run may fall behind its fit before it is fitted again at once."""
+RECENT_SHARE, RECENT_MAX = 0.05, 60.0
+"""A fit's step time spans at least the last ``min(RECENT_SHARE * budget, RECENT_MAX)`` seconds
+(or the run so far), even when the last fit was more recent: a fit on the few steps since the
+last one would take a burst of another job's load for the machine's new pace."""
 HELD_BACK = 0.01
 """Share of a budget the fit leaves unplanned, for a machine that slows down in the last
 minutes (when few steps are left to give up): a 15-minute run is planned to end 9 s early."""
@@ -158,6 +164,8 @@ class Pacer:
         self._window_from: float | None = None
         self._window_step = 0
         self._excluded = 0.0
+        self._excluded_total = 0.0
+        self._marks: deque[tuple[float, int, float]] = deque()  # (time, step, excluded so far) of recent steps
 
     # ----------------------------------------------------------------- the length
     def follow(self, listener: LengthListener) -> None:
@@ -201,11 +209,25 @@ class Pacer:
     def begin(self, step: int) -> None:
         """The loop starts (or resumes) at ``step``."""
         self._first, self._window_from, self._window_step, self._excluded = step, None, step, 0.0
+        self._marks.clear()
         self.refit_at = None
 
     def exclude(self, seconds: float) -> None:
         """Seconds since the last fit that were not training steps (evaluations)."""
         self._excluded += seconds
+        self._excluded_total += seconds
+
+    def _mark(self, step: int) -> None:
+        """Remember when ``step`` ended, keeping the marks of the last :data:`RECENT_SHARE` of the
+        budget and the newest one before them."""
+        t = now()
+        self._marks.append((t, step, self._excluded_total))
+        while len(self._marks) > 1 and self._marks[1][0] <= t - self._recent():
+            self._marks.popleft()
+
+    def _recent(self) -> float:
+        """The seconds a fit's step time spans at least (:data:`RECENT_SHARE`)."""
+        return min(RECENT_SHARE * (self.budget_seconds or 0.0), RECENT_MAX)
 
     def after_step(self, step: int, time_evaluation: Callable[[], float], device: str = "cpu") -> list[str]:
         """Measure, and fit the budget when it is time; returns the lines to print.
@@ -217,13 +239,15 @@ class Pacer:
         """
         if step == self._first + 1:  # the first step (warm-up) is not timed
             self._window_from, self._window_step, self._excluded = now(), step, 0.0
+            self._mark(step)
             return []
         if self._window_from is None:
             return []
+        self._mark(step)
         if step == self._first + self.probe_steps:
             t0 = now()
             lines = self._probe(step, (t0 - self._window_from) / (self.probe_steps - 1), time_evaluation, device)
-            self._excluded += now() - t0
+            self.exclude(now() - t0)
             return lines
         if step == self.refit_at and step > self._first + self.probe_steps:
             return self._refit(step)
@@ -261,14 +285,23 @@ class Pacer:
         return lines + ([advice] if advice else [])
 
     def _refit(self, step: int) -> list[str]:
-        """Fit the budget again on the step time since the last fit (evaluations left out)."""
+        """Fit the budget again on the step time since the last fit (evaluations left out), or,
+        where the last fit is less than the recent seconds (:data:`RECENT_SHARE`) ago, on the
+        median step of those seconds: a burst of another job's load is then paid for by the
+        seconds it took, and a lasting slow-down is followed once it fills half of them."""
         assert self.costs is not None and self._window_from is not None
-        seconds = (now() - self._window_from - self._excluded) / (step - self._window_step)
+        steps, how = step - self._window_step, "s per step"
+        seconds = (now() - self._window_from - self._excluded) / steps
+        if now() - self._window_from < self._recent() and len(self._marks) > steps + 1:
+            marks = list(self._marks)
+            steps, how = marks[-1][1] - marks[0][1], "s a step (the median)"
+            seconds = statistics.median((b[0] - a[0] - (b[2] - a[2])) / (b[1] - a[1])
+                                        for a, b in zip(marks, marks[1:]))
         before = self.total
         self.costs = Costs(seconds, self.costs.evaluation, self.costs.finish)
         self._fit(step)
         lines = [] if self.total == before else [
-            f"budget {self.budget}: {seconds:.3g} s per step over the last {step - self._window_step} steps: "
+            f"budget {self.budget}: {seconds:.3g} {how} over the last {steps} steps: "
             f"{self.total} steps fit instead of {before}"]
         self._window_from, self._window_step, self._excluded = now(), step, 0.0
         self.refit_at = step + (self.total - step) // 2 if (self.total - step) // 2 >= 10 else None
