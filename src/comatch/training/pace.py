@@ -159,6 +159,7 @@ class Pacer:
         self.evaluation: float | None = None  # seconds of one evaluation, once timed (a resume reuses them)
         self.refit_at: int | None = None
         self.probe_steps = PROBE_STEPS  # the trainer may ask for more (see set_probe)
+        self.group = 1  # steps whose batches are augmented together (see set_probe)
         self._listeners: list[LengthListener] = []
         self._first = 0
         self._window_from: float | None = None
@@ -184,7 +185,7 @@ class Pacer:
         """Time whole groups of ``group`` steps (loaders that augment ``group`` batches at once
         pay for them in the group's first step): at least :data:`PROBE_STEPS` steps, the first
         left out, and the rest a multiple of ``group``."""
-        group = max(1, group)
+        self.group = group = max(1, group)
         self.probe_steps = 1 + group * math.ceil((PROBE_STEPS - 1) / group)
 
     def elapsed(self) -> float:
@@ -286,17 +287,20 @@ class Pacer:
 
     def _refit(self, step: int) -> list[str]:
         """Fit the budget again on the step time since the last fit (evaluations left out), or,
-        where the last fit is less than the recent seconds (:data:`RECENT_SHARE`) ago, on the
-        median step of those seconds: a burst of another job's load is then paid for by the
-        seconds it took, and a lasting slow-down is followed once it fills half of them."""
+        where the last fit is less than the recent seconds (:data:`RECENT_SHARE`) ago, on those
+        seconds' groups of steps (:meth:`set_probe`'s: each pays for its augmentation once) that
+        took at most twice the median group: a burst of another job's load is then paid for by
+        the seconds it took, and a lasting slow-down is followed once it fills half of them."""
         assert self.costs is not None and self._window_from is not None
         steps, how = step - self._window_step, "s per step"
         seconds = (now() - self._window_from - self._excluded) / steps
-        if now() - self._window_from < self._recent() and len(self._marks) > steps + 1:
-            marks = list(self._marks)
-            steps, how = marks[-1][1] - marks[0][1], "s a step (the median)"
-            seconds = statistics.median((b[0] - a[0] - (b[2] - a[2])) / (b[1] - a[1])
-                                        for a, b in zip(marks, marks[1:]))
+        if now() - self._window_from < self._recent() and len(self._marks) > steps + self.group:
+            ends = list(self._marks)[::-1][::self.group]  # whole groups: each pays for its augmentation once
+            blocks = [(b[0] - a[0] - (b[2] - a[2])) / (b[1] - a[1]) for b, a in zip(ends, ends[1:])]
+            typical = statistics.median(blocks)
+            kept = [block for block in blocks if block <= 2 * typical]
+            steps, how = len(kept) * self.group, "s per step (bursts left out)"
+            seconds = statistics.fmean(kept)
         before = self.total
         self.costs = Costs(seconds, self.costs.evaluation, self.costs.finish)
         self._fit(step)
