@@ -226,6 +226,11 @@ class Pacer:
         while len(self._marks) > 1 and self._marks[1][0] <= t - self._recent():
             self._marks.popleft()
 
+    def _whole_groups(self, steps: int) -> int:
+        """``steps`` rounded down to whole groups of :meth:`set_probe` (at least one): a window of
+        them pays for the augmentation of each of its steps, no more, no less."""
+        return max(self.group, steps // self.group * self.group)
+
     def _recent(self) -> float:
         """The seconds a fit's step time spans at least (:data:`RECENT_SHARE`)."""
         return min(RECENT_SHARE * (self.budget_seconds or 0.0), RECENT_MAX)
@@ -253,8 +258,9 @@ class Pacer:
         if step == self.refit_at and step > self._first + self.probe_steps:
             return self._refit(step)
         since = step - self._window_step
-        if self.budget_seconds is not None and self.costs is not None and since >= PROBE_STEPS \
-                and since % PROBE_STEPS == 0 and self.any_behind(self._behind(step)):
+        check = self.group * math.ceil(PROBE_STEPS / self.group)  # whole groups: one augmenting step each
+        if self.budget_seconds is not None and self.costs is not None and since >= check \
+                and since % check == 0 and self.any_behind(self._behind(step)):
             return self._refit(step)  # the machine slowed down since the last fit: do not wait for the next one
         return []
 
@@ -278,7 +284,7 @@ class Pacer:
                 lines.append(f"budget {self.budget} cannot be held: the run ends here, about "
                              f"{duration(elapsed + self.costs.finish)} after the command started; a smaller "
                              f"network (model.arch) or a longer --budget trains more")
-            self.refit_at = step + (self.total - step) // 4
+            self.refit_at = step + self._whole_groups((self.total - step) // 4)
         left = Costs(step_seconds, evaluation).remaining(step, self.total, self.eval_every)
         lines.append(f"timing: {step_seconds:.3g} s per step (steps {step - self.probe_steps + 2}-{step}); "
                      f"about {duration(left)} for the {self.total - step} steps left")
@@ -308,7 +314,8 @@ class Pacer:
             f"budget {self.budget}: {seconds:.3g} {how} over the last {steps} steps: "
             f"{self.total} steps fit instead of {before}"]
         self._window_from, self._window_step, self._excluded = now(), step, 0.0
-        self.refit_at = step + (self.total - step) // 2 if (self.total - step) // 2 >= 10 else None
+        half = self._whole_groups((self.total - step) // 2)
+        self.refit_at = step + half if half >= 10 else None
         return lines
 
     def _fit(self, step: int) -> float:
