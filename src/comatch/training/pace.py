@@ -160,12 +160,13 @@ class Pacer:
         self.refit_at: int | None = None
         self.probe_steps = PROBE_STEPS  # the trainer may ask for more (see set_probe)
         self.group = 1  # steps whose batches are augmented together (see set_probe)
+        self.check_every = PROBE_STEPS  # steps between checks for falling behind: whole groups (see set_probe)
         self._listeners: list[LengthListener] = []
         self._first = 0
         self._window_from: float | None = None
         self._window_step = 0
-        self._excluded = 0.0
-        self._excluded_total = 0.0
+        self._excluded_total = 0.0  # seconds of evaluations since the run began
+        self._window_excluded = 0.0  # ... when the window began
         self._marks: deque[tuple[float, int, float]] = deque()  # (time, step, excluded so far) of recent steps
 
     # ----------------------------------------------------------------- the length
@@ -187,6 +188,7 @@ class Pacer:
         left out, and the rest a multiple of ``group``."""
         self.group = group = max(1, group)
         self.probe_steps = 1 + group * math.ceil((PROBE_STEPS - 1) / group)
+        self.check_every = group * math.ceil(PROBE_STEPS / group)
 
     def elapsed(self) -> float:
         """Seconds the run has taken: earlier processes, and this command since it started."""
@@ -209,13 +211,12 @@ class Pacer:
     # ----------------------------------------------------------------- timing
     def begin(self, step: int) -> None:
         """The loop starts (or resumes) at ``step``."""
-        self._first, self._window_from, self._window_step, self._excluded = step, None, step, 0.0
+        self._first, self._window_from, self._window_step = step, None, step
         self._marks.clear()
         self.refit_at = None
 
     def exclude(self, seconds: float) -> None:
-        """Seconds since the last fit that were not training steps (evaluations)."""
-        self._excluded += seconds
+        """Seconds that were not training steps (evaluations)."""
         self._excluded_total += seconds
 
     def _mark(self, step: int) -> None:
@@ -225,6 +226,10 @@ class Pacer:
         self._marks.append((t, step, self._excluded_total))
         while len(self._marks) > 1 and self._marks[1][0] <= t - self._recent():
             self._marks.popleft()
+
+    def _open_window(self, step: int) -> None:
+        """Time the steps after ``step`` from now on (evaluations left out)."""
+        self._window_from, self._window_step, self._window_excluded = now(), step, self._excluded_total
 
     def _whole_groups(self, steps: int) -> int:
         """``steps`` rounded down to whole groups of :meth:`set_probe` (at least one): a window of
@@ -244,7 +249,7 @@ class Pacer:
             device: where the run trains (for the too-long advice).
         """
         if step == self._first + 1:  # the first step (warm-up) is not timed
-            self._window_from, self._window_step, self._excluded = now(), step, 0.0
+            self._open_window(step)
             self._mark(step)
             return []
         if self._window_from is None:
@@ -258,9 +263,8 @@ class Pacer:
         if step == self.refit_at and step > self._first + self.probe_steps:
             return self._refit(step)
         since = step - self._window_step
-        check = self.group * math.ceil(PROBE_STEPS / self.group)  # whole groups: one augmenting step each
-        if self.budget_seconds is not None and self.costs is not None and since >= check \
-                and since % check == 0 and self.any_behind(self._behind(step)):
+        if self.budget_seconds is not None and self.costs is not None and since >= self.check_every \
+                and since % self.check_every == 0 and self.any_behind(self._behind(step)):
             return self._refit(step)  # the machine slowed down since the last fit: do not wait for the next one
         return []
 
@@ -299,7 +303,7 @@ class Pacer:
         the seconds it took, and a lasting slow-down is followed once it fills half of them."""
         assert self.costs is not None and self._window_from is not None
         steps, how = step - self._window_step, "s per step"
-        seconds = (now() - self._window_from - self._excluded) / steps
+        seconds = (now() - self._window_from - (self._excluded_total - self._window_excluded)) / steps
         if now() - self._window_from < self._recent() and len(self._marks) > steps + self.group:
             ends = list(self._marks)[::-1][::self.group]  # whole groups: each pays for its augmentation once
             blocks = [(b[0] - a[0] - (b[2] - a[2])) / (b[1] - a[1]) for b, a in zip(ends, ends[1:])]
@@ -313,7 +317,7 @@ class Pacer:
         lines = [] if self.total == before else [
             f"budget {self.budget}: {seconds:.3g} {how} over the last {steps} steps: "
             f"{self.total} steps fit instead of {before}"]
-        self._window_from, self._window_step, self._excluded = now(), step, 0.0
+        self._open_window(step)
         half = self._whole_groups((self.total - step) // 2)
         self.refit_at = step + half if half >= 10 else None
         return lines
